@@ -1,0 +1,1 @@
+"""Log every HTTP request an ASGI app serves to a SQLite database."""

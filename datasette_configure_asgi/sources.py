@@ -1,0 +1,104 @@
+"""Find this plugin's config in a Datasette instance, and say which file or option it came from.
+
+Datasette 0.65 reads plugin config from metadata (``-m``). The 1.0 alphas read it from config
+(``-c datasette.yaml`` and ``-s``), and silently move a ``plugins`` block found in metadata into
+config, where it replaces the whole ``plugins`` block given with ``-c``/``-s``. We cannot undo that,
+but we can say so: the options of the running command (``serve`` or ``configure-asgi check``) are
+re-read to tell where the config came from and to warn when both places set it.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Dict, Optional
+
+from . import PLUGIN_KEY
+
+
+@dataclasses.dataclass(frozen=True)
+class Found:
+    raw: Any  # the list as written, before $env/$file are resolved; None when not configured
+    source: str  # where it came from, for humans: "metadata.json (-m)", "datasette.yaml (-c)", ...
+    warning: Optional[str] = None
+
+
+def datasette_major() -> int:
+    from datasette.version import __version__
+
+    return int(__version__.split(".")[0])
+
+
+def find_config(datasette) -> Found:
+    """Return the raw plugin config of ``datasette`` and where it came from."""
+    if datasette_major() < 1:
+        raw = (datasette.metadata("plugins") or {}).get(PLUGIN_KEY)
+    else:
+        raw = ((getattr(datasette, "config", None) or {}).get("plugins") or {}).get(PLUGIN_KEY)
+    options = _command_options()
+    if options is None:
+        return Found(raw, "metadata" if datasette_major() < 1 else "config")
+    return _locate(raw, options)
+
+
+def _command_options() -> Optional[Dict[str, Any]]:
+    """The -m/-c/-s options of the datasette command running now, if any."""
+    try:
+        import click
+    except ImportError:  # pragma: no cover - datasette depends on click
+        return None
+    ctx = click.get_current_context(silent=True)
+    if ctx is None or not {"metadata"} & set(ctx.params):
+        return None
+    return ctx.params
+
+
+def _file_plugins(file_param: Any) -> Optional[Dict[str, Any]]:
+    """Re-read a -m/-c file given to the command and return its top-level plugins block."""
+    name = getattr(file_param, "name", None)
+    if not name or name == "-" or name.startswith("<"):
+        return None
+    from datasette.utils import parse_metadata
+
+    try:
+        with open(name, encoding="utf-8") as fp:
+            data = parse_metadata(fp.read()) or {}
+    except Exception:
+        return None
+    plugins = data.get("plugins") if isinstance(data, dict) else None
+    return plugins if isinstance(plugins, dict) else {}
+
+
+def _label(file_param: Any, flag: str) -> str:
+    return f"{getattr(file_param, 'name', '?')} ({flag})"
+
+
+def _locate(raw: Any, options: Dict[str, Any]) -> Found:
+    metadata_param = options.get("metadata")
+    config_param = options.get("config")
+    settings = options.get("settings") or ()
+    in_metadata = PLUGIN_KEY in (_file_plugins(metadata_param) or {}) if metadata_param else False
+    if datasette_major() < 1:
+        return Found(raw, _label(metadata_param, "-m") if in_metadata else "metadata")
+    in_config = PLUGIN_KEY in (_file_plugins(config_param) or {}) if config_param else False
+    prefix = f"plugins.{PLUGIN_KEY}"
+    setting_names = [name for name, _ in settings if name == prefix or name.startswith(prefix + ".")]
+    others = []
+    if setting_names:
+        others.append(f"-s {setting_names[0]}")
+    if in_config:
+        others.append(_label(config_param, "-c"))
+    if in_metadata:
+        source = _label(metadata_param, "-m")
+        warning = None
+        if others:
+            warning = (
+                f"{PLUGIN_KEY} is set in both {source} and {' and '.join(others)}. "
+                f"Datasette 1.0 moves plugin settings out of metadata into config, so the one in "
+                f"{source} wins and the whole plugins block from -c/-s is replaced. "
+                f"Keep plugin settings in datasette.yaml (-c) only."
+            )
+        return Found(raw, source, warning)
+    if setting_names:
+        return Found(raw, f"-s {setting_names[0]}")
+    if in_config:
+        return Found(raw, _label(config_param, "-c"))
+    return Found(raw, "config")

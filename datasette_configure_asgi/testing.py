@@ -1,0 +1,249 @@
+"""A conformance kit for middleware authors: does a middleware follow the ``klass(app, **args)`` protocol?
+
+Use it in your own tests::
+
+    from datasette_configure_asgi.testing import check_middleware
+
+    def test_my_middleware_follows_the_protocol():
+        check_middleware(MyMiddleware, option="value")
+
+It raises ``MiddlewareCheckFailed`` (an AssertionError) naming each property that does not hold.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+
+Message = Dict[str, Any]
+
+
+class MiddlewareCheckFailed(AssertionError):
+    """One or more protocol properties do not hold; the message lists each."""
+
+
+class _InnerError(Exception):
+    """Raised by the inner app; the middleware must let it through unchanged."""
+
+
+def check_middleware(
+    factory: Callable[..., Any],
+    *,
+    changes_headers: Iterable[str] = (),
+    changes_body: bool = False,
+    request_headers: Sequence[Tuple[bytes, bytes]] = (),
+    timeout: float = 5.0,
+    **args: Any,
+) -> None:
+    """Check that ``factory(app, **args)`` behaves as a well-mannered ASGI middleware.
+
+    - constructing it twice starts no threads (``__init__`` is cheap and may run several times);
+    - lifespan startup and shutdown reach the app, and the app's replies reach the server;
+    - a websocket session passes through: accept, messages both ways, close;
+    - an HTTP response is unchanged, except the headers named in ``changes_headers``
+      (or the body too, when ``changes_body`` is true), streaming included;
+    - an exception raised by the app propagates to the server.
+
+    Callable from sync code and from inside a running event loop.
+    """
+    checks = _Checks(factory, args, {h.lower() for h in changes_headers}, changes_body, list(request_headers), timeout)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        failures = asyncio.run(checks.run_all())
+    else:
+        # Called from async code: run on a fresh loop in a helper thread.
+        result: List[Any] = []
+        worker = threading.Thread(target=lambda: result.append(asyncio.run(checks.run_all())))
+        worker.start()
+        worker.join()
+        failures = result[0] if result else ["the checks did not finish"]
+    if failures:
+        name = getattr(factory, "__qualname__", repr(factory))
+        raise MiddlewareCheckFailed(
+            f"{name} does not follow the middleware protocol:\n" + "\n".join(f"  - {f}" for f in failures)
+        )
+
+
+class _Checks:
+    def __init__(self, factory, args, changes_headers, changes_body, request_headers, timeout):
+        self.factory = factory
+        self.args = args
+        self.changes_headers = changes_headers
+        self.changes_body = changes_body
+        self.request_headers = request_headers
+        self.timeout = timeout
+
+    def build(self, app):
+        return self.factory(app, **self.args)
+
+    async def run_all(self) -> List[str]:
+        failures: List[str] = []
+        for check in (self.cheap_init, self.lifespan, self.websocket, self.http_unchanged, self.exceptions):
+            try:
+                problem = await asyncio.wait_for(check(), self.timeout)
+            except asyncio.TimeoutError:
+                problem = f"{check.__name__}: no answer within {self.timeout} s"
+            except Exception as error:
+                problem = f"{check.__name__}: raised {type(error).__name__}: {error}"
+            if problem:
+                failures.append(problem)
+        return failures
+
+    async def cheap_init(self) -> Optional[str]:
+        before = threading.active_count()
+        self.build(_echo_app)
+        self.build(_echo_app)
+        after = threading.active_count()
+        if after > before:
+            return f"cheap_init: constructing the middleware twice started {after - before} thread(s); start shared resources lazily, once per process"
+        return None
+
+    async def lifespan(self) -> Optional[str]:
+        seen: List[str] = []
+
+        async def app(scope, receive, send):
+            assert scope["type"] == "lifespan"
+            while True:
+                message = await receive()
+                seen.append(message["type"])
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+
+        sent = await _talk(
+            self.build(app),
+            {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}},
+            [{"type": "lifespan.startup"}, {"type": "lifespan.shutdown"}],
+        )
+        replies = [m["type"] for m in sent]
+        if seen != ["lifespan.startup", "lifespan.shutdown"] or replies != [
+            "lifespan.startup.complete",
+            "lifespan.shutdown.complete",
+        ]:
+            return f"lifespan: the app received {seen} and the server received {replies}; both should pass through untouched"
+        return None
+
+    async def websocket(self) -> Optional[str]:
+        async def app(scope, receive, send):
+            assert (await receive())["type"] == "websocket.connect"
+            await send({"type": "websocket.accept"})
+            message = await receive()
+            await send({"type": "websocket.send", "text": "echo:" + message.get("text", "")})
+            await send({"type": "websocket.close", "code": 1000})
+
+        scope = _scope("websocket", "/ws", self.request_headers)
+        sent = await _talk(
+            self.build(app),
+            scope,
+            [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hi"}],
+        )
+        expected = [
+            {"type": "websocket.accept"},
+            {"type": "websocket.send", "text": "echo:hi"},
+            {"type": "websocket.close", "code": 1000},
+        ]
+        if [_strip(m) for m in sent] != expected:
+            return f"websocket: the server received {sent}, expected {expected}"
+        return None
+
+    async def http_unchanged(self) -> Optional[str]:
+        headers = [(b"content-type", b"text/plain"), (b"x-check", b"kept")]
+        chunks = [b"first,", b"second,", b"last"]
+
+        async def app(scope, receive, send):
+            await receive()
+            await send({"type": "http.response.start", "status": 418, "headers": headers})
+            for i, chunk in enumerate(chunks):
+                await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
+
+        direct = await _talk(app, _scope("http", "/check", self.request_headers), [_request()])
+        wrapped = await _talk(self.build(app), _scope("http", "/check", self.request_headers), [_request()])
+        status_a, headers_a, body_a = _response(direct)
+        status_b, headers_b, body_b = _response(wrapped)
+        problems = []
+        if status_a != status_b:
+            problems.append(f"status {status_a} became {status_b}")
+        kept_a = [h for h in headers_a if h[0].lower() not in self.changes_headers]
+        kept_b = [h for h in headers_b if h[0].lower() not in self.changes_headers]
+        if kept_a != kept_b:
+            problems.append(f"headers {kept_a} became {kept_b}")
+        if body_a != body_b and not self.changes_body:
+            problems.append(f"body {body_a!r} became {body_b!r}")
+        if problems:
+            return "http_unchanged: " + "; ".join(problems) + " (pass changes_headers=... or changes_body=True if that is the point)"
+        return None
+
+    async def exceptions(self) -> Optional[str]:
+        async def app(scope, receive, send):
+            raise _InnerError("raised by the app")
+
+        try:
+            await _talk(self.build(app), _scope("http", "/raise", self.request_headers), [_request()])
+        except _InnerError:
+            return None
+        except Exception as error:
+            return f"exceptions: the app's exception became {type(error).__name__}: {error}"
+        return "exceptions: the app raised, but the middleware swallowed the exception"
+
+
+async def _echo_app(scope, receive, send):  # pragma: no cover - only constructed around
+    pass
+
+
+def _scope(kind: str, path: str, headers: Sequence[Tuple[bytes, bytes]]) -> Dict[str, Any]:
+    scope: Dict[str, Any] = {
+        "type": kind,
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "scheme": "http" if kind == "http" else "ws",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"testserver"), *headers],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    if kind == "http":
+        scope["method"] = "GET"
+    return scope
+
+
+def _request() -> Message:
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
+def _strip(message: Message) -> Message:
+    """Drop optional keys that carry no meaning when absent or empty."""
+    return {k: v for k, v in message.items() if not (k in ("headers", "subprotocol", "reason", "bytes") and not v)}
+
+
+def _response(sent: List[Message]):
+    status, headers, body = None, [], b""
+    for message in sent:
+        if message["type"] == "http.response.start":
+            status = message["status"]
+            headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
+        elif message["type"] == "http.response.body":
+            body += message.get("body", b"")
+    return status, headers, body
+
+
+async def _talk(app, scope: Dict[str, Any], incoming: List[Message]) -> List[Message]:
+    """Run ``app`` with these incoming messages; return what it sent. After the last one, receive waits."""
+    queue: "asyncio.Queue[Message]" = asyncio.Queue()
+    for message in incoming:
+        queue.put_nowait(message)
+    sent: List[Message] = []
+
+    async def receive():
+        return await queue.get()
+
+    async def send(message):
+        sent.append(message)
+
+    await app(scope, receive, send)
+    return sent

@@ -1,0 +1,49 @@
+from setuptools import setup
+
+VERSION = "0.2.0"
+
+
+def get_long_description():
+    with open("README.md", encoding="utf8") as fp:
+        return fp.read()
+
+
+setup(
+    name="datasette-configure-asgi",
+    description="Configure ASGI middleware around Datasette or any ASGI app, and log every request to SQLite",
+    long_description=get_long_description(),
+    long_description_content_type="text/markdown",
+    version=VERSION,
+    license="Apache License, Version 2.0",
+    python_requires=">=3.9",
+    packages=["datasette_configure_asgi", "datasette_configure_asgi.plugin", "asgi_log_to_sqlite"],
+    package_data={
+        "datasette_configure_asgi": ["py.typed"],
+        "datasette_configure_asgi.plugin": ["templates/*.html"],
+        "asgi_log_to_sqlite": ["py.typed"],
+    },
+    entry_points={
+        "datasette": ["configure_asgi = datasette_configure_asgi.plugin"],
+    },
+    install_requires=["click>=8"],
+    extras_require={
+        "datasette": ["datasette>=0.65"],
+        "serve": ["uvicorn>=0.20", "pyyaml"],
+        "test": [
+            "pytest>=8",
+            "pytest-asyncio>=0.23",
+            "httpx",
+            "asgiref>=3.7",
+            "uvicorn>=0.20",
+            "pyyaml",
+            "starlette",
+            "django>=4.2",
+            "asgi-cors==1.0.1",
+            "hypothesis",
+        ],
+    },
+    classifiers=[
+        "Framework :: Datasette",
+        "License :: OSI Approved :: Apache Software License",
+    ],
+)
