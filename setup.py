@@ -14,7 +14,7 @@ setup(
     long_description=get_long_description(),
     long_description_content_type="text/markdown",
     version=VERSION,
-    license="Apache License, Version 2.0",
+    license="Apache-2.0",
     python_requires=">=3.9",
     packages=["datasette_configure_asgi", "datasette_configure_asgi.plugin", "asgi_log_to_sqlite"],
     package_data={
@@ -32,7 +32,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-asyncio>=0.23",
-            "httpx",
+            "httpx>=0.27,<1",
             "asgiref>=3.7",
             "uvicorn>=0.20",
             "pyyaml",
@@ -44,6 +44,5 @@ setup(
     },
     classifiers=[
         "Framework :: Datasette",
-        "License :: OSI Approved :: Apache Software License",
     ],
 )
