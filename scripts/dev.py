@@ -142,12 +142,15 @@ def main() -> int:
     bench = sub.add_parser("bench", help="run one script from benchmarks/")
     bench.add_argument("name", help="script name without .py, for example loader_build")
     bench.add_argument("bench_args", nargs=argparse.REMAINDER)
-    args = parser.parse_args()
+    # parse_known_args: pytest options such as -x or -k reach pytest instead of upsetting argparse.
+    args, unknown = parser.parse_known_args()
+    if unknown and args.command != "test":
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "demo":
         return run_demo(args.line, args.port)
     if args.command == "bench":
         return run_bench(args.name, args.bench_args)
-    return run_tests(args.pytest_args)
+    return run_tests(unknown + args.pytest_args)
 
 
 if __name__ == "__main__":
