@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 Message = Dict[str, Any]
 
@@ -29,7 +29,7 @@ class _InnerError(Exception):
 def check_middleware(
     factory: Callable[..., Any],
     *,
-    changes_headers: Iterable[str] = (),
+    changes_headers: Iterable[Union[str, bytes]] = (),
     changes_body: bool = False,
     request_headers: Sequence[Tuple[bytes, bytes]] = (),
     timeout: float = 5.0,
@@ -46,7 +46,8 @@ def check_middleware(
 
     Callable from sync code and from inside a running event loop.
     """
-    checks = _Checks(factory, args, {h.lower() for h in changes_headers}, changes_body, list(request_headers), timeout)
+    changed = {(h.encode("latin-1") if isinstance(h, str) else h).lower() for h in changes_headers}
+    checks = _Checks(factory, args, changed, changes_body, list(request_headers), timeout)
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -1,8 +1,9 @@
-"""Create examples/datasette/demo.db, the database the demo serves (run again to rebuild it)."""
+"""Create examples/datasette/demo.db (or the path given), the database the demo serves; run again to rebuild it."""
 import pathlib
 import sqlite3
+import sys
 
-PATH = pathlib.Path(__file__).with_name("demo.db")
+DEFAULT_PATH = pathlib.Path(__file__).with_name("demo.db")
 
 MIDDLEWARE = [
     ("asgi-cors", "asgi_cors.asgi_cors", "Adds CORS headers for listed origins"),
@@ -14,8 +15,9 @@ MIDDLEWARE = [
 
 
 def main() -> None:
-    PATH.unlink(missing_ok=True)
-    with sqlite3.connect(PATH) as conn:
+    path = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else DEFAULT_PATH
+    path.unlink(missing_ok=True)
+    with sqlite3.connect(path) as conn:
         conn.execute("create table middleware (id integer primary key, distribution text, target text, purpose text)")
         conn.executemany("insert into middleware (distribution, target, purpose) values (?, ?, ?)", MIDDLEWARE)
         # Enough rows that the table's JSON is over GZipMiddleware's 1000-byte threshold.
@@ -24,7 +26,7 @@ def main() -> None:
             "insert into numbers values (?, ?, ?)", [(n, n * n, f"number {n}") for n in range(1, 501)]
         )
     conn.close()
-    print(f"wrote {PATH}")
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
