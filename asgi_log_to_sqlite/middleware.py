@@ -1,0 +1,276 @@
+"""The ASGI side: watch one request or websocket session, build a Record, hand it to the writer.
+
+Nothing here touches SQLite or decodes text. The request path adds a few attribute updates per
+message and, at the end, one tuple and one ``put_nowait``. Any error of ours is counted, never
+raised into the server; the app's own exceptions propagate unchanged.
+"""
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import os
+import random
+import re
+from time import perf_counter, time
+from typing import Any, Optional, Sequence
+
+from .record import (
+    FLAG_DISCONNECTED,
+    FLAG_EXCEPTION,
+    FLAG_EXCLUDED_FAILURE,
+    FLAG_NO_RESPONSE,
+    FLAG_WEBSOCKET,
+    Record,
+    Shaper,
+)
+from .writer import Writer, writer_for
+
+
+class _Exchange:
+    """What one request has done so far. Slots: cheaper than a dict or closures' cells."""
+
+    __slots__ = ("status", "headers", "body", "received", "ttfb", "disconnected", "complete", "ws_in", "ws_out", "ws_close")
+
+    def __init__(self):
+        self.status = None
+        self.headers = None
+        self.body = 0
+        self.received = 0
+        self.ttfb = None
+        self.disconnected = False
+        self.complete = False
+        self.ws_in = 0
+        self.ws_out = 0
+        self.ws_close = None
+
+
+class AsgiLogToSqlite:
+    """Log every HTTP request and websocket session of ``app`` to the SQLite file ``file``.
+
+    Construction is cheap and may happen many times: the writer thread and its connection are
+    shared per file per process and start at the first request.
+    """
+
+    def __init__(
+        self,
+        app,
+        file: str,
+        *,
+        include: Sequence[str] = (),
+        exclude: Sequence[str] = (),
+        log_excluded_failures: bool = True,
+        sample_rate: float = 1.0,
+        request_headers: Sequence[str] = (),
+        response_headers: Sequence[str] = (),
+        max_value_length: int = 1000,
+        request_id: bool = False,
+        client_ip: str = "truncate",
+        trusted_proxies: Sequence[str] = (),
+        redact_params: Sequence[str] = (),
+        queue_size: int = 10_000,
+        batch_size: int = 1_000,
+        busy_timeout_ms: int = 5_000,
+    ):
+        self.app = app
+        if not isinstance(file, (str, os.PathLike)):
+            raise ValueError(f"file={file!r}: expected the path of the SQLite file to log to")
+        self.file = os.fspath(file)
+        if not 0.0 < float(sample_rate) <= 1.0:
+            raise ValueError(f"sample_rate={sample_rate!r}: expected a number in (0, 1], for example 0.1 for one request in ten")
+        self.sample_rate = float(sample_rate)
+        self.include = _patterns(include, "include")
+        self.exclude = _patterns(exclude, "exclude")
+        self.log_excluded_failures = bool(log_excluded_failures)
+        self.shaper = Shaper(
+            max_value_length=max_value_length,
+            request_headers=request_headers,
+            response_headers=response_headers,
+            request_id=request_id,
+            client_ip=client_ip,
+            trusted_proxies=trusted_proxies,
+            redact_params=redact_params,
+            sample_rate=self.sample_rate,
+        )
+        self.writer: Writer = writer_for(self.file, queue_size=queue_size, batch_size=batch_size, busy_timeout_ms=busy_timeout_ms)
+
+    async def __call__(self, scope, receive, send):
+        kind = scope["type"]
+        if kind == "http":
+            return await self._http(scope, receive, send)
+        if kind == "websocket":
+            return await self._websocket(scope, receive, send)
+        if kind == "lifespan":
+            return await self._lifespan(scope, receive, send)
+        return await self.app(scope, receive, send)
+
+    async def _http(self, scope, receive, send):
+        start = time()
+        t0 = perf_counter()
+        ex = _Exchange()
+
+        async def watch_receive():
+            message = await receive()
+            kind = message["type"]
+            if kind == "http.request":
+                ex.received += len(message.get("body", b""))
+            elif kind == "http.disconnect" and not ex.complete:
+                ex.disconnected = True
+            return message
+
+        async def watch_send(message):
+            kind = message["type"]
+            if kind == "http.response.body":
+                await send(message)
+                ex.body += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    ex.complete = True
+                return
+            if kind == "http.response.start":
+                ex.status = message["status"]
+                ex.headers = message.get("headers")
+                ex.ttfb = perf_counter() - t0
+            await send(message)
+
+        raised = False
+        try:
+            await self.app(scope, watch_receive, watch_send)
+        except BaseException:
+            raised = True
+            raise
+        finally:
+            self._finish_http(scope, start, perf_counter() - t0, ex, raised)
+
+    def _finish_http(self, scope, start, duration, ex: _Exchange, raised: bool) -> None:
+        try:
+            flags = 0
+            status = ex.status
+            if raised:
+                flags |= FLAG_EXCEPTION
+                if status is None:
+                    status = 500
+            if ex.disconnected:
+                flags |= FLAG_DISCONNECTED
+                status = 499
+            elif status is None:
+                flags |= FLAG_NO_RESPONSE
+            counts = self.writer.loop_counts
+            if self.include or self.exclude:
+                if not self._wanted(scope.get("path", "")):
+                    if not (self.log_excluded_failures and status is not None and status >= 500):
+                        counts["excluded"] += 1
+                        return
+                    flags |= FLAG_EXCLUDED_FAILURE
+            if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+                counts["sampled_out"] += 1
+                return
+            body = 0 if scope.get("method") == "HEAD" else ex.body
+            self.writer.submit(
+                Record(self.shaper, scope, start, duration, ex.ttfb, status, ex.headers, body, ex.received, flags)
+            )
+        except Exception:
+            # Never raise into the server; count what could not be logged.
+            try:
+                self.writer.loop_counts["internal_error"] += 1
+            except Exception:
+                pass
+
+    async def _websocket(self, scope, receive, send):
+        start = time()
+        t0 = perf_counter()
+        ex = _Exchange()
+
+        async def watch_receive():
+            message = await receive()
+            kind = message["type"]
+            if kind == "websocket.receive":
+                ex.ws_in += 1
+                ex.received += len(message.get("bytes") or b"") + len((message.get("text") or "").encode("utf-8", "replace"))
+            elif kind == "websocket.disconnect":
+                ex.ws_close = message.get("code", 1005)
+            return message
+
+        async def watch_send(message):
+            kind = message["type"]
+            if kind == "websocket.send":
+                ex.ws_out += 1
+                ex.body += len(message.get("bytes") or b"") + len((message.get("text") or "").encode("utf-8", "replace"))
+            elif kind == "websocket.accept":
+                ex.status = 101
+                ex.ttfb = perf_counter() - t0
+            elif kind == "websocket.close":
+                if ex.status is None:
+                    ex.status = 403
+                if ex.ws_close is None:
+                    ex.ws_close = message.get("code", 1000)
+            elif kind == "websocket.http.response.start":
+                ex.status = message["status"]
+                ex.headers = message.get("headers")
+            await send(message)
+
+        raised = False
+        try:
+            await self.app(scope, watch_receive, watch_send)
+        except BaseException:
+            raised = True
+            raise
+        finally:
+            try:
+                flags = FLAG_WEBSOCKET | (FLAG_EXCEPTION if raised else 0)
+                status = ex.status if ex.status is not None else (500 if raised else None)
+                if self.include or self.exclude:
+                    if not self._wanted(scope.get("path", "")):
+                        self.writer.loop_counts["excluded"] += 1
+                        return
+                self.writer.submit(
+                    Record(self.shaper, scope, start, perf_counter() - t0, ex.ttfb, status, ex.headers,
+                           ex.body, ex.received, flags, ex.ws_in, ex.ws_out, ex.ws_close)
+                )
+            except Exception:
+                self.writer.loop_counts["internal_error"] += 1
+
+    async def _lifespan(self, scope, receive, send):
+        # Pass through untouched; on the way out of shutdown, flush what is queued first.
+        async def watch_send(message):
+            if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
+                await self._flush_off_loop()
+            await send(message)
+
+        await self.app(scope, receive, watch_send)
+
+    async def _flush_off_loop(self) -> None:
+        if not self.writer.started:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.flush, 10.0)
+        except Exception:
+            self.writer.loop_counts["internal_error"] += 1
+
+    def _wanted(self, path: str) -> bool:
+        if self.include and not self.include.match(path):
+            return False
+        return not (self.exclude and self.exclude.match(path))
+
+    # ---- for people using it directly ------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Block until everything queued so far is written (True) or ``timeout`` passes (False)."""
+        return self.writer.flush(timeout)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Flush, then stop the writer thread of this file. A later request starts it again."""
+        return self.writer.close(timeout)
+
+    def stats(self) -> dict:
+        """Rows written, batches, rows queued, and what was counted instead of written, per reason."""
+        return self.writer.stats()
+
+
+def _patterns(patterns: Sequence[str], option: str) -> Optional["re.Pattern[str]"]:
+    """Glob patterns (``/static/*``, ``*.png``) as one compiled regex, or None when empty."""
+    if isinstance(patterns, str):
+        patterns = [patterns]
+    parts = []
+    for pattern in patterns:
+        if not isinstance(pattern, str) or not pattern:
+            raise ValueError(f"{option}: found {pattern!r}, expected glob patterns like \"/static/*\"")
+        parts.append(fnmatch.translate(pattern))
+    return re.compile("|".join(parts)) if parts else None

@@ -1,0 +1,231 @@
+"""Tables, views and versioned migrations of a log database.
+
+Storage is one compact table, ``request_log``, whose columns are integers or lookup ids. The 0.1.1
+names stay readable through views: ``requests`` has the original twelve columns with their original
+meaning (``start`` in epoch seconds, ``duration`` in seconds, ``path`` a ``paths.id``, ...).
+
+The version lives in ``PRAGMA user_version``. A 0.1.1 file (version 0 with a ``requests`` table) is
+upgraded in place: its table is renamed ``requests_0_1`` and kept whole, and the ``requests`` view
+reads it alongside the new rows, so nothing is lost or rewritten.
+
+Schema set-up runs inside ``BEGIN IMMEDIATE`` and checks the version after taking the write lock,
+so any number of processes may start on one fresh file at the same moment.
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from typing import Callable, List
+
+SCHEMA_VERSION = 1
+
+# The six lookup tables of 0.1.1, then ours. Each is (id integer primary key, name text unique).
+LEGACY_LOOKUPS = ("paths", "query_strings", "user_agents", "referers", "accept_languages", "content_types")
+LOOKUPS = LEGACY_LOOKUPS + ("methods", "client_ips", "hosts", "routes")
+
+# Columns of request_log, in insert order (after the rowid). Keep in step with record.row_values.
+COLUMNS = (
+    "start_ms",            # request start, integer milliseconds since the Unix epoch
+    "duration_us",         # whole response, streaming included, integer microseconds
+    "ttfb_us",             # time to the response start message, microseconds; NULL if none was sent
+    "method_id",
+    "path_id",
+    "query_string_id",
+    "user_agent_id",
+    "referer_id",
+    "accept_language_id",
+    "http_status",         # sent status; 500 for an exception before the response; 499 for a disconnect
+    "content_type_id",
+    "client_ip_id",        # socket peer, truncated by default
+    "forwarded_ip_id",     # resolved from trusted proxy headers, same truncation
+    "host_id",
+    "route_id",
+    "body_size",           # response body bytes handed to the server; 0 for HEAD
+    "request_size",        # request body bytes received
+    "flags",               # bit set, see FLAG_* in record.py
+    "sample_rate",         # 1.0 when every request is logged
+    "ws_messages_in",
+    "ws_messages_out",
+    "ws_close_code",
+    "request_id",
+    "extra",               # JSON object of configured extra headers, or NULL
+)
+
+_LOOKUP_DDL = """
+CREATE TABLE IF NOT EXISTS [{table}] (id INTEGER PRIMARY KEY, name TEXT);
+CREATE UNIQUE INDEX IF NOT EXISTS [idx_{table}_name] ON [{table}] (name);
+"""
+
+_V1 = """
+CREATE TABLE IF NOT EXISTS request_log (
+    id INTEGER PRIMARY KEY,
+    start_ms INTEGER NOT NULL,
+    duration_us INTEGER,
+    ttfb_us INTEGER,
+    method_id INTEGER REFERENCES methods(id),
+    path_id INTEGER REFERENCES paths(id),
+    query_string_id INTEGER REFERENCES query_strings(id),
+    user_agent_id INTEGER REFERENCES user_agents(id),
+    referer_id INTEGER REFERENCES referers(id),
+    accept_language_id INTEGER REFERENCES accept_languages(id),
+    http_status INTEGER,
+    content_type_id INTEGER REFERENCES content_types(id),
+    client_ip_id INTEGER REFERENCES client_ips(id),
+    forwarded_ip_id INTEGER REFERENCES client_ips(id),
+    host_id INTEGER REFERENCES hosts(id),
+    route_id INTEGER REFERENCES routes(id),
+    body_size INTEGER,
+    request_size INTEGER,
+    flags INTEGER NOT NULL DEFAULT 0,
+    sample_rate REAL NOT NULL DEFAULT 1.0,
+    ws_messages_in INTEGER,
+    ws_messages_out INTEGER,
+    ws_close_code INTEGER,
+    request_id TEXT,
+    extra TEXT
+);
+CREATE INDEX IF NOT EXISTS idx_request_log_start_ms ON request_log (start_ms);
+CREATE TABLE IF NOT EXISTS log_counters (
+    reason TEXT PRIMARY KEY,
+    count INTEGER NOT NULL,
+    first_ms INTEGER,
+    last_ms INTEGER,
+    last_error TEXT
+);
+"""
+
+_NEW_ROWS_AS_0_1 = """
+SELECT
+    r.start_ms / 1000.0 AS start,
+    m.name AS method,
+    r.path_id AS path,
+    r.query_string_id AS query_string,
+    r.user_agent_id AS user_agent,
+    r.referer_id AS referer,
+    r.accept_language_id AS accept_language,
+    r.http_status AS http_status,
+    r.content_type_id AS content_type,
+    ip.name AS client_ip,
+    r.duration_us / 1000000.0 AS duration,
+    r.body_size AS body_size
+FROM request_log r
+LEFT JOIN methods m ON m.id = r.method_id
+LEFT JOIN client_ips ip ON ip.id = r.client_ip_id
+"""
+
+_READABLE = """
+CREATE VIEW IF NOT EXISTS readable_requests AS
+SELECT
+    r.id,
+    strftime('%Y-%m-%dT%H:%M:%fZ', r.start_ms / 1000.0, 'unixepoch') AS start,
+    m.name AS method,
+    h.name AS host,
+    p.name AS path,
+    q.name AS query_string,
+    rt.name AS route,
+    r.http_status,
+    ct.name AS content_type,
+    r.duration_us / 1000.0 AS duration_ms,
+    r.ttfb_us / 1000.0 AS ttfb_ms,
+    r.body_size,
+    r.request_size,
+    ip.name AS client_ip,
+    fip.name AS forwarded_ip,
+    ua.name AS user_agent,
+    ref.name AS referer,
+    al.name AS accept_language,
+    r.flags,
+    r.sample_rate,
+    r.ws_messages_in,
+    r.ws_messages_out,
+    r.ws_close_code,
+    r.request_id,
+    r.extra
+FROM request_log r
+LEFT JOIN methods m ON m.id = r.method_id
+LEFT JOIN hosts h ON h.id = r.host_id
+LEFT JOIN paths p ON p.id = r.path_id
+LEFT JOIN query_strings q ON q.id = r.query_string_id
+LEFT JOIN routes rt ON rt.id = r.route_id
+LEFT JOIN content_types ct ON ct.id = r.content_type_id
+LEFT JOIN client_ips ip ON ip.id = r.client_ip_id
+LEFT JOIN client_ips fip ON fip.id = r.forwarded_ip_id
+LEFT JOIN user_agents ua ON ua.id = r.user_agent_id
+LEFT JOIN referers ref ON ref.id = r.referer_id
+LEFT JOIN accept_languages al ON al.id = r.accept_language_id;
+"""
+
+_LEGACY_COLUMNS = (
+    "start, method, path, query_string, user_agent, referer, accept_language, "
+    "http_status, content_type, client_ip, duration, body_size"
+)
+
+
+def _tables(conn: sqlite3.Connection) -> dict:
+    return dict(conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')").fetchall())
+
+
+def migrate_0_to_1(conn: sqlite3.Connection) -> None:
+    existing = _tables(conn)
+    for table in LOOKUPS:
+        _run(conn, _LOOKUP_DDL.format(table=table))
+    _run(conn, _V1)
+    legacy = existing.get("requests") == "table"
+    if legacy:
+        # A 0.1.1 database: keep its rows exactly as they are, under a new name.
+        conn.execute("ALTER TABLE requests RENAME TO requests_0_1")
+    body = _NEW_ROWS_AS_0_1
+    if legacy:
+        body += f"UNION ALL SELECT {_LEGACY_COLUMNS} FROM requests_0_1\n"
+    conn.execute(f"CREATE VIEW IF NOT EXISTS requests AS {body}")
+    _run(conn, _READABLE)
+
+
+MIGRATIONS: List[Callable[[sqlite3.Connection], None]] = [migrate_0_to_1]
+
+
+def _run(conn: sqlite3.Connection, script: str) -> None:
+    # executescript would COMMIT the open transaction; run statement by statement instead.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def ensure_schema(conn: sqlite3.Connection, deadline_s: float = 30.0) -> int:
+    """Bring the file to SCHEMA_VERSION; safe when several processes do it at once. Returns the version found."""
+    # WAL first: changing the journal mode needs no other connection mid-write, so retry while busy.
+    _retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone(), deadline_s)
+    found = conn.execute("PRAGMA user_version").fetchone()[0]
+    if found >= SCHEMA_VERSION:
+        return found
+
+    def upgrade() -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            for step in MIGRATIONS[version:SCHEMA_VERSION]:
+                step(conn)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+            return version
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    return _retry(upgrade, deadline_s)
+
+
+def _retry(action, deadline_s: float):
+    """Run ``action``, retrying while another process holds the lock (beyond busy_timeout)."""
+    deadline = time.monotonic() + deadline_s
+    delay = 0.01
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if "locked" not in str(error) and "busy" not in str(error):
+                raise
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.5)

@@ -1,0 +1,385 @@
+"""One writer thread per database file per process: queue -> batches -> one transaction each.
+
+The event loop only calls ``submit`` (a size check and ``put_nowait``). The thread owns its own
+connection (WAL, busy_timeout), resolves lookup ids from an in-memory cache, and writes each batch
+with one multi-row INSERT inside ``BEGIN IMMEDIATE``. Whatever cannot be written is counted per
+reason in the ``log_counters`` table (kept in memory until the file is writable again) and warned
+once on stderr.
+"""
+from __future__ import annotations
+
+import atexit
+import os
+import queue
+import sqlite3
+import sys
+import threading
+import time
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import schema
+from .record import LOOKUP_POSITIONS, Record, Row
+
+_STOP = object()
+# Rows per INSERT statement: 24 columns x 200 rows stays far below SQLite's variable limit.
+_ROWS_PER_STATEMENT = 200
+# Lookup ids kept in memory per table; beyond this the cache starts over (a cardinality flood).
+_LOOKUP_CACHE_LIMIT = 50_000
+
+# Reasons counted on the event loop: fixed keys, so the writer can copy the dict while it changes.
+LOOP_REASONS = ("queue_full", "sampled_out", "excluded", "internal_error")
+
+
+class _Flush:
+    __slots__ = ("done",)
+
+    def __init__(self):
+        self.done = threading.Event()
+
+
+class Writer:
+    def __init__(self, path: str, *, queue_size: int = 10_000, batch_size: int = 1_000,
+                 linger: float = 0.05, busy_timeout_ms: int = 5_000, retry_delay: float = 1.0):
+        self.path = path
+        self.queue_size = queue_size
+        self.batch_size = batch_size
+        self.linger = linger
+        self.busy_timeout_ms = busy_timeout_ms
+        self.retry_delay = retry_delay
+        self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        # Counted by the event loop (see LOOP_REASONS); persisted as deltas by the thread.
+        self.loop_counts: Dict[str, int] = dict.fromkeys(LOOP_REASONS, 0)
+        self._persisted_loop_counts: Dict[str, int] = dict.fromkeys(LOOP_REASONS, 0)
+        # Counted by the thread, waiting to be persisted: reason -> [count, first_ms, last_ms, last_error]
+        self._pending: Dict[str, list] = {}
+        self.totals: Dict[str, int] = {}     # everything counted, for stats()
+        self.rows_written = 0
+        self.batches_written = 0
+        self._warned: set = set()
+        self._failing: Optional[str] = None
+        self._conn: Optional[sqlite3.Connection] = None
+        self._lookup_cache: Dict[str, Dict[str, int]] = {}
+        self._statements: Dict[int, str] = {}
+        self._thread: Optional[threading.Thread] = None
+        self._start_lock = threading.Lock()
+        self.started = False
+        self.closed = False
+
+    # ---- event-loop side -------------------------------------------------------------------
+    def submit(self, record: Record) -> None:
+        if not self.started:
+            self._start()
+        if self.queue.qsize() >= self.queue_size:
+            self.loop_counts["queue_full"] += 1
+            return
+        self.queue.put_nowait(record)
+
+    # ---- any thread ------------------------------------------------------------------------
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Write everything queued so far; True when done within ``timeout``."""
+        thread = self._thread
+        if thread is None or not thread.is_alive():
+            return self.queue.qsize() == 0
+        marker = _Flush()
+        self.queue.put(marker)
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float = 10.0) -> bool:
+        """Flush, stop the thread and close the connection. Later submits start it again."""
+        thread = self._thread
+        if thread is None:
+            return True
+        self.queue.put(_STOP)
+        thread.join(timeout)
+        with self._start_lock:
+            self._thread = None
+            self.started = False
+        return not thread.is_alive()
+
+    def stats(self) -> Dict[str, Any]:
+        counted = dict(self.totals)
+        for reason, value in dict(self.loop_counts).items():
+            if value:
+                counted[reason] = counted.get(reason, 0) + value
+        return {"rows_written": self.rows_written, "batches": self.batches_written,
+                "queued": self.queue.qsize(), "counted": counted}
+
+    # ---- thread side -----------------------------------------------------------------------
+    def _start(self) -> None:
+        with self._start_lock:
+            if self.started:
+                return
+            self._thread = threading.Thread(target=self._run, name=f"asgi-log-to-sqlite {self.path}", daemon=True)
+            self._thread.start()
+            self.started = True
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                item = self.queue.get(timeout=1.0)
+            except queue.Empty:
+                self._idle()
+                continue
+            if item is not _STOP and not isinstance(item, _Flush):
+                # Let a batch gather: fewer, larger transactions and fewer GIL hand-offs under load.
+                time.sleep(self.linger)
+            batch: List[Record] = []
+            markers: List[_Flush] = []
+            while True:
+                if item is _STOP:
+                    stop = True
+                    # Drain whatever is still queued behind the stop request.
+                    self._drain_into(batch, markers)
+                    break
+                if isinstance(item, _Flush):
+                    markers.append(item)
+                    self._drain_into(batch, markers, until_marker=True)
+                    break
+                batch.append(item)
+                if len(batch) >= self.batch_size:
+                    break
+                try:
+                    item = self.queue.get_nowait()
+                except queue.Empty:
+                    break
+            for start in range(0, len(batch), self.batch_size):
+                self._write(batch[start:start + self.batch_size])
+            if not batch:
+                self._idle()
+            for marker in markers:
+                marker.done.set()
+        self._idle()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _drain_into(self, batch: List[Record], markers: List[_Flush], until_marker: bool = False) -> None:
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Flush):
+                markers.append(item)
+            elif item is not _STOP:
+                batch.append(item)
+
+    def _idle(self) -> None:
+        """Persist counters that changed, and try to reconnect after a failure."""
+        if self._pending or self._loop_deltas():
+            try:
+                conn = self._connection()
+                conn.execute("BEGIN IMMEDIATE")
+                self._persist_counters(conn)
+                conn.execute("COMMIT")
+                self._recovered()
+            except Exception as error:
+                self._rollback()
+                self._failed(error, 0)
+
+    def _write(self, batch: List[Record]) -> None:
+        rows: List[Row] = []
+        for record in batch:
+            try:
+                rows.append(record.shaper.row(record))
+            except Exception as error:  # a record we cannot shape is counted, never raised
+                self._count("record_error", 1, error)
+        if not rows:
+            return
+        new_ids: List[Tuple[str, str]] = []
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            values = [self._with_ids(conn, row, new_ids) for row in rows]
+            for start in range(0, len(values), _ROWS_PER_STATEMENT):
+                chunk = values[start:start + _ROWS_PER_STATEMENT]
+                conn.execute(self._insert_sql(len(chunk)), [v for row in chunk for v in row])
+            self._persist_counters(conn)
+            conn.execute("COMMIT")
+        except Exception as error:
+            self._rollback()
+            # Ids inserted in the rolled-back transaction do not exist: forget them.
+            for table, name in new_ids:
+                self._lookup_cache.get(table, {}).pop(name, None)
+            self._failed(error, len(rows))
+            return
+        self.rows_written += len(rows)
+        self.batches_written += 1
+        self._recovered()
+
+    def _with_ids(self, conn: sqlite3.Connection, row: Row, new_ids: List[Tuple[str, str]]) -> list:
+        values = list(row)
+        for position, table in LOOKUP_POSITIONS:
+            name = values[position]
+            if name is None:
+                continue
+            cache = self._lookup_cache.setdefault(table, {})
+            found = cache.get(name)
+            if found is None:
+                # ON CONFLICT DO NOTHING then SELECT: another process may have inserted it first.
+                conn.execute(f"INSERT INTO [{table}] (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
+                found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
+                if len(cache) >= _LOOKUP_CACHE_LIMIT:
+                    cache.clear()
+                cache[name] = found
+                new_ids.append((table, name))
+            values[position] = found
+        return values
+
+    def _insert_sql(self, rows: int) -> str:
+        sql = self._statements.get(rows)
+        if sql is None:
+            one = "(" + ",".join("?" * len(schema.COLUMNS)) + ")"
+            sql = f"INSERT INTO request_log ({', '.join(schema.COLUMNS)}) VALUES " + ",".join([one] * rows)
+            self._statements[rows] = sql
+        return sql
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            ensure_file(self.path)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000)
+            try:
+                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
+                schema.ensure_schema(conn)
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except Exception:
+                conn.close()
+                raise
+            self._conn = conn
+        return self._conn
+
+    def _rollback(self) -> None:
+        if self._conn is not None:
+            try:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                self._conn.close()
+                self._conn = None
+
+    def _loop_deltas(self) -> Dict[str, int]:
+        now = dict(self.loop_counts)
+        return {r: now[r] - self._persisted_loop_counts[r] for r in now if now[r] != self._persisted_loop_counts[r]}
+
+    def _persist_counters(self, conn: sqlite3.Connection) -> None:
+        deltas = self._loop_deltas()
+        now_ms = int(time.time() * 1000)
+        entries = [(reason, count, now_ms, now_ms, None) for reason, count in deltas.items()]
+        entries += [(reason, c, first, last, err) for reason, (c, first, last, err) in self._pending.items()]
+        if not entries:
+            return
+        conn.executemany(
+            "INSERT INTO log_counters (reason, count, first_ms, last_ms, last_error) VALUES (?, ?, ?, ?, ?) "
+            "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count, last_ms = excluded.last_ms, "
+            "last_error = coalesce(excluded.last_error, last_error)",
+            entries,
+        )
+        # Only now, inside the transaction that is about to commit, are they considered stored.
+        for reason, delta in deltas.items():
+            self._persisted_loop_counts[reason] += delta
+        self._pending.clear()
+
+    def _count(self, reason: str, count: int, error: Optional[BaseException] = None) -> None:
+        now_ms = int(time.time() * 1000)
+        entry = self._pending.setdefault(reason, [0, now_ms, now_ms, None])
+        entry[0] += count
+        entry[2] = now_ms
+        if error is not None:
+            entry[3] = f"{type(error).__name__}: {error}"[:500]
+        self.totals[reason] = self.totals.get(reason, 0) + count
+        if reason not in self._warned:
+            self._warned.add(reason)
+            detail = f" ({type(error).__name__}: {error})" if error else ""
+            print(f"asgi_log_to_sqlite: {self.path}: {count} row(s) not written: {reason}{detail}; "
+                  "further drops are counted in its log_counters table", file=sys.stderr, flush=True)
+
+    def _failed(self, error: BaseException, rows: int) -> None:
+        reason = classify(error)
+        self._failing = reason
+        if reason not in ("locked",) and self._conn is not None:
+            # Read-only, full, I/O error or removed file: start over with a fresh connection.
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+        self._count(reason, rows, error)
+        # Keep the thread from spinning on a file that cannot be written; the queue absorbs (or
+        # counts) what arrives meanwhile.
+        time.sleep(self.retry_delay)
+
+    def _recovered(self) -> None:
+        if self._failing is not None:
+            print(f"asgi_log_to_sqlite: {self.path}: writing resumed after {self._failing}", file=sys.stderr, flush=True)
+            self._failing = None
+
+
+def classify(error: BaseException) -> str:
+    text = str(error).lower()
+    if "locked" in text or "busy" in text:
+        return "locked"
+    if "readonly" in text or "read-only" in text:
+        return "readonly"
+    if "full" in text:
+        return "disk_full"
+    if "disk i/o" in text or "ioerr" in text:
+        return "io_error"
+    if "unable to open" in text or "no such file" in text:
+        return "cannot_open"
+    if isinstance(error, sqlite3.DatabaseError) and "malformed" in text:
+        return "corrupt"
+    return "write_error"
+
+
+def ensure_file(path: str) -> None:
+    """Create the database file readable by its owner only; SQLite gives -wal and -shm the same mode."""
+    if path == ":memory:" or os.path.exists(path):
+        return
+    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+    os.close(fd)
+
+
+def check_writable(path: str) -> None:
+    """Raise ValueError naming the file when it cannot be logged to: called at construction."""
+    if path == ":memory:":
+        raise ValueError('file=":memory:": a log needs a file that the writer thread can open; give a path')
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise ValueError(f"cannot log to {path!r}: directory {directory!r} does not exist; create it first")
+    if os.path.exists(path):
+        if os.path.isdir(path):
+            raise ValueError(f"cannot log to {path!r}: it is a directory; give a file path like {os.path.join(path, 'log.db')!r}")
+        if not os.access(path, os.R_OK | os.W_OK):
+            raise ValueError(f"cannot log to {path!r}: the file is not writable by this process (uid {os.getuid()})")
+    elif not os.access(directory, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot log to {path!r}: directory {directory!r} is not writable by this process (uid {os.getuid()})")
+
+
+# ---- one writer per file per process ------------------------------------------------------
+_writers: Dict[Tuple[int, str], Writer] = {}
+_writers_lock = threading.Lock()
+
+
+def writer_for(path: str, **options: Any) -> Writer:
+    """The shared writer of ``path`` in this process; created (not started) on first use.
+
+    Options take effect when the writer is first created; later constructions reuse it.
+    """
+    key = (os.getpid(), os.path.realpath(path))
+    with _writers_lock:
+        writer = _writers.get(key)
+        if writer is None:
+            check_writable(path)
+            writer = _writers[key] = Writer(path, **options)
+        return writer
+
+
+def close_all(timeout: float = 10.0) -> None:
+    """Flush and stop every writer of this process (registered with atexit)."""
+    with _writers_lock:
+        writers = [w for (pid, _), w in _writers.items() if pid == os.getpid()]
+    for writer in writers:
+        writer.close(timeout)
+
+
+atexit.register(close_all)
