@@ -55,6 +55,10 @@ class QueryRedactor:
                 changed = True
         return "&".join(parts) if changed else query
 
+    def redact_query(self, query: str) -> str:
+        """A raw query string, redacted, with the leading "?" that 0.1.1 stored."""
+        return "?" + self.redact(query)
+
     def redact_url(self, url: str) -> str:
         """Redact the query part of a full URL (a Referer), leaving the rest."""
         base, q, rest = url.partition("?")

@@ -149,7 +149,8 @@ class Shaper:
                 extra["response." + name.decode("latin-1")] = text
 
         path, flags = self._text(scope.get("path"), flags)
-        query, flags = self._text(scope.get("query_string") or None, flags, self.redactor.redact)
+        # Stored with its leading "?", as 0.1.1 did, so old and new rows share query_strings.
+        query, flags = self._text(scope.get("query_string") or None, flags, self.redactor.redact_query)
         user_agent, flags = self._text(user_agent, flags)
         referer, flags = self._text(referer, flags, self.redactor.redact_url)
         accept_language, flags = self._text(accept_language, flags)
