@@ -7,6 +7,6 @@ or, with datasette-configure-asgi::
     {"class": "asgi_log_to_sqlite.AsgiLogToSqlite", "args": {"file": "log.db"}}
 """
 from .middleware import AsgiLogToSqlite
-from .schema import SCHEMA_VERSION
+from .schema import SCHEMA_VERSION, create_file
 
-__all__ = ["AsgiLogToSqlite", "SCHEMA_VERSION"]
+__all__ = ["AsgiLogToSqlite", "SCHEMA_VERSION", "create_file"]

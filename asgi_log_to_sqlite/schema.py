@@ -229,3 +229,17 @@ def _retry(action, deadline_s: float):
                 raise
             time.sleep(delay)
             delay = min(delay * 2, 0.5)
+
+
+def create_file(path: str) -> None:
+    """Create (or upgrade) a log file now, so that Datasette can open it before the first request."""
+    from .writer import check_writable, ensure_file
+
+    check_writable(path)
+    ensure_file(path)
+    conn = sqlite3.connect(path, isolation_level=None, timeout=5)
+    try:
+        conn.execute("PRAGMA busy_timeout = 5000")
+        ensure_schema(conn)
+    finally:
+        conn.close()

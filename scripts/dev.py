@@ -115,12 +115,14 @@ def run_demo(line: str, port: int) -> int:
     datasette = python.parent / "datasette"
     log(f"Datasette {datasette_version(python)} with the middleware stack from {config[1]}")
     log(f"open http://127.0.0.1:{port}/-/asgi-middleware to see the chain; Ctrl-C stops")
-    subprocess.run([str(datasette), "configure-asgi", "check", *config], check=True)
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "examples"))
+    # The stack's logger writes requests.db next to the config; create it now so Datasette serves it too.
+    subprocess.run([str(python), "-c", "import asgi_log_to_sqlite as a; a.create_file('requests.db')"], cwd=demo, check=True)
+    subprocess.run([str(datasette), "configure-asgi", "check", *config], cwd=demo, check=True)
+    log(f"every request is logged to {demo / 'requests.db'}; browse it at http://127.0.0.1:{port}/requests")
     try:
         return subprocess.call(
-            [str(datasette), "serve", str(demo / "demo.db"), *config, "--host", "127.0.0.1", "--port", str(port)],
-            env=env,
+            [str(datasette), "serve", "demo.db", "requests.db", *config, "--host", "127.0.0.1", "--port", str(port)],
+            cwd=demo,
         )
     except KeyboardInterrupt:
         return 0
