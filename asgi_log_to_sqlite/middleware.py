@@ -11,23 +11,15 @@ import fnmatch
 import os
 import random
 import re
-from time import perf_counter, time
+from time import perf_counter
 from typing import Any, Optional, Sequence
 
-from .record import (
-    FLAG_DISCONNECTED,
-    FLAG_EXCEPTION,
-    FLAG_EXCLUDED_FAILURE,
-    FLAG_NO_RESPONSE,
-    FLAG_WEBSOCKET,
-    Record,
-    Shaper,
-)
+from .record import FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_EXCLUDED_FAILURE, FLAG_WEBSOCKET, Shaper
 from .writer import Writer, writer_for
 
 
 class _Exchange:
-    """What one request has done so far. Slots: cheaper than a dict or closures' cells."""
+    """What one websocket session has done so far."""
 
     __slots__ = ("status", "headers", "body", "received", "ttfb", "disconnected", "complete", "ws_in", "ws_out", "ws_close")
 
@@ -92,90 +84,86 @@ class AsgiLogToSqlite:
             sample_rate=self.sample_rate,
         )
         self.writer: Writer = writer_for(self.file, queue_size=queue_size, batch_size=batch_size, busy_timeout_ms=busy_timeout_ms)
+        self.submit = self.writer.submit
+        self.filtered = bool(self.include or self.exclude or self.sample_rate < 1.0)
 
     async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self._not_http(scope, receive, send)
+        # The request path, kept lean: closure cells, one perf_counter per event, and at the end
+        # one plain tuple for the writer. Decoding and everything else happen on the writer thread.
+        t0 = perf_counter()
+        status = headers = ttfb = None
+        body = received = 0
+        complete = disconnected = False
+
+        async def watch_receive():
+            nonlocal received, disconnected
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+            elif not complete and message["type"] == "http.disconnect":
+                disconnected = True
+            return message
+
+        async def watch_send(message):
+            nonlocal status, headers, ttfb, body, complete
+            if message["type"] == "http.response.body":
+                await send(message)  # counted once handed over: bytes sent, not bytes produced
+                body += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    complete = True
+                return
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = message.get("headers")
+                ttfb = perf_counter()
+            await send(message)
+
+        outcome = 0
+        try:
+            await self.app(scope, watch_receive, watch_send)
+        except BaseException:
+            outcome = FLAG_EXCEPTION
+            raise
+        finally:
+            try:
+                if disconnected:
+                    outcome |= FLAG_DISCONNECTED
+                record = (self.shaper, scope, t0, perf_counter(), ttfb, status, headers, body, received, outcome)
+                if self.filtered:
+                    self._submit_filtered(record)
+                else:
+                    self.submit(record)
+            except Exception:
+                # Never raise into the server; count what could not be logged.
+                self.writer.loop_counts["internal_error"] += 1
+
+    def _submit_filtered(self, record) -> None:
+        """Include/exclude patterns and sampling, decided on the loop before anything is queued."""
+        counts = self.writer.loop_counts
+        scope, status, outcome = record[1], record[5], record[9]
+        if self.include or self.exclude:
+            if not self._wanted(scope.get("path", "")):
+                failed = status is None or status >= 500 or outcome & FLAG_EXCEPTION
+                if not (self.log_excluded_failures and failed):
+                    counts["excluded"] += 1
+                    return
+                record = record[:9] + (outcome | FLAG_EXCLUDED_FAILURE,)
+        if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
+            counts["sampled_out"] += 1
+            return
+        self.submit(record)
+
+    async def _not_http(self, scope, receive, send):
         kind = scope["type"]
-        if kind == "http":
-            return await self._http(scope, receive, send)
         if kind == "websocket":
             return await self._websocket(scope, receive, send)
         if kind == "lifespan":
             return await self._lifespan(scope, receive, send)
         return await self.app(scope, receive, send)
 
-    async def _http(self, scope, receive, send):
-        start = time()
-        t0 = perf_counter()
-        ex = _Exchange()
-
-        async def watch_receive():
-            message = await receive()
-            kind = message["type"]
-            if kind == "http.request":
-                ex.received += len(message.get("body", b""))
-            elif kind == "http.disconnect" and not ex.complete:
-                ex.disconnected = True
-            return message
-
-        async def watch_send(message):
-            kind = message["type"]
-            if kind == "http.response.body":
-                await send(message)
-                ex.body += len(message.get("body", b""))
-                if not message.get("more_body", False):
-                    ex.complete = True
-                return
-            if kind == "http.response.start":
-                ex.status = message["status"]
-                ex.headers = message.get("headers")
-                ex.ttfb = perf_counter() - t0
-            await send(message)
-
-        raised = False
-        try:
-            await self.app(scope, watch_receive, watch_send)
-        except BaseException:
-            raised = True
-            raise
-        finally:
-            self._finish_http(scope, start, perf_counter() - t0, ex, raised)
-
-    def _finish_http(self, scope, start, duration, ex: _Exchange, raised: bool) -> None:
-        try:
-            flags = 0
-            status = ex.status
-            if raised:
-                flags |= FLAG_EXCEPTION
-                if status is None:
-                    status = 500
-            if ex.disconnected:
-                flags |= FLAG_DISCONNECTED
-                status = 499
-            elif status is None:
-                flags |= FLAG_NO_RESPONSE
-            counts = self.writer.loop_counts
-            if self.include or self.exclude:
-                if not self._wanted(scope.get("path", "")):
-                    if not (self.log_excluded_failures and status is not None and status >= 500):
-                        counts["excluded"] += 1
-                        return
-                    flags |= FLAG_EXCLUDED_FAILURE
-            if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
-                counts["sampled_out"] += 1
-                return
-            body = 0 if scope.get("method") == "HEAD" else ex.body
-            self.writer.submit(
-                Record(self.shaper, scope, start, duration, ex.ttfb, status, ex.headers, body, ex.received, flags)
-            )
-        except Exception:
-            # Never raise into the server; count what could not be logged.
-            try:
-                self.writer.loop_counts["internal_error"] += 1
-            except Exception:
-                pass
-
     async def _websocket(self, scope, receive, send):
-        start = time()
         t0 = perf_counter()
         ex = _Exchange()
 
@@ -196,7 +184,7 @@ class AsgiLogToSqlite:
                 ex.body += len(message.get("bytes") or b"") + len((message.get("text") or "").encode("utf-8", "replace"))
             elif kind == "websocket.accept":
                 ex.status = 101
-                ex.ttfb = perf_counter() - t0
+                ex.ttfb = perf_counter()
             elif kind == "websocket.close":
                 if ex.status is None:
                     ex.status = 403
@@ -216,15 +204,13 @@ class AsgiLogToSqlite:
         finally:
             try:
                 flags = FLAG_WEBSOCKET | (FLAG_EXCEPTION if raised else 0)
-                status = ex.status if ex.status is not None else (500 if raised else None)
+                status = ex.status
                 if self.include or self.exclude:
                     if not self._wanted(scope.get("path", "")):
                         self.writer.loop_counts["excluded"] += 1
                         return
-                self.writer.submit(
-                    Record(self.shaper, scope, start, perf_counter() - t0, ex.ttfb, status, ex.headers,
-                           ex.body, ex.received, flags, ex.ws_in, ex.ws_out, ex.ws_close)
-                )
+                self.submit((self.shaper, scope, t0, perf_counter(), ex.ttfb, status, ex.headers,
+                             ex.body, ex.received, flags, ex.ws_in, ex.ws_out, ex.ws_close))
             except Exception:
                 self.writer.loop_counts["internal_error"] += 1
 

@@ -22,18 +22,22 @@ FLAG_NO_RESPONSE = 64     # the app returned without sending a response
 
 
 class Record(NamedTuple):
-    """Handed from the event loop to the writer. Only references and numbers: cheap to build."""
+    """The fields of the plain tuple the event loop hands to the writer: references and numbers only.
+
+    The loop builds a bare tuple (cheaper than this class); ``Record._make`` names its fields here.
+    Times are ``time.perf_counter()`` readings; the writer turns them into wall-clock times.
+    """
 
     shaper: "Shaper"
     scope: Dict[str, Any]
-    start: float                 # time.time() at the start
-    duration: float              # seconds, perf_counter
-    ttfb: Optional[float]        # seconds to the response start, or None
-    status: Optional[int]
+    t0: float                    # perf_counter at the start
+    end: float                   # perf_counter when the app returned (or raised)
+    ttfb: Optional[float]        # perf_counter at the response start, or None
+    status: Optional[int]        # as the app sent it, or None
     response_headers: Any        # the list the app sent, or None
     body_size: int
     request_size: int
-    flags: int
+    flags: int                   # FLAG_EXCEPTION, FLAG_DISCONNECTED, FLAG_WEBSOCKET, FLAG_EXCLUDED_FAILURE
     ws_in: Optional[int] = None
     ws_out: Optional[int] = None
     ws_close: Optional[int] = None
@@ -110,9 +114,19 @@ class Shaper:
         self.redactor = QueryRedactor(redact_params)
         self.sample_rate = float(sample_rate)
 
-    def row(self, record: Record) -> Row:
+    def row(self, record: Record, wall_offset: float) -> Row:
+        """The row to store; ``wall_offset`` is time.time() - time.perf_counter() now."""
         scope = record.scope
         flags = record.flags
+        status = record.status
+        if flags & FLAG_DISCONNECTED:
+            status = 499  # as nginx logs a client that closed the connection first
+        elif status is None:
+            if flags & FLAG_EXCEPTION:
+                status = 500
+            else:
+                flags |= FLAG_NO_RESPONSE
+        body_size = 0 if scope.get("method") == "HEAD" else record.body_size
         method = scope.get("method") if not flags & FLAG_WEBSOCKET else "WEBSOCKET"
         user_agent = referer = accept_language = host = x_request_id = forwarded = x_forwarded_for = None
         extra: Dict[str, str] = {}
@@ -177,12 +191,11 @@ class Shaper:
         if self.request_id:
             request_id, flags = self._text(x_request_id, flags) if x_request_id else (uuid.uuid4().hex, flags)
 
-        status = record.status
-        ttfb = record.ttfb
+        t0, ttfb = record.t0, record.ttfb
         return Row(
-            start_ms=int(record.start * 1000),
-            duration_us=int(record.duration * 1_000_000),
-            ttfb_us=int(ttfb * 1_000_000) if ttfb is not None else None,
+            start_ms=int((t0 + wall_offset) * 1000),
+            duration_us=int((record.end - t0) * 1_000_000),
+            ttfb_us=int((ttfb - t0) * 1_000_000) if ttfb is not None else None,
             method=method,
             path=path,
             query_string=query,
@@ -195,7 +208,7 @@ class Shaper:
             forwarded_ip=self.addresses.reduce(forwarded_ip),
             host=host,
             route=route,
-            body_size=record.body_size,
+            body_size=body_size,
             request_size=record.request_size,
             flags=flags,
             sample_rate=self.sample_rate,

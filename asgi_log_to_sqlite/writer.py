@@ -47,6 +47,8 @@ class Writer:
         self.busy_timeout_ms = busy_timeout_ms
         self.retry_delay = retry_delay
         self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
+        self._put = self.queue.put_nowait
+        self._qsize = self.queue.qsize
         # Counted by the event loop (see LOOP_REASONS); persisted as deltas by the thread.
         self.loop_counts: Dict[str, int] = dict.fromkeys(LOOP_REASONS, 0)
         self._persisted_loop_counts: Dict[str, int] = dict.fromkeys(LOOP_REASONS, 0)
@@ -66,13 +68,14 @@ class Writer:
         self.closed = False
 
     # ---- event-loop side -------------------------------------------------------------------
-    def submit(self, record: Record) -> None:
+    def submit(self, record: tuple) -> None:
+        """Queue one record (a tuple of Record's fields). Called on the event loop: never blocks."""
         if not self.started:
             self._start()
-        if self.queue.qsize() >= self.queue_size:
+        if self._qsize() >= self.queue_size:
             self.loop_counts["queue_full"] += 1
             return
-        self.queue.put_nowait(record)
+        self._put(record)
 
     # ---- any thread ------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
@@ -180,9 +183,11 @@ class Writer:
 
     def _write(self, batch: List[Record]) -> None:
         rows: List[Row] = []
-        for record in batch:
+        wall_offset = time.time() - time.perf_counter()
+        for raw in batch:
             try:
-                rows.append(record.shaper.row(record))
+                record = Record._make(raw) if len(raw) == len(Record._fields) else Record(*raw)
+                rows.append(record.shaper.row(record, wall_offset))
             except Exception as error:  # a record we cannot shape is counted, never raised
                 self._count("record_error", 1, error)
         if not rows:
