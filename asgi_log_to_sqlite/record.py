@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .privacy import NEVER_STORED_HEADERS, AddressPolicy, QueryRedactor, TrustedProxies
 
@@ -43,53 +43,38 @@ class Record(NamedTuple):
     ws_close: Optional[int] = None
 
 
-# Lookup table of each text value in a Row, in Row order after the plain numbers.
-class Row(NamedTuple):
-    start_ms: int
-    duration_us: int
-    ttfb_us: Optional[int]
-    method: Optional[str]
-    path: Optional[str]
-    query_string: Optional[str]
-    user_agent: Optional[str]
-    referer: Optional[str]
-    accept_language: Optional[str]
-    http_status: Optional[int]
-    content_type: Optional[str]
-    client_ip: Optional[str]
-    forwarded_ip: Optional[str]
-    host: Optional[str]
-    route: Optional[str]
-    body_size: int
-    request_size: int
-    flags: int
-    sample_rate: float
-    ws_messages_in: Optional[int]
-    ws_messages_out: Optional[int]
-    ws_close_code: Optional[int]
-    request_id: Optional[str]
-    extra: Optional[str]
-
-
-# Row field -> lookup table, for the fields stored as ids.
-LOOKUP_FIELDS = {
-    "method": "methods",
-    "path": "paths",
-    "query_string": "query_strings",
-    "user_agent": "user_agents",
-    "referer": "referers",
-    "accept_language": "accept_languages",
-    "content_type": "content_types",
-    "client_ip": "client_ips",
-    "forwarded_ip": "client_ips",
-    "host": "hosts",
-    "route": "routes",
+# Request headers the row reads, by their ASGI (lower-case bytes) name -> slot in a small list.
+_UA, _REFERER, _LANGUAGE, _HOST, _REQUEST_ID, _FORWARDED, _XFF = range(7)
+_WANTED = {
+    b"user-agent": _UA, b"referer": _REFERER, b"accept-language": _LANGUAGE, b"host": _HOST,
+    b"x-request-id": _REQUEST_ID, b"forwarded": _FORWARDED, b"x-forwarded-for": _XFF,
 }
-LOOKUP_POSITIONS = tuple((Row._fields.index(name), table) for name, table in LOOKUP_FIELDS.items())
+# Headers that may legitimately repeat and are then joined (RFC 9110 list syntax).
+_JOINED = (_FORWARDED, _XFF)
+
+# How a raw value becomes text.
+_PLAIN, _QUERY, _URL, _ADDRESS = range(4)
+# Lookup kinds, each with its own raw-value cache: (table, how its raw value becomes text).
+_KINDS = (
+    ("methods", _PLAIN), ("paths", _PLAIN), ("query_strings", _QUERY), ("user_agents", _PLAIN),
+    ("referers", _URL), ("accept_languages", _PLAIN), ("content_types", _PLAIN), ("client_ips", _ADDRESS),
+    ("hosts", _PLAIN), ("routes", _PLAIN),
+)
+_METHOD, _PATH, _QUERY_STRING, _AGENT, _REFERER_URL, _LANG, _TYPE, _IP, _HOSTNAME, _ROUTE = range(len(_KINDS))
+_NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
+
+# A raw value -> (id, flags) cache per kind holds at most this many entries before starting over.
+_CACHE_LIMIT = 20_000
+
+IdOf = Callable[[str, str], int]   # (table, text) -> id, inside the writer's transaction
 
 
 class Shaper:
-    """The per-middleware options that decide what a record becomes. Used on the writer thread."""
+    """The per-middleware options that decide what a record becomes. Used on the writer thread.
+
+    Repeated raw values (the same path, agent, query string...) are looked up in a cache keyed by
+    the raw value, so decoding, redaction and truncation run once per distinct value, not per row.
+    """
 
     def __init__(
         self,
@@ -113,12 +98,24 @@ class Shaper:
         self.proxies = TrustedProxies(trusted_proxies)
         self.redactor = QueryRedactor(redact_params)
         self.sample_rate = float(sample_rate)
+        # Per lookup kind: raw value -> (id, flags). Valid for one database file (one writer).
+        self._caches: List[Dict[Any, Tuple[int, int]]] = [{None: _NOTHING} for _ in _KINDS]
 
-    def row(self, record: Record, wall_offset: float) -> Row:
-        """The row to store; ``wall_offset`` is time.time() - time.perf_counter() now."""
-        scope = record.scope
-        flags = record.flags
-        status = record.status
+    def forget(self) -> None:
+        """Drop cached ids, after a rolled-back transaction may have made some of them invalid."""
+        for cache in self._caches:
+            cache.clear()
+            cache[None] = _NOTHING
+
+    def row(self, record: tuple, wall_offset: float, id_of: IdOf) -> list:
+        """The values of one request_log row, in schema.COLUMNS order, lookups resolved to ids.
+
+        Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there why).
+
+        ``record`` is the tuple the loop queued (see Record); ``wall_offset`` is
+        time.time() - time.perf_counter() now; ``id_of`` inserts or finds a lookup value.
+        """
+        _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record[:10]
         if flags & FLAG_DISCONNECTED:
             status = 499  # as nginx logs a client that closed the connection first
         elif status is None:
@@ -126,98 +123,115 @@ class Shaper:
                 status = 500
             else:
                 flags |= FLAG_NO_RESPONSE
-        body_size = 0 if scope.get("method") == "HEAD" else record.body_size
-        method = scope.get("method") if not flags & FLAG_WEBSOCKET else "WEBSOCKET"
-        user_agent = referer = accept_language = host = x_request_id = forwarded = x_forwarded_for = None
-        extra: Dict[str, str] = {}
+        method = scope.get("method")
+        if method == "HEAD":
+            body_size = 0  # servers send no body for HEAD, whatever the app produced
+        if flags & FLAG_WEBSOCKET:
+            method = "WEBSOCKET"
+
+        found: List[Any] = [None] * 7
         for name, value in scope.get("headers") or ():
-            # Header names are lower-cased bytes by the ASGI spec; be lenient with str.
-            if isinstance(name, str):
-                name = name.encode("latin-1", "replace")
-            name = bytes(name).lower()
-            if name == b"user-agent":
-                user_agent = user_agent or value
-            elif name == b"referer":
-                referer = referer or value
-            elif name == b"accept-language":
-                accept_language = accept_language or value
-            elif name == b"host":
-                host = host or value
-            elif name == b"x-request-id":
-                x_request_id = x_request_id or value
-            elif name == b"forwarded":
-                forwarded = value if forwarded is None else forwarded + b"," + value
-            elif name == b"x-forwarded-for":
-                x_forwarded_for = value if x_forwarded_for is None else x_forwarded_for + b"," + value
-            if name in self.extra_request:
-                text, flags = self._text(value, flags)
-                key = "request." + name.decode("latin-1")
-                extra[key] = text if key not in extra else extra[key] + ", " + text
+            slot = _WANTED.get(name)
+            if slot is None:
+                continue
+            if found[slot] is None:
+                found[slot] = value
+            elif slot in _JOINED:
+                found[slot] = bytes(found[slot]) + b"," + bytes(value)
+
         content_type = None
-        for name, value in record.response_headers or ():
-            name = bytes(name).lower()
+        for name, value in response_headers or ():
             if name == b"content-type":
                 content_type = value
-            if name in self.extra_response:
-                text, flags = self._text(value, flags)
-                extra["response." + name.decode("latin-1")] = text
-
-        path, flags = self._text(scope.get("path"), flags)
-        # Stored with its leading "?", as 0.1.1 did, so old and new rows share query_strings.
-        query, flags = self._text(scope.get("query_string") or None, flags, self.redactor.redact_query)
-        user_agent, flags = self._text(user_agent, flags)
-        referer, flags = self._text(referer, flags, self.redactor.redact_url)
-        accept_language, flags = self._text(accept_language, flags)
-        content_type, flags = self._text(content_type, flags)
-        host, flags = self._text(host, flags)
-        method, flags = self._text(method, flags)
+                break
 
         client = scope.get("client")
         peer = client[0] if client else None
-        if not isinstance(peer, str):
-            peer = None
-        forwarded_ip = None
-        if self.proxies:
-            forwarded_ip = self.proxies.resolve(
-                peer,
-                _latin1(forwarded) if forwarded is not None else None,
-                _latin1(x_forwarded_for) if x_forwarded_for is not None else None,
-            )
-        route = _route_of(scope)
+
+        # Each lookup is one dict get on a hit; _miss decodes, redacts, truncates and inserts.
+        caches, miss = self._caches, self._miss
+        path, query = scope.get("path"), scope.get("query_string") or None
+        try:
+            m = caches[_METHOD].get(method) or miss(_METHOD, method, id_of)
+            p = caches[_PATH].get(path) or miss(_PATH, path, id_of)
+            q = caches[_QUERY_STRING].get(query) or miss(_QUERY_STRING, query, id_of)
+            a = caches[_AGENT].get(found[_UA]) or miss(_AGENT, found[_UA], id_of)
+            r = caches[_REFERER_URL].get(found[_REFERER]) or miss(_REFERER_URL, found[_REFERER], id_of)
+            lang = caches[_LANG].get(found[_LANGUAGE]) or miss(_LANG, found[_LANGUAGE], id_of)
+            ct = caches[_TYPE].get(content_type) or miss(_TYPE, content_type, id_of)
+            ip = caches[_IP].get(peer) or miss(_IP, peer, id_of)
+            h = caches[_HOSTNAME].get(found[_HOST]) or miss(_HOSTNAME, found[_HOST], id_of)
+        except TypeError:
+            # An unhashable value (a bytearray header, a list as client address): normalise, retry.
+            return self.row(_normalised(record), wall_offset, id_of)
+        flags |= m[1] | p[1] | q[1] | a[1] | r[1] | lang[1] | ct[1] | ip[1] | h[1]
+
+        route = scope.get("route")
+        route_id = 0
         if route is not None:
-            route, flags = self._text(route, flags)
+            template = _route_path(route)
+            rt = caches[_ROUTE].get(template) or miss(_ROUTE, template, id_of)
+            route_id = rt[0]
+            flags |= rt[1]
 
-        request_id = None
+        forwarded_id = request_id = extra = 0
+        if self.proxies:
+            resolved = self.proxies.resolve(
+                peer if isinstance(peer, str) else None,
+                _latin1(found[_FORWARDED]) if found[_FORWARDED] is not None else None,
+                _latin1(found[_XFF]) if found[_XFF] is not None else None,
+            )
+            forwarded_id = (caches[_IP].get(resolved) or miss(_IP, resolved, id_of))[0]
         if self.request_id:
-            request_id, flags = self._text(x_request_id, flags) if x_request_id else (uuid.uuid4().hex, flags)
+            if found[_REQUEST_ID] is not None:
+                request_id, flags = self._text(found[_REQUEST_ID], flags)
+            else:
+                request_id = uuid.uuid4().hex
+        if self.extra_request or self.extra_response:
+            extra, flags = self._extra(scope, response_headers, flags)
 
-        t0, ttfb = record.t0, record.ttfb
-        return Row(
-            start_ms=int((t0 + wall_offset) * 1000),
-            duration_us=int((record.end - t0) * 1_000_000),
-            ttfb_us=int((ttfb - t0) * 1_000_000) if ttfb is not None else None,
-            method=method,
-            path=path,
-            query_string=query,
-            user_agent=user_agent,
-            referer=referer,
-            accept_language=accept_language,
-            http_status=status,
-            content_type=content_type,
-            client_ip=self.addresses.reduce(peer),
-            forwarded_ip=self.addresses.reduce(forwarded_ip),
-            host=host,
-            route=route,
-            body_size=body_size,
-            request_size=record.request_size,
-            flags=flags,
-            sample_rate=self.sample_rate,
-            ws_messages_in=record.ws_in,
-            ws_messages_out=record.ws_out,
-            ws_close_code=record.ws_close,
-            request_id=request_id,
-            extra=json.dumps(extra, ensure_ascii=False, sort_keys=True) if extra else None,
-        )
+        if len(record) > 10:
+            ws_in, ws_out, ws_close = (-1 if v is None else v for v in record[10:13])
+        else:
+            ws_in = ws_out = ws_close = -1
+        return [
+            int((t0 + wall_offset) * 1000),                          # start_ms
+            int((end - t0) * 1_000_000),                             # duration_us
+            int((ttfb - t0) * 1_000_000) if ttfb is not None else -1,
+            m[0], p[0], q[0], a[0], r[0], lang[0],
+            status or 0, ct[0], ip[0], forwarded_id, h[0], route_id,
+            body_size, request_size, flags, self.sample_rate,
+            ws_in, ws_out, ws_close,
+            request_id, extra,
+        ]
+
+    def _miss(self, kind: int, raw: Any, id_of: IdOf) -> Tuple[int, int]:
+        """(id, flags) of a raw value not seen before: shape it, find or insert it, cache it."""
+        table, shape = _KINDS[kind]
+        if shape == _ADDRESS:
+            text, flags = self.addresses.reduce(raw if isinstance(raw, str) else None), 0
+        else:
+            redact = self.redactor.redact_query if shape == _QUERY else self.redactor.redact_url if shape == _URL else None
+            text, flags = self._text(raw, 0, redact)
+        hit = (id_of(table, text) if text is not None else 0, flags)
+        cache = self._caches[kind]
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+            cache[None] = _NOTHING
+        cache[raw] = hit
+        return hit
+
+    def _extra(self, scope, response_headers, flags: int) -> Tuple[str, int]:
+        extra: Dict[str, str] = {}
+        for prefix, wanted, headers in (("request.", self.extra_request, scope.get("headers")),
+                                        ("response.", self.extra_response, response_headers)):
+            for name, value in headers or ():
+                name = bytes(name).lower()
+                if name in wanted:
+                    text, flags = self._text(value, flags)
+                    key = prefix + name.decode("latin-1")
+                    extra[key] = text if key not in extra else extra[key] + ", " + text
+        return json.dumps(extra, ensure_ascii=False, sort_keys=True), flags
 
     def _text(self, value: Any, flags: int, redact=None) -> Tuple[Optional[str], int]:
         """Decode to text that SQLite can store and that round-trips, or flag what was replaced."""
@@ -250,6 +264,19 @@ class Shaper:
         return text, flags
 
 
+def _normalised(record: tuple) -> tuple:
+    """The record with bytes-like header values as bytes and a client address as a string or None."""
+    scope = dict(record[1])
+    scope["headers"] = [(bytes(n), bytes(v)) for n, v in scope.get("headers") or ()]
+    client = scope.get("client")
+    if client and not isinstance(client[0], str):
+        scope["client"] = None
+    for key in ("path", "query_string"):
+        if isinstance(scope.get(key), (bytearray, memoryview)):
+            scope[key] = bytes(scope[key])
+    return (record[0], scope) + tuple(record[2:])
+
+
 def _only_escapes(text: str) -> bool:
     try:
         text.encode("utf-8", "surrogateescape")
@@ -262,11 +289,8 @@ def _latin1(value: bytes) -> str:
     return bytes(value).decode("latin-1")
 
 
-def _route_of(scope: Dict[str, Any]) -> Optional[str]:
-    """The route template, where the framework puts one in the scope (Starlette, FastAPI)."""
-    route = scope.get("route")
-    if route is None:
-        return None
+def _route_path(route: Any) -> Optional[str]:
+    """The route template of scope["route"], as Starlette and FastAPI set it."""
     path = getattr(route, "path", None) or getattr(route, "path_format", None)
     return path if isinstance(path, str) else None
 

@@ -51,6 +51,20 @@ COLUMNS = (
     "extra",               # JSON object of configured extra headers, or NULL
 )
 
+# Python's sqlite3 binds None slowly (it tries adapters first, through a raised AttributeError):
+# with a dozen NULLs a row cost 8 us to insert instead of 2.3. So the writer binds a cheap
+# sentinel and the INSERT turns it back into NULL: 0 for lookup ids and text (ids start at 1),
+# -1 for numbers where 0 is a real value.
+NULL_SENTINEL = {
+    "ttfb_us": -1, "ws_messages_in": -1, "ws_messages_out": -1, "ws_close_code": -1,
+    "method_id": 0, "path_id": 0, "query_string_id": 0, "user_agent_id": 0, "referer_id": 0,
+    "accept_language_id": 0, "content_type_id": 0, "client_ip_id": 0, "forwarded_ip_id": 0,
+    "host_id": 0, "route_id": 0, "request_id": 0, "extra": 0, "http_status": 0,
+}
+PLACEHOLDERS = tuple(
+    f"nullif(?, {NULL_SENTINEL[c]})" if c in NULL_SENTINEL else "?" for c in COLUMNS
+)
+
 _LOOKUP_DDL = """
 CREATE TABLE IF NOT EXISTS [{table}] (id INTEGER PRIMARY KEY, name TEXT);
 CREATE UNIQUE INDEX IF NOT EXISTS [idx_{table}_name] ON [{table}] (name);

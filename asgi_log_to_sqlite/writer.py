@@ -18,7 +18,6 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import schema
-from .record import LOOKUP_POSITIONS, Record, Row
 
 _STOP = object()
 # Rows per INSERT statement: 24 columns x 200 rows stays far below SQLite's variable limit.
@@ -60,7 +59,7 @@ class Writer:
         self._warned: set = set()
         self._failing: Optional[str] = None
         self._conn: Optional[sqlite3.Connection] = None
-        self._lookup_cache: Dict[str, Dict[str, int]] = {}
+        self._ids: Dict[str, Dict[str, int]] = {}   # lookup table -> text -> id
         self._statements: Dict[int, str] = {}
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
@@ -127,7 +126,7 @@ class Writer:
             if item is not _STOP and not isinstance(item, _Flush):
                 # Let a batch gather: fewer, larger transactions and fewer GIL hand-offs under load.
                 time.sleep(self.linger)
-            batch: List[Record] = []
+            batch: List[tuple] = []
             markers: List[_Flush] = []
             while True:
                 if item is _STOP:
@@ -157,7 +156,7 @@ class Writer:
             self._conn.close()
             self._conn = None
 
-    def _drain_into(self, batch: List[Record], markers: List[_Flush], until_marker: bool = False) -> None:
+    def _drain_into(self, batch: List[tuple], markers: List[_Flush], until_marker: bool = False) -> None:
         while True:
             try:
                 item = self.queue.get_nowait()
@@ -181,61 +180,64 @@ class Writer:
                 self._rollback()
                 self._failed(error, 0)
 
-    def _write(self, batch: List[Record]) -> None:
-        rows: List[Row] = []
+    def _write(self, batch: List[tuple]) -> None:
         wall_offset = time.time() - time.perf_counter()
-        for raw in batch:
-            try:
-                record = Record._make(raw) if len(raw) == len(Record._fields) else Record(*raw)
-                rows.append(record.shaper.row(record, wall_offset))
-            except Exception as error:  # a record we cannot shape is counted, never raised
-                self._count("record_error", 1, error)
-        if not rows:
-            return
-        new_ids: List[Tuple[str, str]] = []
+        shapers = set()
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
-            values = [self._with_ids(conn, row, new_ids) for row in rows]
-            for start in range(0, len(values), _ROWS_PER_STATEMENT):
-                chunk = values[start:start + _ROWS_PER_STATEMENT]
-                conn.execute(self._insert_sql(len(chunk)), [v for row in chunk for v in row])
+            flat: list = []  # every row's values, one after another: the multi-row INSERT's parameters
+            rows = 0
+            id_of = self._id_of
+            for record in batch:
+                try:
+                    shaper = record[0]
+                    shapers.add(shaper)
+                    flat.extend(shaper.row(record, wall_offset, id_of))
+                    rows += 1
+                except sqlite3.Error:
+                    raise
+                except Exception as error:  # a record we cannot shape is counted, never raised
+                    self._count("record_error", 1, error)
+            width = len(schema.COLUMNS)
+            step = _ROWS_PER_STATEMENT * width
+            for start in range(0, len(flat), step):
+                chunk = flat[start:start + step]
+                conn.execute(self._insert_sql(len(chunk) // width), chunk)
             self._persist_counters(conn)
             conn.execute("COMMIT")
         except Exception as error:
             self._rollback()
-            # Ids inserted in the rolled-back transaction do not exist: forget them.
-            for table, name in new_ids:
-                self._lookup_cache.get(table, {}).pop(name, None)
-            self._failed(error, len(rows))
+            # Ids inserted by the rolled-back transaction do not exist: forget every cached id.
+            self._ids.clear()
+            for shaper in shapers:
+                shaper.forget()
+            self._failed(error, len(batch))
             return
-        self.rows_written += len(rows)
+        self.rows_written += rows
         self.batches_written += 1
         self._recovered()
 
-    def _with_ids(self, conn: sqlite3.Connection, row: Row, new_ids: List[Tuple[str, str]]) -> list:
-        values = list(row)
-        for position, table in LOOKUP_POSITIONS:
-            name = values[position]
-            if name is None:
-                continue
-            cache = self._lookup_cache.setdefault(table, {})
-            found = cache.get(name)
-            if found is None:
-                # ON CONFLICT DO NOTHING then SELECT: another process may have inserted it first.
-                conn.execute(f"INSERT INTO [{table}] (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
-                found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
-                if len(cache) >= _LOOKUP_CACHE_LIMIT:
-                    cache.clear()
-                cache[name] = found
-                new_ids.append((table, name))
-            values[position] = found
-        return values
+    def _id_of(self, table: str, name: str) -> int:
+        """The id of ``name`` in a lookup table, inserting it if new. Called inside _write's transaction."""
+        cache = self._ids.get(table)
+        if cache is None:
+            cache = self._ids[table] = {}
+        found = cache.get(name)
+        if found is None:
+            conn = self._conn
+            # ON CONFLICT DO NOTHING then SELECT: another process may have inserted it first.
+            conn.execute(f"INSERT INTO [{table}] (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
+            found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
+            if len(cache) >= _LOOKUP_CACHE_LIMIT:
+                cache.clear()
+            cache[name] = found
+        return found
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._statements.get(rows)
         if sql is None:
-            one = "(" + ",".join("?" * len(schema.COLUMNS)) + ")"
+            one = "(" + ",".join(schema.PLACEHOLDERS) + ")"
             sql = f"INSERT INTO request_log ({', '.join(schema.COLUMNS)}) VALUES " + ",".join([one] * rows)
             self._statements[rows] = sql
         return sql
