@@ -98,6 +98,8 @@ class Shaper:
         self.proxies = TrustedProxies(trusted_proxies)
         self.redactor = QueryRedactor(redact_params)
         self.sample_rate = float(sample_rate)
+        # Whether any per-row option beyond the defaults is on: one test on the common path.
+        self._optional = bool(self.proxies or self.request_id or self.extra_request or self.extra_response)
         # Per lookup kind: raw value -> (id, flags). Valid for one database file (one writer).
         self._caches: List[Dict[Any, Tuple[int, int]]] = [{None: _NOTHING} for _ in _KINDS]
 
@@ -115,7 +117,12 @@ class Shaper:
         ``record`` is the tuple the loop queued (see Record); ``wall_offset`` is
         time.time() - time.perf_counter() now; ``id_of`` inserts or finds a lookup value.
         """
-        _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record[:10]
+        if len(record) == 10:
+            _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record
+            ws = None
+        else:
+            _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record[:10]
+            ws = record[10:13]
         if flags & FLAG_DISCONNECTED:
             status = 499  # as nginx logs a client that closed the connection first
         elif status is None:
@@ -149,18 +156,20 @@ class Shaper:
         peer = client[0] if client else None
 
         # Each lookup is one dict get on a hit; _miss decodes, redacts, truncates and inserts.
-        caches, miss = self._caches, self._miss
+        miss = self._miss
+        c_method, c_path, c_query, c_agent, c_referer, c_lang, c_type, c_ip, c_host, _ = self._caches
         path, query = scope.get("path"), scope.get("query_string") or None
+        agent, referer, language, host = found[0], found[1], found[2], found[3]  # _UA .. _HOST
         try:
-            m = caches[_METHOD].get(method) or miss(_METHOD, method, id_of)
-            p = caches[_PATH].get(path) or miss(_PATH, path, id_of)
-            q = caches[_QUERY_STRING].get(query) or miss(_QUERY_STRING, query, id_of)
-            a = caches[_AGENT].get(found[_UA]) or miss(_AGENT, found[_UA], id_of)
-            r = caches[_REFERER_URL].get(found[_REFERER]) or miss(_REFERER_URL, found[_REFERER], id_of)
-            lang = caches[_LANG].get(found[_LANGUAGE]) or miss(_LANG, found[_LANGUAGE], id_of)
-            ct = caches[_TYPE].get(content_type) or miss(_TYPE, content_type, id_of)
-            ip = caches[_IP].get(peer) or miss(_IP, peer, id_of)
-            h = caches[_HOSTNAME].get(found[_HOST]) or miss(_HOSTNAME, found[_HOST], id_of)
+            m = c_method.get(method) or miss(_METHOD, method, id_of)
+            p = c_path.get(path) or miss(_PATH, path, id_of)
+            q = c_query.get(query) or miss(_QUERY_STRING, query, id_of)
+            a = c_agent.get(agent) or miss(_AGENT, agent, id_of)
+            r = c_referer.get(referer) or miss(_REFERER_URL, referer, id_of)
+            lang = c_lang.get(language) or miss(_LANG, language, id_of)
+            ct = c_type.get(content_type) or miss(_TYPE, content_type, id_of)
+            ip = c_ip.get(peer) or miss(_IP, peer, id_of)
+            h = c_host.get(host) or miss(_HOSTNAME, host, id_of)
         except TypeError:
             # An unhashable value (a bytearray header, a list as client address): normalise, retry.
             return self.row(_normalised(record), wall_offset, id_of)
@@ -170,30 +179,30 @@ class Shaper:
         route_id = 0
         if route is not None:
             template = _route_path(route)
-            rt = caches[_ROUTE].get(template) or miss(_ROUTE, template, id_of)
+            rt = self._caches[_ROUTE].get(template) or miss(_ROUTE, template, id_of)
             route_id = rt[0]
             flags |= rt[1]
 
         forwarded_id = request_id = extra = 0
-        if self.proxies:
+        if self._optional and self.proxies:
             resolved = self.proxies.resolve(
                 peer if isinstance(peer, str) else None,
                 _latin1(found[_FORWARDED]) if found[_FORWARDED] is not None else None,
                 _latin1(found[_XFF]) if found[_XFF] is not None else None,
             )
-            forwarded_id = (caches[_IP].get(resolved) or miss(_IP, resolved, id_of))[0]
-        if self.request_id:
+            forwarded_id = (c_ip.get(resolved) or miss(_IP, resolved, id_of))[0]
+        if self._optional and self.request_id:
             if found[_REQUEST_ID] is not None:
                 request_id, flags = self._text(found[_REQUEST_ID], flags)
             else:
                 request_id = uuid.uuid4().hex
-        if self.extra_request or self.extra_response:
+        if self._optional and (self.extra_request or self.extra_response):
             extra, flags = self._extra(scope, response_headers, flags)
 
-        if len(record) > 10:
-            ws_in, ws_out, ws_close = (-1 if v is None else v for v in record[10:13])
-        else:
+        if ws is None:
             ws_in = ws_out = ws_close = -1
+        else:
+            ws_in, ws_out, ws_close = (-1 if v is None else v for v in ws)
         return [
             int((t0 + wall_offset) * 1000),                          # start_ms
             int((end - t0) * 1_000_000),                             # duration_us
