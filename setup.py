@@ -35,6 +35,7 @@ setup(
             "httpx>=0.27,<1",
             "asgiref>=3.7",
             "uvicorn>=0.20",
+            "httptools",  # benchmarks/logger_http.py serves every variant with it, as 0.1.1's venv has it
             "pyyaml",
             "starlette",
             "django>=4.2",

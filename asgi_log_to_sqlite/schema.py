@@ -98,7 +98,6 @@ CREATE TABLE IF NOT EXISTS request_log (
     request_id TEXT,
     extra TEXT
 );
-CREATE INDEX IF NOT EXISTS idx_request_log_start_ms ON request_log (start_ms);
 CREATE TABLE IF NOT EXISTS log_counters (
     reason TEXT PRIMARY KEY,
     count INTEGER NOT NULL,

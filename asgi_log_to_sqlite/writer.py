@@ -22,13 +22,13 @@ from . import schema
 _STOP = object()
 # Rows per INSERT statement: 24 columns x 200 rows stays far below SQLite's variable limit.
 _ROWS_PER_STATEMENT = 200
-# Records shaped between voluntary GIL releases (about 5 us each: ~0.2 ms of GIL per hold).
-_ROWS_PER_GIL_HOLD = 40
 # Lookup ids kept in memory per table; beyond this the cache starts over (a cardinality flood).
 _LOOKUP_CACHE_LIMIT = 50_000
 
 # Reasons counted on the event loop: fixed keys, so the writer can copy the dict while it changes.
 LOOP_REASONS = ("queue_full", "sampled_out", "excluded", "internal_error")
+# Of those, the ones that lose a row (warned on stderr); the others are left out on purpose.
+_LOOP_DROPS = frozenset({"queue_full", "internal_error"})
 
 
 class _Flush:
@@ -125,8 +125,10 @@ class Writer:
             except queue.Empty:
                 self._idle()
                 continue
-            if item is not _STOP and not isinstance(item, _Flush):
-                # Let a batch gather: fewer, larger transactions and fewer GIL hand-offs under load.
+            if item is not _STOP and not isinstance(item, _Flush) and self._qsize() < self.batch_size:
+                # Let a batch gather: fewer, larger transactions and fewer GIL hand-offs. Not
+                # when a full batch is already waiting: that would cap throughput at
+                # batch_size / linger rows per second.
                 time.sleep(self.linger)
             batch: List[tuple] = []
             markers: List[_Flush] = []
@@ -191,11 +193,7 @@ class Writer:
             flat: list = []  # every row's values, one after another: the multi-row INSERT's parameters
             rows = 0
             id_of = self._id_of
-            for position, record in enumerate(batch, 1):
-                if not position % _ROWS_PER_GIL_HOLD:
-                    # Hand the GIL back to the event loop now, instead of holding it for the
-                    # interpreter's whole 5 ms switch interval: that wait showed up as p99 latency.
-                    time.sleep(0)
+            for record in batch:
                 try:
                     shaper = record[0]
                     shapers.add(shaper)
@@ -277,6 +275,8 @@ class Writer:
 
     def _persist_counters(self, conn: sqlite3.Connection) -> None:
         deltas = self._loop_deltas()
+        for reason in _LOOP_DROPS.intersection(deltas):
+            self._warn_once(reason, deltas[reason])
         now_ms = int(time.time() * 1000)
         entries = [(reason, count, now_ms, now_ms, None) for reason, count in deltas.items()]
         entries += [(reason, c, first, last, err) for reason, (c, first, last, err) in self._pending.items()]
@@ -301,6 +301,9 @@ class Writer:
         if error is not None:
             entry[3] = f"{type(error).__name__}: {error}"[:500]
         self.totals[reason] = self.totals.get(reason, 0) + count
+        self._warn_once(reason, count, error)
+
+    def _warn_once(self, reason: str, count: int, error: Optional[BaseException] = None) -> None:
         if reason not in self._warned:
             self._warned.add(reason)
             detail = f" ({type(error).__name__}: {error})" if error else ""

@@ -113,7 +113,8 @@ def writer_throughput(rows: int, competing: bool) -> float:
     tmp = tempfile.mkdtemp()
     writer = Writer(os.path.join(tmp, "log.db"), queue_size=rows + 10)
     shaper = Shaper()
-    records = [Record(shaper, scope_for(i), time.time(), 0.001, 0.0005, 200, [(b"content-type", b"text/plain")], 13, 0, 0)
+    t0 = time.perf_counter()
+    records = [Record(shaper, scope_for(i), t0, t0 + 0.001, t0 + 0.0005, 200, [(b"content-type", b"text/plain")], 13, 0, 0)
                for i in range(rows)]
     writer.submit(records[0])
     writer.flush(30)  # schema and first lookups out of the way

@@ -410,7 +410,7 @@ async def test_truncation_request_id_and_extra_headers(log_file):
 
 
 @pytest.mark.asyncio
-async def test_full_queue_is_counted_not_blocking(log_file):
+async def test_full_queue_is_counted_not_blocking(log_file, capfd):
     app = logged(log_file, queue_size=2)
     # The writer lingers 50 ms before it drains, so a burst overfills a queue of two.
     await get(app, *["/"] * 30)
@@ -420,6 +420,7 @@ async def test_full_queue_is_counted_not_blocking(log_file):
     assert len(rows(log_file)) + counted["queue_full"] == 30
     stored = dict(sqlite3.connect(log_file).execute("select reason, count from log_counters"))
     assert stored["queue_full"] == counted["queue_full"]
+    assert "row(s) not written: queue_full" in capfd.readouterr().err
 
 
 @pytest.mark.asyncio

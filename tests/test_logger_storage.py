@@ -1,0 +1,115 @@
+"""What a logged request costs on disk, and that the README documents every stored column."""
+import asyncio
+import pathlib
+import re
+import sqlite3
+import subprocess
+import sys
+import textwrap
+
+from asgi_log_to_sqlite import AsgiLogToSqlite
+from conftest import ROOT, subprocess_env
+
+# 0.1.1 stored this workload (100k requests over 200 paths and 50 user agents) at 57.9 bytes per request.
+BYTES_PER_REQUEST_0_1_1 = 57.9
+REQUESTS = 100_000
+
+
+async def ok(scope, receive, send):
+    await send({"type": "http.response.start", "status": 200 if scope["path"] != "/missing" else 404,
+                "headers": [(b"content-type", b"text/html; charset=utf-8" if len(scope["path"]) % 2 else b"application/json")]})
+    await send({"type": "http.response.body", "body": b"x" * (len(scope["path"]) * 37)})
+
+
+def workload(count):
+    agents = [f"Mozilla/5.0 (X11; Linux x86_64) Gecko/20100101 Firefox/{100 + i}.0".encode() for i in range(50)]
+    referers = [f"https://example.com/page/{i}".encode() for i in range(20)]
+    languages = [b"en-GB,en;q=0.9", b"de-DE,de;q=0.8", b"fr-FR"]
+    for i in range(count):
+        headers = [(b"host", b"example.com"), (b"user-agent", agents[i % 50]), (b"accept-language", languages[i % 3])]
+        if i % 2:
+            headers.append((b"referer", referers[i % 20]))
+        yield {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET" if i % 10 else "POST",
+            "scheme": "https", "path": "/missing" if i % 97 == 0 else f"/section/{i % 200}",
+            "raw_path": b"", "query_string": f"page={i % 10}".encode() if i % 4 == 0 else b"", "root_path": "",
+            "headers": headers, "client": (f"203.0.{i % 100}.{i % 250}", 40000 + i % 20000), "server": ("10.0.0.1", 443),
+        }
+
+
+def test_a_request_costs_no_more_bytes_than_in_0_1_1(tmp_path):
+    log_file = str(tmp_path / "log.db")
+    app = AsgiLogToSqlite(ok, log_file, queue_size=REQUESTS)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        pass
+
+    async def serve_all():
+        for n, scope in enumerate(workload(REQUESTS)):
+            await app(scope, receive, send)
+            if n % 5000 == 0:
+                await asyncio.sleep(0.01)  # let the writer drain, as an idle moment in a server would
+
+    asyncio.run(serve_all())
+    assert app.close(60)
+    conn = sqlite3.connect(log_file)
+    try:
+        assert conn.execute("select count(*) from request_log").fetchone()[0] == REQUESTS
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        conn.execute("VACUUM")  # as a file that has settled: no half-filled pages from batch boundaries
+        pages, page_size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
+    finally:
+        conn.close()
+    per_request = pages * page_size / REQUESTS
+    print(f"\n{per_request:.1f} bytes per request for {REQUESTS:,} requests (0.1.1: {BYTES_PER_REQUEST_0_1_1})")
+    assert per_request <= BYTES_PER_REQUEST_0_1_1
+
+
+def test_interpreter_exit_flushes_what_is_queued(tmp_path):
+    log_file = tmp_path / "log.db"
+    script = textwrap.dedent(f"""
+        import asyncio
+        from asgi_log_to_sqlite import AsgiLogToSqlite
+        from test_logger_storage import ok, workload
+
+        app = AsgiLogToSqlite(ok, {str(log_file)!r})
+
+        async def receive():
+            return {{"type": "http.request", "body": b"", "more_body": False}}
+
+        async def send(message):
+            pass
+
+        async def main():
+            for scope in workload(3000):
+                await app(scope, receive, send)
+
+        asyncio.run(main())
+        # No close(), no flush(): the interpreter exits with rows still queued.
+    """)
+    done = subprocess.run([sys.executable, "-c", script], env=subprocess_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert sqlite3.connect(log_file).execute("select count(*) from request_log").fetchone()[0] == 3000
+
+
+def test_readme_documents_every_column_as_sql(tmp_path):
+    import asgi_log_to_sqlite
+
+    log_file = str(tmp_path / "log.db")
+    asgi_log_to_sqlite.create_file(log_file)
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### The tables", 1)[1].split("\n### ", 1)[0]
+    sql = "\n".join(re.findall(r"```sql\n(.*?)```", section, re.S))
+    conn = sqlite3.connect(log_file)
+    try:
+        for table in ("request_log", "log_counters", "readable_requests", "requests"):
+            assert f"CREATE {'VIEW' if table.endswith('requests') else 'TABLE'} {table}" in sql, table
+            for column in (row[1] for row in conn.execute(f"PRAGMA table_info([{table}])")):
+                assert re.search(rf"\b{column}\b", sql), f"{table}.{column} is not in the README's SQL"
+        for (lookup,) in conn.execute("select name from sqlite_master where type = 'table' and sql like '%name TEXT%'"):
+            assert lookup in sql, f"lookup table {lookup} is not in the README"
+    finally:
+        conn.close()
