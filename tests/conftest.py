@@ -8,7 +8,13 @@ import sys
 import time
 
 import pytest
+from hypothesis import settings
 from datasette.version import __version__ as DATASETTE_VERSION
+
+# Property tests: a few hundred examples in the suite; HYPOTHESIS_PROFILE=slow for the long run.
+settings.register_profile("ci", max_examples=300, deadline=None)
+settings.register_profile("slow", max_examples=10_000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
