@@ -62,6 +62,7 @@ class AsgiLogToSqlite:
         queue_size: int = 10_000,
         batch_size: int = 1_000,
         busy_timeout_ms: int = 5_000,
+        max_size_mb: Optional[float] = None,
     ):
         self.app = app
         if not isinstance(file, (str, os.PathLike)):
@@ -83,7 +84,10 @@ class AsgiLogToSqlite:
             redact_params=redact_params,
             sample_rate=self.sample_rate,
         )
-        self.writer: Writer = writer_for(self.file, queue_size=queue_size, batch_size=batch_size, busy_timeout_ms=busy_timeout_ms)
+        if max_size_mb is not None and not (isinstance(max_size_mb, (int, float)) and max_size_mb > 0):
+            raise ValueError(f"max_size_mb={max_size_mb!r}: expected a positive number of megabytes, for example 500")
+        self.writer: Writer = writer_for(self.file, queue_size=queue_size, batch_size=batch_size,
+                                         busy_timeout_ms=busy_timeout_ms, max_size_mb=max_size_mb)
         self.submit = self.writer.submit
         self.filtered = bool(self.include or self.exclude or self.sample_rate < 1.0)
 

@@ -40,12 +40,14 @@ class _Flush:
 
 class Writer:
     def __init__(self, path: str, *, queue_size: int = 10_000, batch_size: int = 1_000,
-                 linger: float = 0.05, busy_timeout_ms: int = 5_000, retry_delay: float = 1.0):
+                 linger: float = 0.05, busy_timeout_ms: int = 5_000, retry_delay: float = 1.0,
+                 max_size_mb: Optional[float] = None):
         self.path = path
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.linger = linger
         self.busy_timeout_ms = busy_timeout_ms
+        self.max_size_mb = max_size_mb
         self.retry_delay = retry_delay
         self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._put = self.queue.put_nowait
@@ -254,6 +256,12 @@ class Writer:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
                 schema.ensure_schema(conn)
                 conn.execute("PRAGMA synchronous = NORMAL")
+                if self.max_size_mb is not None:
+                    # A size budget: past it SQLite answers SQLITE_FULL, counted as disk_full like a
+                    # full disk, and writing resumes once rows are deleted and their pages are free.
+                    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+                    pages = max(1, int(self.max_size_mb * 1024 * 1024 // page_size))
+                    conn.execute(f"PRAGMA max_page_count = {pages}")
             except Exception:
                 conn.close()
                 raise
