@@ -63,6 +63,7 @@ class AsgiLogToSqlite:
         batch_size: int = 1_000,
         busy_timeout_ms: int = 5_000,
         max_size_mb: Optional[float] = None,
+        max_distinct_values: Optional[int] = None,
     ):
         self.app = app
         if not isinstance(file, (str, os.PathLike)):
@@ -86,8 +87,12 @@ class AsgiLogToSqlite:
         )
         if max_size_mb is not None and not (isinstance(max_size_mb, (int, float)) and max_size_mb > 0):
             raise ValueError(f"max_size_mb={max_size_mb!r}: expected a positive number of megabytes, for example 500")
+        if max_distinct_values is not None and not (isinstance(max_distinct_values, int) and max_distinct_values >= 1):
+            raise ValueError(f"max_distinct_values={max_distinct_values!r}: expected a whole number of at least 1, "
+                             "for example 100000")
         self.writer: Writer = writer_for(self.file, queue_size=queue_size, batch_size=batch_size,
-                                         busy_timeout_ms=busy_timeout_ms, max_size_mb=max_size_mb)
+                                         busy_timeout_ms=busy_timeout_ms, max_size_mb=max_size_mb,
+                                         max_distinct_values=max_distinct_values)
         self.submit = self.writer.submit
         self.filtered = bool(self.include or self.exclude or self.sample_rate < 1.0)
 

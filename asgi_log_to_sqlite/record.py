@@ -19,6 +19,7 @@ FLAG_DISCONNECTED = 8     # the client went away before the response completed (
 FLAG_WEBSOCKET = 16       # a websocket session (status 101 accepted, 403 refused)
 FLAG_EXCLUDED_FAILURE = 32  # path was excluded, but logged because the status was >= 500
 FLAG_NO_RESPONSE = 64     # the app returned without sending a response
+FLAG_BUCKETED = 128       # a value past max_distinct_values was stored as "(other)"
 
 
 class Record(NamedTuple):
@@ -66,7 +67,7 @@ _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
 # A raw value -> (id, flags) cache per kind holds at most this many entries before starting over.
 _CACHE_LIMIT = 20_000
 
-IdOf = Callable[[str, str], int]   # (table, text) -> id, inside the writer's transaction
+IdOf = Callable[[str, str], Tuple[int, int]]   # (table, text) -> (id, flags), inside the writer's transaction
 
 
 class Shaper:
@@ -222,7 +223,11 @@ class Shaper:
         else:
             redact = self.redactor.redact_query if shape == _QUERY else self.redactor.redact_url if shape == _URL else None
             text, flags = self._text(raw, 0, redact)
-        hit = (id_of(table, text) if text is not None else 0, flags)
+        if text is None:
+            hit = (0, flags)
+        else:
+            found, extra_flags = id_of(table, text)
+            hit = (found, flags | extra_flags)
         cache = self._caches[kind]
         if len(cache) >= _CACHE_LIMIT:
             cache.clear()

@@ -18,6 +18,10 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import schema
+from .record import FLAG_BUCKETED
+
+# What a lookup value past max_distinct_values is stored as (its rows carry FLAG_BUCKETED).
+BUCKET = "(other)"
 
 _STOP = object()
 # Rows per INSERT statement: 24 columns x 200 rows stays far below SQLite's variable limit.
@@ -41,13 +45,14 @@ class _Flush:
 class Writer:
     def __init__(self, path: str, *, queue_size: int = 10_000, batch_size: int = 1_000,
                  linger: float = 0.05, busy_timeout_ms: int = 5_000, retry_delay: float = 1.0,
-                 max_size_mb: Optional[float] = None):
+                 max_size_mb: Optional[float] = None, max_distinct_values: Optional[int] = None):
         self.path = path
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.linger = linger
         self.busy_timeout_ms = busy_timeout_ms
         self.max_size_mb = max_size_mb
+        self.max_distinct_values = max_distinct_values
         self.retry_delay = retry_delay
         self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._put = self.queue.put_nowait
@@ -64,6 +69,7 @@ class Writer:
         self._failing: Optional[str] = None
         self._conn: Optional[sqlite3.Connection] = None
         self._ids: Dict[str, Dict[str, int]] = {}   # lookup table -> text -> id
+        self._sizes: Dict[str, int] = {}            # lookup table -> highest id seen
         self._statements: Dict[int, str] = {}
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
@@ -216,6 +222,7 @@ class Writer:
             self._rollback()
             # Ids inserted by the rolled-back transaction do not exist: forget every cached id.
             self._ids.clear()
+            self._sizes.clear()
             for shaper in shapers:
                 shaper.forget()
             self._failed(error, len(batch))
@@ -224,21 +231,41 @@ class Writer:
         self.batches_written += 1
         self._recovered()
 
-    def _id_of(self, table: str, name: str) -> int:
-        """The id of ``name`` in a lookup table, inserting it if new. Called inside _write's transaction."""
+    def _id_of(self, table: str, name: str) -> Tuple[int, int]:
+        """(id, flags) of ``name`` in a lookup table, inserting it if new. Called inside _write's transaction.
+
+        Past max_distinct_values rows in the table, a new value is stored as BUCKET instead, with
+        FLAG_BUCKETED: a flood of unique paths or agents cannot grow the file without bound.
+        """
         cache = self._ids.get(table)
         if cache is None:
             cache = self._ids[table] = {}
         found = cache.get(name)
         if found is None:
             conn = self._conn
-            # ON CONFLICT DO NOTHING then SELECT: another process may have inserted it first.
-            conn.execute(f"INSERT INTO [{table}] (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
-            found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
+            if self.max_distinct_values is not None and name != BUCKET and self._full(table):
+                row = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()
+                if row is None:
+                    self._count("bucketed", 1)
+                    return self._id_of(table, BUCKET)[0], FLAG_BUCKETED
+                found = row[0]
+            else:
+                # ON CONFLICT DO NOTHING then SELECT: another process may have inserted it first.
+                conn.execute(f"INSERT INTO [{table}] (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
+                found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
+                if found > self._sizes.get(table, 0):
+                    self._sizes[table] = found
             if len(cache) >= _LOOKUP_CACHE_LIMIT:
                 cache.clear()
             cache[name] = found
-        return found
+        return found, 0
+
+    def _full(self, table: str) -> bool:
+        """Whether a lookup table holds max_distinct_values values (ids count up from 1, never reused)."""
+        size = self._sizes.get(table)
+        if size is None:
+            size = self._sizes[table] = self._conn.execute(f"SELECT coalesce(max(id), 0) FROM [{table}]").fetchone()[0]
+        return size >= self.max_distinct_values
 
     def _insert_sql(self, rows: int) -> str:
         sql = self._statements.get(rows)
@@ -314,6 +341,11 @@ class Writer:
     def _warn_once(self, reason: str, count: int, error: Optional[BaseException] = None) -> None:
         if reason not in self._warned:
             self._warned.add(reason)
+            if reason == "bucketed":
+                print(f"asgi_log_to_sqlite: {self.path}: a lookup table reached max_distinct_values="
+                      f"{self.max_distinct_values}; new values are stored as {BUCKET!r} on rows flagged "
+                      f"{FLAG_BUCKETED}, and counted in its log_counters table", file=sys.stderr, flush=True)
+                return
             detail = f" ({type(error).__name__}: {error})" if error else ""
             print(f"asgi_log_to_sqlite: {self.path}: {count} row(s) not written: {reason}{detail}; "
                   "further drops are counted in its log_counters table", file=sys.stderr, flush=True)

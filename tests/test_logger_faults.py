@@ -94,9 +94,11 @@ def test_full_database_counts_drops_and_resumes_once_space_is_freed(tmp_path, ca
         conn.close()
 
 
-def test_max_size_mb_is_checked():
+def test_budget_options_are_checked():
     with pytest.raises(ValueError, match=r"max_size_mb=0: expected a positive number of megabytes"):
         AsgiLogToSqlite(ok, "log.db", max_size_mb=0)
+    with pytest.raises(ValueError, match=r"max_distinct_values=0.5: expected a whole number of at least 1"):
+        AsgiLogToSqlite(ok, "log.db", max_distinct_values=0.5)
 
 
 def _first_sighting(log_file, barrier, requests):
@@ -218,3 +220,28 @@ def test_a_long_read_transaction_never_stalls_logging(tmp_path):
     finally:
         conn.close()
     print(f"\n{len(statuses)} requests logged under a 2 s read transaction; -wal peaked at {max(wal_sizes) / 1024:.0f} KiB")
+
+
+def test_cardinality_flood_is_bucketed_past_max_distinct_values(tmp_path, capfd):
+    log_file = str(tmp_path / "log.db")
+    limit, sent = 1000, 3000
+    app = AsgiLogToSqlite(ok, log_file, max_distinct_values=limit, queue_size=sent)
+    scopes = [scope_for(f"/unique/{n}", agent=f"bot/{n}".encode(), referer=f"https://r.example/{n}".encode())
+              for n in range(sent)]
+    for scope, n in zip(scopes, range(sent)):
+        scope["query_string"] = f"q={n}".encode()
+    assert asyncio.run(serve(app, scopes)) == [200] * sent
+    assert app.flush(60)
+    conn = checked(sqlite3.connect(log_file))
+    try:
+        assert conn.execute("select count(*) from request_log").fetchone()[0] == sent  # every request still a row
+        for table in ("paths", "query_strings", "user_agents", "referers"):
+            values = conn.execute(f"select count(*), sum(name = '(other)') from {table}").fetchone()
+            assert values == (limit + 1, 1), table  # the limit, plus the one bucket
+        bucketed = conn.execute("select count(*) from request_log where flags & 128").fetchone()[0]
+        assert bucketed == sent - limit
+        stored = dict(conn.execute("select reason, count from log_counters"))
+        assert stored["bucketed"] == app.stats()["counted"]["bucketed"] == 4 * (sent - limit)
+    finally:
+        conn.close()
+    assert "reached max_distinct_values=1000" in capfd.readouterr().err
