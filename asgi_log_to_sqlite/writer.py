@@ -15,6 +15,7 @@ import sqlite3
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import schema
@@ -70,6 +71,9 @@ class Writer:
         self._conn: Optional[sqlite3.Connection] = None
         self._ids: Dict[str, Dict[str, int]] = {}   # lookup table -> text -> id
         self._sizes: Dict[str, int] = {}            # lookup table -> highest id seen
+        self._inode: Optional[Tuple[int, int]] = None  # (device, inode) of the file the connection has open
+        self._checked_at = 0.0
+        self._shapers: "weakref.WeakSet[Any]" = weakref.WeakSet()  # every Shaper that cached ids of this file
         self._statements: Dict[int, str] = {}
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
@@ -185,8 +189,9 @@ class Writer:
             try:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
-                self._persist_counters(conn)
+                stored = self._persist_counters(conn)
                 conn.execute("COMMIT")
+                self._counters_committed(stored)
                 self._recovered()
             except Exception as error:
                 self._rollback()
@@ -204,7 +209,9 @@ class Writer:
             for record in batch:
                 try:
                     shaper = record[0]
-                    shapers.add(shaper)
+                    if shaper not in shapers:
+                        shapers.add(shaper)
+                        self._shapers.add(shaper)
                     flat.extend(shaper.row(record, wall_offset, id_of))
                     rows += 1
                 except sqlite3.Error:
@@ -216,15 +223,13 @@ class Writer:
             for start in range(0, len(flat), step):
                 chunk = flat[start:start + step]
                 conn.execute(self._insert_sql(len(chunk) // width), chunk)
-            self._persist_counters(conn)
+            stored = self._persist_counters(conn)
             conn.execute("COMMIT")
+            self._counters_committed(stored)
         except Exception as error:
             self._rollback()
             # Ids inserted by the rolled-back transaction do not exist: forget every cached id.
-            self._ids.clear()
-            self._sizes.clear()
-            for shaper in shapers:
-                shaper.forget()
+            self._forget_ids(shapers)
             self._failed(error, len(batch))
             return
         self.rows_written += rows
@@ -276,8 +281,15 @@ class Writer:
         return sql
 
     def _connection(self) -> sqlite3.Connection:
+        if self._conn is not None and not self._same_file():
+            # The file was removed or replaced (its directory deleted, a rotation by rename):
+            # writing on would go into a file nobody can see. Start over at the path.
+            self._conn.close()
+            self._conn = None
+            self._forget_ids(self._shapers)
         if self._conn is None:
             ensure_file(self.path)
+            self._inode = _inode(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
@@ -295,6 +307,21 @@ class Writer:
             self._conn = conn
         return self._conn
 
+    def _forget_ids(self, shapers) -> None:
+        """Drop cached lookup ids, here and in the shapers that may hold them."""
+        self._ids.clear()
+        self._sizes.clear()
+        for shaper in list(shapers):
+            shaper.forget()
+
+    def _same_file(self) -> bool:
+        """Whether the path still names the file the connection has open; checked once a second."""
+        now = time.monotonic()
+        if now - self._checked_at < 1.0:
+            return True
+        self._checked_at = now
+        return _inode(self.path) == self._inode
+
     def _rollback(self) -> None:
         if self._conn is not None:
             try:
@@ -308,7 +335,8 @@ class Writer:
         now = dict(self.loop_counts)
         return {r: now[r] - self._persisted_loop_counts[r] for r in now if now[r] != self._persisted_loop_counts[r]}
 
-    def _persist_counters(self, conn: sqlite3.Connection) -> None:
+    def _persist_counters(self, conn: sqlite3.Connection) -> Optional[Dict[str, int]]:
+        """Add pending counts to log_counters inside the open transaction; returns what to mark stored."""
         deltas = self._loop_deltas()
         for reason in _LOOP_DROPS.intersection(deltas):
             self._warn_once(reason, deltas[reason])
@@ -316,14 +344,19 @@ class Writer:
         entries = [(reason, count, now_ms, now_ms, None) for reason, count in deltas.items()]
         entries += [(reason, c, first, last, err) for reason, (c, first, last, err) in self._pending.items()]
         if not entries:
-            return
+            return None
         conn.executemany(
             "INSERT INTO log_counters (reason, count, first_ms, last_ms, last_error) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count, last_ms = excluded.last_ms, "
             "last_error = coalesce(excluded.last_error, last_error)",
             entries,
         )
-        # Only now, inside the transaction that is about to commit, are they considered stored.
+        return deltas
+
+    def _counters_committed(self, deltas: Optional[Dict[str, int]]) -> None:
+        """After the COMMIT that stored them, and only then: a failed commit keeps them pending."""
+        if deltas is None:
+            return
         for reason, delta in deltas.items():
             self._persisted_loop_counts[reason] += delta
         self._pending.clear()
@@ -385,6 +418,14 @@ def classify(error: BaseException) -> str:
     if isinstance(error, sqlite3.DatabaseError) and "malformed" in text:
         return "corrupt"
     return "write_error"
+
+
+def _inode(path: str) -> Optional[Tuple[int, int]]:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
 
 
 def ensure_file(path: str) -> None:
