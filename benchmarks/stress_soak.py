@@ -69,17 +69,22 @@ def sample(pid: int, log_file: pathlib.Path) -> dict:
             "counted": counters}
 
 
-async def drive(port: int, rate: float, seconds: float, on_tick) -> tuple[int, int]:
-    """Send numbered requests at ``rate`` per second for ``seconds``; return (sent, answered 200)."""
+async def drive(port: int, rate: float, seconds: float, on_tick, prefix: str = "/soak",
+                latencies: list | None = None) -> tuple[int, int]:
+    """Send numbered requests (prefix/<n>) at ``rate`` per second for ``seconds``; return (sent,
+    answered 200). With ``latencies``, append (seconds since start, latency, status) per response."""
     answered = 0
     in_flight = asyncio.Semaphore(32)
     tasks = set()
 
     async def one(client, n):
         nonlocal answered
+        sent_at = time.monotonic()
         try:
-            if (await client.get(f"/soak/{n}")).status_code == 200:
-                answered += 1
+            status = (await client.get(f"{prefix}/{n}")).status_code
+            answered += status == 200
+            if latencies is not None:
+                latencies.append((sent_at - started, time.monotonic() - sent_at, status))
         finally:
             in_flight.release()
 
