@@ -25,12 +25,12 @@ import pathlib
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
+
+from servers import ensure_tool, free_port, wait_listening
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -41,15 +41,6 @@ PIN_LOAD = ["taskset", "-c", "0"] if _PIN else []
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
-def ensure_wrk() -> str:
-    found = shutil.which("wrk")
-    if found:
-        return found
-    subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "wrk"], check=True, stdout=subprocess.DEVNULL)
-    return shutil.which("wrk") or sys.exit("wrk is not installed and could not be installed")
-
-
 def ensure_old_venv() -> pathlib.Path:
     python = OLD_VENV / "bin" / "python"
     if not (OLD_VENV / "bin" / "uvicorn").exists():
@@ -57,12 +48,6 @@ def ensure_old_venv() -> pathlib.Path:
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         "asgi-log-to-sqlite==0.1.1", "uvicorn", "httptools", "httpx"], check=True)
     return python
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def start_server(variant: str, app: str, workdir: pathlib.Path, db: pathlib.Path):
@@ -90,15 +75,7 @@ def start_server(variant: str, app: str, workdir: pathlib.Path, db: pathlib.Path
          "--http", "httptools", "--loop", "asyncio", *access],
         env=env, cwd=HERE, stdout=stdout, stderr=subprocess.STDOUT,
     )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{variant} {app} server did not start")
-            time.sleep(0.05)
+    wait_listening(process, port, f"{variant} {app} server")
     return process, port
 
 
@@ -128,7 +105,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--apps", default="hello,datasette")
     args = parser.parse_args()
-    binary = ensure_wrk()
+    binary = ensure_tool("wrk", "wrk")
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-http-"))
     db = workdir / "demo.db"
     subprocess.run([sys.executable, str(ROOT / "examples" / "datasette" / "make_demo_db.py"), str(db)],

@@ -14,61 +14,22 @@ process's) against bare.
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import re
 import shutil
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
+from servers import ensure_tool, start_hello
 
-
-def ensure_ab() -> str:
-    found = shutil.which("ab")
-    if found:
-        return found
-    subprocess.run(["apt-get", "update", "-q"], check=False, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", "install", "-y", "-q", "apache2-utils"], check=True, stdout=subprocess.DEVNULL)
-    return shutil.which("ab") or sys.exit("ab (apache2-utils) is not installed and could not be installed")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(log_file: pathlib.Path | None) -> tuple[subprocess.Popen, int]:
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}")
-    env.pop("BENCH_LOG_FILE", None)
-    if log_file is not None:
-        env["BENCH_LOG_FILE"] = str(log_file)
-    process = subprocess.Popen(
-        [str(pathlib.Path(sys.executable).parent / "uvicorn"), "apps:hello_app", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--http", "httptools", "--loop", "asyncio"],
-        env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process, port
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.05)
 
 
 def run_once(ab: str, processes: int, concurrency: int, requests: int, log_file: pathlib.Path | None) -> dict:
-    servers = [start(log_file) for _ in range(processes)]
+    servers = [start_hello(log_file) for _ in range(processes)]
     per_process = requests // processes
     per_concurrency = max(1, concurrency // processes)
     started = time.monotonic()
@@ -103,7 +64,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,16,64")
     parser.add_argument("--processes", default="1,2,4")
     args = parser.parse_args()
-    ab = ensure_ab()
+    ab = ensure_tool("ab", "apache2-utils")
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="load-"))
     failures = 0
     print(f"{args.requests} requests per run (ab -k), hello-world, independent uvicorn processes on one log file")

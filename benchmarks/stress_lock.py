@@ -25,7 +25,8 @@ import tempfile
 import threading
 import time
 
-from stress_soak import drive, free_port, start
+from servers import start_hello
+from stress_soak import drive
 
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -55,8 +56,7 @@ def hold(log_file: pathlib.Path, seconds: float, kind: str, wal_sizes: list) -> 
 def scenario(kind: str, seconds: float, rate: float) -> bool:
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="lock-"))
     log_file = workdir / "log.db"
-    port = free_port()
-    process = start(log_file, port)
+    process, port = start_hello(log_file)
     latencies: list = []
     wal_sizes: list = []
     lead = 3.0

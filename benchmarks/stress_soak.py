@@ -17,7 +17,6 @@ import asyncio
 import os
 import pathlib
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -26,33 +25,11 @@ import time
 
 import httpx
 
+from servers import start_hello
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 SAMPLE_EVERY = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(log_file: pathlib.Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, BENCH_LOG_FILE=str(log_file), PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}")
-    process = subprocess.Popen(
-        [str(pathlib.Path(sys.executable).parent / "uvicorn"), "apps:hello_app", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--http", "httptools"],
-        env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.05)
 
 
 def sample(pid: int, log_file: pathlib.Path) -> dict:
@@ -140,8 +117,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="soak-"))
     log_file = workdir / "log.db"
-    port = free_port()
-    process = start(log_file, port)
+    process, port = start_hello(log_file)
     samples = []
 
     def on_tick(t, sent):

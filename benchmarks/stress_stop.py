@@ -19,14 +19,11 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import os
 import pathlib
 import random
 import signal
-import socket
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -34,37 +31,12 @@ import time
 
 import httpx
 
-HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
+from servers import start_hello
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start(log_file: pathlib.Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ, BENCH_LOG_FILE=str(log_file), PYTHONPATH=f"{HERE}{os.pathsep}{ROOT}")
-    process = subprocess.Popen(
-        [str(pathlib.Path(sys.executable).parent / "uvicorn"), "apps:hello_app", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--http", "httptools"],
-        env=env, cwd=HERE, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return process
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("server did not start")
-            time.sleep(0.05)
 
 
 def trial(number: int, log_file: pathlib.Path, clients: int, sig: signal.Signals) -> dict:
-    port = free_port()
-    process = start(log_file, port)
+    process, port = start_hello(log_file)
     sequence = itertools.count()
     answered = [0] * clients
     stop = threading.Event()
