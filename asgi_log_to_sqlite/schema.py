@@ -222,7 +222,10 @@ def ensure_schema(conn: sqlite3.Connection, deadline_s: float = 30.0) -> int:
             conn.execute("COMMIT")
             return version
         except BaseException:
-            conn.execute("ROLLBACK")
+            # A failed COMMIT (an I/O error) has already rolled back: ROLLBACK would then raise
+            # "no transaction is active" and hide the real error.
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     return _retry(upgrade, deadline_s)
