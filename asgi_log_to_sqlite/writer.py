@@ -27,6 +27,8 @@ BUCKET = "(other)"
 _STOP = object()
 # Rows per INSERT statement: 24 columns x 200 rows stays far below SQLite's variable limit.
 _ROWS_PER_STATEMENT = 200
+# Bytes the -wal file is truncated back to after a checkpoint (SQLite's auto-checkpoint is ~4 MB).
+_WAL_SIZE_LIMIT = 4 * 1024 * 1024
 # Lookup ids kept in memory per table; beyond this the cache starts over (a cardinality flood).
 _LOOKUP_CACHE_LIMIT = 50_000
 
@@ -295,6 +297,9 @@ class Writer:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
                 schema.ensure_schema(conn)
                 conn.execute("PRAGMA synchronous = NORMAL")
+                # A reader that holds a snapshot for long lets the -wal grow past the checkpoint
+                # size; this truncates it back once checkpoints get through again.
+                conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
                 if self.max_size_mb is not None:
                     # A size budget: past it SQLite answers SQLITE_FULL, counted as disk_full like a
                     # full disk, and writing resumes once rows are deleted and their pages are free.
