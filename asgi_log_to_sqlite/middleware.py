@@ -12,7 +12,7 @@ import os
 import random
 import re
 from time import perf_counter
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from .record import FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_EXCLUDED_FAILURE, FLAG_WEBSOCKET, Shaper
 from .writer import Writer, writer_for

@@ -17,6 +17,8 @@ import sqlite3
 import time
 from typing import Callable, List
 
+from .files import check_writable, ensure_file
+
 SCHEMA_VERSION = 1
 
 # The six lookup tables of 0.1.1, then ours. Each is (id integer primary key, name text unique).
@@ -249,8 +251,6 @@ def _retry(action, deadline_s: float):
 
 def create_file(path: str) -> None:
     """Create (or upgrade) a log file now, so that Datasette can open it before the first request."""
-    from .writer import check_writable, ensure_file
-
     check_writable(path)
     ensure_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)

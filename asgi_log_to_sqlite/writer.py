@@ -19,6 +19,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import schema
+from .files import check_writable, ensure_file, file_identity
 from .record import FLAG_BUCKETED
 
 # What a lookup value past max_distinct_values is stored as (its rows carry FLAG_BUCKETED).
@@ -291,7 +292,7 @@ class Writer:
             self._forget_ids(self._shapers)
         if self._conn is None:
             ensure_file(self.path)
-            self._inode = _inode(self.path)
+            self._inode = file_identity(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
@@ -325,7 +326,7 @@ class Writer:
         if now - self._checked_at < 1.0:
             return True
         self._checked_at = now
-        return _inode(self.path) == self._inode
+        return file_identity(self.path) == self._inode
 
     def _rollback(self) -> None:
         if self._conn is not None:
@@ -423,38 +424,6 @@ def classify(error: BaseException) -> str:
     if isinstance(error, sqlite3.DatabaseError) and "malformed" in text:
         return "corrupt"
     return "write_error"
-
-
-def _inode(path: str) -> Optional[Tuple[int, int]]:
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return None
-    return stat.st_dev, stat.st_ino
-
-
-def ensure_file(path: str) -> None:
-    """Create the database file readable by its owner only; SQLite gives -wal and -shm the same mode."""
-    if path == ":memory:" or os.path.exists(path):
-        return
-    fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
-    os.close(fd)
-
-
-def check_writable(path: str) -> None:
-    """Raise ValueError naming the file when it cannot be logged to: called at construction."""
-    if path == ":memory:":
-        raise ValueError('file=":memory:": a log needs a file that the writer thread can open; give a path')
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ValueError(f"cannot log to {path!r}: directory {directory!r} does not exist; create it first")
-    if os.path.exists(path):
-        if os.path.isdir(path):
-            raise ValueError(f"cannot log to {path!r}: it is a directory; give a file path like {os.path.join(path, 'log.db')!r}")
-        if not os.access(path, os.R_OK | os.W_OK):
-            raise ValueError(f"cannot log to {path!r}: the file is not writable by this process (uid {os.getuid()})")
-    elif not os.access(directory, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot log to {path!r}: directory {directory!r} is not writable by this process (uid {os.getuid()})")
 
 
 # ---- one writer per file per process ------------------------------------------------------
