@@ -185,20 +185,21 @@ class Shaper:
             flags |= rt[1]
 
         forwarded_id = request_id = extra = 0
-        if self._optional and self.proxies:
-            resolved = self.proxies.resolve(
-                peer if isinstance(peer, str) else None,
-                _latin1(found[_FORWARDED]) if found[_FORWARDED] is not None else None,
-                _latin1(found[_XFF]) if found[_XFF] is not None else None,
-            )
-            forwarded_id = (c_ip.get(resolved) or miss(_IP, resolved, id_of))[0]
-        if self._optional and self.request_id:
-            if found[_REQUEST_ID] is not None:
-                request_id, flags = self._text(found[_REQUEST_ID], flags)
-            else:
-                request_id = uuid.uuid4().hex
-        if self._optional and (self.extra_request or self.extra_response):
-            extra, flags = self._extra(scope, response_headers, flags)
+        if self._optional:
+            if self.proxies:
+                resolved = self.proxies.resolve(
+                    peer if isinstance(peer, str) else None,
+                    _latin1(found[_FORWARDED]) if found[_FORWARDED] is not None else None,
+                    _latin1(found[_XFF]) if found[_XFF] is not None else None,
+                )
+                forwarded_id = (c_ip.get(resolved) or miss(_IP, resolved, id_of))[0]
+            if self.request_id:
+                if found[_REQUEST_ID] is not None:
+                    request_id, flags = self._text(found[_REQUEST_ID], flags)
+                else:
+                    request_id = uuid.uuid4().hex
+            if self.extra_request or self.extra_response:
+                extra, flags = self._extra(scope, response_headers, flags)
 
         if ws is None:
             ws_in = ws_out = ws_close = -1
