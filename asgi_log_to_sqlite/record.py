@@ -66,6 +66,9 @@ _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
 
 # A raw value -> (id, flags) cache per kind holds at most this many entries before starting over.
 _CACHE_LIMIT = 20_000
+# Combinations of raw values (see _combination) -> their ids, kept before starting over. Real
+# traffic repeats a few thousand combinations; one dict lookup then replaces ten.
+_COMBINED_LIMIT = 4_096
 
 IdOf = Callable[[str, str], Tuple[int, int]]   # (table, text) -> (id, flags), inside the writer's transaction
 
@@ -103,15 +106,20 @@ class Shaper:
         self._optional = bool(self.proxies or self.request_id or self.extra_request or self.extra_response)
         # Per lookup kind: raw value -> (id, flags). Valid for one database file (one writer).
         self._caches: List[Dict[Any, Tuple[int, int]]] = [{None: _NOTHING} for _ in _KINDS]
+        # (method, path, query, agent, referer, language, host, content type, peer, route) -> the
+        # ids and flags _lookups found for them.
+        self._combined: Dict[tuple, tuple] = {}
 
     def forget(self) -> None:
         """Drop cached ids, after a rolled-back transaction may have made some of them invalid."""
         for cache in self._caches:
             cache.clear()
             cache[None] = _NOTHING
+        self._combined.clear()
 
-    def row(self, record: tuple, wall_offset: float, id_of: IdOf) -> list:
-        """The values of one request_log row, in schema.COLUMNS order, lookups resolved to ids.
+    def row(self, record: tuple, wall_offset: float, id_of: IdOf) -> tuple:
+        """The values of one request_log row, lookups resolved to ids: schema.COMMON_COLUMNS for a
+        plain HTTP request, schema.COLUMNS when a websocket or an option fills the others.
 
         Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there why).
 
@@ -120,10 +128,9 @@ class Shaper:
         """
         if len(record) == 10:
             _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record
-            ws = None
         else:
             _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record[:10]
-            ws = record[10:13]
+        ws = record[10:13] if flags & FLAG_WEBSOCKET else None
         if flags & FLAG_DISCONNECTED:
             status = 499  # as nginx logs a client that closed the connection first
         elif status is None:
@@ -137,16 +144,6 @@ class Shaper:
         if flags & FLAG_WEBSOCKET:
             method = "WEBSOCKET"
 
-        found: List[Any] = [None] * 7
-        for name, value in scope.get("headers") or ():
-            slot = _WANTED.get(name)
-            if slot is None:
-                continue
-            if found[slot] is None:
-                found[slot] = value
-            elif slot in _JOINED:
-                found[slot] = bytes(found[slot]) + b"," + bytes(value)
-
         content_type = None
         for name, value in response_headers or ():
             if name == b"content-type":
@@ -155,44 +152,43 @@ class Shaper:
 
         client = scope.get("client")
         peer = client[0] if client else None
-
-        # Each lookup is one dict get on a hit; _miss decodes, redacts, truncates and inserts.
-        miss = self._miss
-        c_method, c_path, c_query, c_agent, c_referer, c_lang, c_type, c_ip, c_host, _ = self._caches
-        path, query = scope.get("path"), scope.get("query_string") or None
-        agent, referer, language, host = found[0], found[1], found[2], found[3]  # _UA .. _HOST
+        found = None  # the request headers the row reads, by slot; gathered only when needed
         try:
-            m = c_method.get(method) or miss(_METHOD, method, id_of)
-            p = c_path.get(path) or miss(_PATH, path, id_of)
-            q = c_query.get(query) or miss(_QUERY_STRING, query, id_of)
-            a = c_agent.get(agent) or miss(_AGENT, agent, id_of)
-            r = c_referer.get(referer) or miss(_REFERER_URL, referer, id_of)
-            lang = c_lang.get(language) or miss(_LANG, language, id_of)
-            ct = c_type.get(content_type) or miss(_TYPE, content_type, id_of)
-            ip = c_ip.get(peer) or miss(_IP, peer, id_of)
-            h = c_host.get(host) or miss(_HOSTNAME, host, id_of)
+            # The common case costs one dict lookup: the ids of this combination of raw values.
+            key = _combination(scope, method, content_type, peer)
+            looked = self._combined.get(key) if key is not None else None
+            if looked is None:
+                found = _wanted_headers(scope.get("headers"))
+                looked = self._lookups(scope, method, content_type, peer, found, id_of)
+                if key is not None:
+                    if len(self._combined) >= _COMBINED_LIMIT:
+                        self._combined.clear()
+                    self._combined[key] = looked
         except TypeError:
             # An unhashable value (a bytearray header, a list as client address): normalise, retry.
             return self.row(_normalised(record), wall_offset, id_of)
-        flags |= m[1] | p[1] | q[1] | a[1] | r[1] | lang[1] | ct[1] | ip[1] | h[1]
-
-        route = scope.get("route")
-        route_id = 0
-        if route is not None:
-            template = _route_path(route)
-            rt = self._caches[_ROUTE].get(template) or miss(_ROUTE, template, id_of)
-            route_id = rt[0]
-            flags |= rt[1]
+        ids, lookup_flags = looked
+        flags |= lookup_flags
+        common = (
+            int((t0 + wall_offset) * 1000),                          # start_ms
+            int((end - t0) * 1_000_000),                             # duration_us
+            int((ttfb - t0) * 1_000_000) if ttfb is not None else -1,
+            status or 0, body_size, request_size, flags, self.sample_rate,
+        ) + ids
+        if ws is None and not self._optional:
+            return common
 
         forwarded_id = request_id = extra = 0
         if self._optional:
+            if found is None:
+                found = _wanted_headers(scope.get("headers"))
             if self.proxies:
                 resolved = self.proxies.resolve(
                     peer if isinstance(peer, str) else None,
                     _latin1(found[_FORWARDED]) if found[_FORWARDED] is not None else None,
                     _latin1(found[_XFF]) if found[_XFF] is not None else None,
                 )
-                forwarded_id = (c_ip.get(resolved) or miss(_IP, resolved, id_of))[0]
+                forwarded_id = (self._caches[_IP].get(resolved) or self._miss(_IP, resolved, id_of))[0]
             if self.request_id:
                 if found[_REQUEST_ID] is not None:
                     request_id, flags = self._text(found[_REQUEST_ID], flags)
@@ -200,21 +196,39 @@ class Shaper:
                     request_id = uuid.uuid4().hex
             if self.extra_request or self.extra_response:
                 extra, flags = self._extra(scope, response_headers, flags)
+            common = common[:6] + (flags,) + common[7:]  # the options may have added flags
 
         if ws is None:
             ws_in = ws_out = ws_close = -1
         else:
             ws_in, ws_out, ws_close = (-1 if v is None else v for v in ws)
-        return [
-            int((t0 + wall_offset) * 1000),                          # start_ms
-            int((end - t0) * 1_000_000),                             # duration_us
-            int((ttfb - t0) * 1_000_000) if ttfb is not None else -1,
-            m[0], p[0], q[0], a[0], r[0], lang[0],
-            status or 0, ct[0], ip[0], forwarded_id, h[0], route_id,
-            body_size, request_size, flags, self.sample_rate,
-            ws_in, ws_out, ws_close,
-            request_id, extra,
-        ]
+        return common + (forwarded_id, ws_in, ws_out, ws_close, request_id, extra)
+
+    def _lookups(self, scope, method, content_type, peer, found: List[Any], id_of: IdOf) -> tuple:
+        """(ids, flags): a row's lookup ids in schema.COMMON_COLUMNS order, and the flags they carry.
+
+        Each id comes from its own per-kind cache, or from _miss.
+        """
+        miss = self._miss
+        c_method, c_path, c_query, c_agent, c_referer, c_lang, c_type, c_ip, c_host, c_route = self._caches
+        path, query = scope.get("path"), scope.get("query_string") or None
+        agent, referer, language, host = found[0], found[1], found[2], found[3]  # _UA .. _HOST
+        m = c_method.get(method) or miss(_METHOD, method, id_of)
+        p = c_path.get(path) or miss(_PATH, path, id_of)
+        q = c_query.get(query) or miss(_QUERY_STRING, query, id_of)
+        a = c_agent.get(agent) or miss(_AGENT, agent, id_of)
+        r = c_referer.get(referer) or miss(_REFERER_URL, referer, id_of)
+        lang = c_lang.get(language) or miss(_LANG, language, id_of)
+        ct = c_type.get(content_type) or miss(_TYPE, content_type, id_of)
+        ip = c_ip.get(peer) or miss(_IP, peer, id_of)
+        h = c_host.get(host) or miss(_HOSTNAME, host, id_of)
+        route = scope.get("route")
+        rt = _NOTHING
+        if route is not None:
+            template = _route_path(route)
+            rt = c_route.get(template) or miss(_ROUTE, template, id_of)
+        flags = m[1] | p[1] | q[1] | a[1] | r[1] | lang[1] | ct[1] | ip[1] | h[1] | rt[1]
+        return (m[0], p[0], q[0], a[0], r[0], lang[0], ct[0], ip[0], h[0], rt[0]), flags
 
     def _miss(self, kind: int, raw: Any, id_of: IdOf) -> Tuple[int, int]:
         """(id, flags) of a raw value not seen before: shape it, find or insert it, cache it."""
@@ -277,6 +291,44 @@ class Shaper:
             text = text[: self.max_value_length]
             flags |= FLAG_TRUNCATED
         return text, flags
+
+
+def _wanted_headers(headers) -> List[Any]:
+    """The raw values of the request headers a row reads, by slot (_UA, _REFERER, ...).
+
+    The first value of a repeated header wins, except Forwarded and X-Forwarded-For, which are joined.
+    """
+    found: List[Any] = [None] * 7
+    for name, value in headers or ():
+        slot = _WANTED.get(name)
+        if slot is None:
+            continue
+        if found[slot] is None:
+            found[slot] = value
+        elif slot in _JOINED:
+            found[slot] = bytes(found[slot]) + b"," + bytes(value)
+    return found
+
+
+def _combination(scope: Dict[str, Any], method: Any, content_type: Any, peer: Any) -> Optional[tuple]:
+    """The raw values that decide a row's lookup ids, as one hashable key; None when headers repeat.
+
+    dict() reads the header list in C. With a header name repeated it would keep the last value
+    where _wanted_headers keeps the first, so such requests take the slower way.
+    """
+    headers = scope.get("headers") or ()
+    if type(headers) is not list and type(headers) is not tuple:
+        return None  # an iterator would be used up here
+    try:
+        named = dict(headers)
+    except (TypeError, ValueError):
+        return None
+    if len(named) != len(headers):
+        return None
+    route = scope.get("route")
+    return (method, scope.get("path"), scope.get("query_string") or None, named.get(b"user-agent"),
+            named.get(b"referer"), named.get(b"accept-language"), named.get(b"host"), content_type, peer,
+            None if route is None else _route_path(route))
 
 
 def _normalised(record: tuple) -> tuple:

@@ -25,33 +25,39 @@ SCHEMA_VERSION = 1
 LEGACY_LOOKUPS = ("paths", "query_strings", "user_agents", "referers", "accept_languages", "content_types")
 LOOKUPS = LEGACY_LOOKUPS + ("methods", "client_ips", "hosts", "routes")
 
-# Columns of request_log, in insert order (after the rowid). Keep in step with record.row_values.
-COLUMNS = (
+# Columns of request_log in the order the writer binds them (after the rowid), which is not the
+# table's order. Every row binds these; record.Shaper.row returns them in this order.
+COMMON_COLUMNS = (
     "start_ms",            # request start, integer milliseconds since the Unix epoch
     "duration_us",         # whole response, streaming included, integer microseconds
     "ttfb_us",             # time to the response start message, microseconds; NULL if none was sent
+    "http_status",         # sent status; 500 for an exception before the response; 499 for a disconnect
+    "body_size",           # response body bytes handed to the server; 0 for HEAD
+    "request_size",        # request body bytes received
+    "flags",               # bit set, see FLAG_* in record.py
+    "sample_rate",         # 1.0 when every request is logged
     "method_id",
     "path_id",
     "query_string_id",
     "user_agent_id",
     "referer_id",
     "accept_language_id",
-    "http_status",         # sent status; 500 for an exception before the response; 499 for a disconnect
     "content_type_id",
     "client_ip_id",        # socket peer, truncated by default
-    "forwarded_ip_id",     # resolved from trusted proxy headers, same truncation
     "host_id",
     "route_id",
-    "body_size",           # response body bytes handed to the server; 0 for HEAD
-    "request_size",        # request body bytes received
-    "flags",               # bit set, see FLAG_* in record.py
-    "sample_rate",         # 1.0 when every request is logged
+)
+# Bound only for websocket sessions and when an option fills them; plain HTTP rows leave them
+# NULL without binding anything (six fewer parameters per row).
+OPTIONAL_COLUMNS = (
+    "forwarded_ip_id",     # resolved from trusted proxy headers, same truncation
     "ws_messages_in",
     "ws_messages_out",
     "ws_close_code",
     "request_id",
     "extra",               # JSON object of configured extra headers, or NULL
 )
+COLUMNS = COMMON_COLUMNS + OPTIONAL_COLUMNS
 
 # Python's sqlite3 binds None slowly (it tries adapters first, through a raised AttributeError):
 # with a dozen NULLs a row cost 8 us to insert instead of 2.3. So the writer binds a cheap

@@ -77,7 +77,7 @@ class Writer:
         self._inode: Optional[Tuple[int, int]] = None  # (device, inode) of the file the connection has open
         self._checked_at = 0.0
         self._shapers: "weakref.WeakSet[Any]" = weakref.WeakSet()  # every Shaper that cached ids of this file
-        self._statements: Dict[int, str] = {}
+        self._statements: Dict[Tuple[int, int], str] = {}
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
         self.started = False
@@ -206,26 +206,32 @@ class Writer:
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
-            flat: list = []  # every row's values, one after another: the multi-row INSERT's parameters
+            # Every row's values, one after another: the multi-row INSERTs' parameters. Plain
+            # HTTP rows bind schema.COMMON_COLUMNS, the others every column.
+            common: list = []
+            full: list = []
             rows = 0
             id_of = self._id_of
+            short = len(schema.COMMON_COLUMNS)
             for record in batch:
                 try:
                     shaper = record[0]
                     if shaper not in shapers:
                         shapers.add(shaper)
                         self._shapers.add(shaper)
-                    flat.extend(shaper.row(record, wall_offset, id_of))
+                    values = shaper.row(record, wall_offset, id_of)
+                    (common if len(values) == short else full).extend(values)
                     rows += 1
                 except sqlite3.Error:
                     raise
                 except Exception as error:  # a record we cannot shape is counted, never raised
                     self._count("record_error", 1, error)
-            width = len(schema.COLUMNS)
-            step = _ROWS_PER_STATEMENT * width
-            for start in range(0, len(flat), step):
-                chunk = flat[start:start + step]
-                conn.execute(self._insert_sql(len(chunk) // width), chunk)
+            for flat, columns in ((common, schema.COMMON_COLUMNS), (full, schema.COLUMNS)):
+                width = len(columns)
+                step = _ROWS_PER_STATEMENT * width
+                for start in range(0, len(flat), step):
+                    chunk = flat[start:start + step]
+                    conn.execute(self._insert_sql(len(chunk) // width, columns), chunk)
             stored = self._persist_counters(conn)
             conn.execute("COMMIT")
             self._counters_committed(stored)
@@ -275,12 +281,13 @@ class Writer:
             size = self._sizes[table] = self._conn.execute(f"SELECT coalesce(max(id), 0) FROM [{table}]").fetchone()[0]
         return size >= self.max_distinct_values
 
-    def _insert_sql(self, rows: int) -> str:
-        sql = self._statements.get(rows)
+    def _insert_sql(self, rows: int, columns: Tuple[str, ...]) -> str:
+        key = (rows, len(columns))
+        sql = self._statements.get(key)
         if sql is None:
-            one = "(" + ",".join(schema.PLACEHOLDERS) + ")"
-            sql = f"INSERT INTO request_log ({', '.join(schema.COLUMNS)}) VALUES " + ",".join([one] * rows)
-            self._statements[rows] = sql
+            one = "(" + ",".join(schema.PLACEHOLDERS[:len(columns)]) + ")"
+            sql = f"INSERT INTO request_log ({', '.join(columns)}) VALUES " + ",".join([one] * rows)
+            self._statements[key] = sql
         return sql
 
     def _connection(self) -> sqlite3.Connection:

@@ -254,6 +254,35 @@ async def test_bad_bytes_and_missing_client_never_break_the_response(log_file):
 
 
 @pytest.mark.asyncio
+async def test_each_combination_of_values_is_stored_as_sent(log_file):
+    # The writer caches the ids of whole combinations (method, path, agent, ...); repeated headers
+    # take a slower way where the first value wins. Neither may mix one request's values into another's.
+    app = logged(log_file)
+    sent = [
+        ("/a", [(b"user-agent", b"one"), (b"referer", b"https://r.example/1")]),
+        ("/a", [(b"user-agent", b"two"), (b"user-agent", b"one")]),
+        ("/a", [(b"user-agent", b"one"), (b"referer", b"https://r.example/1")]),
+        ("/b", [(b"user-agent", b"one"), (b"referer", b"https://r.example/1")]),
+        ("/a", [(b"user-agent", b"two")]),
+        ("/a", [(b"referer", b"https://r.example/1"), (b"user-agent", b"two")]),
+        ("/a", []),
+    ]
+    for path, headers in sent:
+        await raw_http(app, {"path": path, "headers": headers})
+    app.flush()
+    stored = [(r["path"], r["user_agent"], r["referer"]) for r in rows(log_file)]
+    assert stored == [
+        ("/a", "one", "https://r.example/1"),
+        ("/a", "two", None),
+        ("/a", "one", "https://r.example/1"),
+        ("/b", "one", "https://r.example/1"),
+        ("/a", "two", None),
+        ("/a", "two", "https://r.example/1"),
+        ("/a", None, None),
+    ]
+
+
+@pytest.mark.asyncio
 async def test_response_is_byte_for_byte_unchanged(log_file):
     plain = await get(APP, "/hello/x", "/stream")
     wrapped = await get(logged(log_file), "/hello/x", "/stream")
