@@ -65,7 +65,7 @@ _METHOD, _PATH, _QUERY_STRING, _AGENT, _REFERER_URL, _LANG, _TYPE, _IP, _HOSTNAM
 _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
 
 # A raw value -> (id, flags) cache per kind holds at most this many entries before starting over.
-_CACHE_LIMIT = 20_000
+_CACHE_LIMIT = 5_000
 # Combinations of raw values (see _combination) -> their ids, kept before starting over. Real
 # traffic repeats a few thousand combinations; one dict lookup then replaces ten.
 _COMBINED_LIMIT = 4_096

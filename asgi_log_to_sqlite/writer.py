@@ -26,12 +26,13 @@ from .record import FLAG_BUCKETED
 BUCKET = "(other)"
 
 _STOP = object()
-# Rows per INSERT statement: 24 columns x 200 rows stays far below SQLite's variable limit.
-_ROWS_PER_STATEMENT = 200
+# Rows per INSERT statement: 24 columns x 256 rows stays far below SQLite's variable limit.
+_ROWS_PER_STATEMENT = 256
 # Bytes the -wal file is truncated back to after a checkpoint (SQLite's auto-checkpoint is ~4 MB).
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024
 # Lookup ids kept in memory per table; beyond this the cache starts over (a cardinality flood).
-_LOOKUP_CACHE_LIMIT = 50_000
+# The shapers' caches in front of this one take the repeats; this one serves shapers that share a file.
+_LOOKUP_CACHE_LIMIT = 10_000
 
 # Reasons counted on the event loop: fixed keys, so the writer can copy the dict while it changes.
 LOOP_REASONS = ("queue_full", "sampled_out", "excluded", "internal_error")
@@ -228,10 +229,11 @@ class Writer:
                     self._count("record_error", 1, error)
             for flat, columns in ((common, schema.COMMON_COLUMNS), (full, schema.COLUMNS)):
                 width = len(columns)
-                step = _ROWS_PER_STATEMENT * width
-                for start in range(0, len(flat), step):
-                    chunk = flat[start:start + step]
-                    conn.execute(self._insert_sql(len(chunk) // width, columns), chunk)
+                start = 0
+                for count in _statement_sizes(len(flat) // width):
+                    end = start + count * width
+                    conn.execute(self._insert_sql(count, columns), flat[start:end])
+                    start = end
             stored = self._persist_counters(conn)
             conn.execute("COMMIT")
             self._counters_committed(stored)
@@ -414,6 +416,24 @@ class Writer:
         if self._failing is not None:
             print(f"asgi_log_to_sqlite: {self.path}: writing resumed after {self._failing}", file=sys.stderr, flush=True)
             self._failing = None
+
+
+def _statement_sizes(rows: int) -> List[int]:
+    """Rows per INSERT for a batch: full statements, then the rest as powers of two.
+
+    A statement per distinct batch size would keep up to 256 of them (each up to ~6,000
+    parameters) in sqlite3's statement cache: memory that grows for minutes as new sizes show
+    up. Powers of two bound it at nine statement shapes per row width.
+    """
+    sizes = [_ROWS_PER_STATEMENT] * (rows // _ROWS_PER_STATEMENT)
+    rest = rows % _ROWS_PER_STATEMENT
+    size = _ROWS_PER_STATEMENT // 2
+    while rest:
+        if rest >= size:
+            sizes.append(size)
+            rest -= size
+        size //= 2
+    return sizes
 
 
 def classify(error: BaseException) -> str:

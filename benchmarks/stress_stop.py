@@ -14,16 +14,24 @@ continues in the same file after a crash.
 With --signal TERM or INT the stop is graceful (uvicorn's shutdown, then lifespan shutdown, which
 flushes the queue): nothing may be lost, and the report gives the time from the signal to the
 process's exit, flush included.
+
+With --server datasette-0.65 or datasette-1.0 the server is `datasette serve` of that line (from
+.venvs/, as `scripts/dev.py test` creates them), with the logger configured through the
+datasette-configure-asgi plugin; the numbered requests get Datasette's own 404 page, which is
+logged like any other response.
 """
 from __future__ import annotations
 
 import argparse
 import itertools
+import json
+import os
 import pathlib
 import random
 import signal
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -31,12 +39,33 @@ import time
 
 import httpx
 
-from servers import start_hello
+from servers import ROOT, free_port, start_hello, wait_listening
 
 
 
-def trial(number: int, log_file: pathlib.Path, clients: int, sig: signal.Signals) -> dict:
-    process, port = start_hello(log_file)
+def start_datasette(line: str, log_file: pathlib.Path):
+    """`datasette serve --memory` of one Datasette line, the logger configured through the plugin."""
+    venv = ROOT / ".venvs" / f"datasette-{line}"
+    if not (venv / "bin" / "datasette").exists():
+        sys.exit(f"{venv} is missing: run `python3 scripts/dev.py test` once to create it")
+    plugins = {"plugins": {"datasette-configure-asgi": [
+        {"class": "asgi_log_to_sqlite.AsgiLogToSqlite", "args": {"file": str(log_file)}}]}}
+    config = log_file.with_name("plugins.json")
+    config.write_text(json.dumps(plugins))
+    port = free_port()
+    process = subprocess.Popen(
+        [str(venv / "bin" / "datasette"), "serve", "--memory", "-c" if line.startswith("1") else "-m", str(config),
+         "--port", str(port)],
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    wait_listening(process, port, "datasette")
+    return process, port
+
+
+def trial(number: int, log_file: pathlib.Path, clients: int, sig: signal.Signals, server: str) -> dict:
+    if server == "hello":
+        process, port = start_hello(log_file)
+    else:
+        process, port = start_datasette(server.split("-", 1)[1], log_file)
     sequence = itertools.count()
     answered = [0] * clients
     stop = threading.Event()
@@ -45,7 +74,7 @@ def trial(number: int, log_file: pathlib.Path, clients: int, sig: signal.Signals
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
             while not stop.is_set():
                 try:
-                    if http.get(f"/t{number}/{next(sequence)}").status_code == 200:
+                    if http.get(f"/t{number}/{next(sequence)}").status_code < 500:
                         answered[slot] += 1
                 except httpx.HTTPError:
                     return  # the server is gone
@@ -83,13 +112,14 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--signal", choices=["KILL", "TERM", "INT"], default="KILL")
+    parser.add_argument("--server", choices=["hello", "datasette-0.65", "datasette-1.0"], default="hello")
     args = parser.parse_args()
     sig = signal.Signals[f"SIG{args.signal}"]
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="kill9-"))
     log_file = workdir / "log.db"
     results = []
     for number in range(args.trials):
-        result = trial(number, log_file, args.clients, sig)
+        result = trial(number, log_file, args.clients, sig, args.server)
         results.append(result)
         print(f"trial {number:2}: {result['received']:5} answered, {result['logged']:5} logged, "
               f"lost {result['lost']:4}, integrity {result['integrity']}, duplicates {result['duplicates']}",
@@ -101,7 +131,8 @@ def main() -> None:
         # A graceful stop loses nothing.
         bad += [r for r in results if r["lost"]]
         stops = [r["stop_seconds"] * 1000 for r in results]
-        print(f"\n{args.trials} SIG{args.signal} trials under load, {args.clients} client threads:")
+        print(f"\n{args.trials} SIG{args.signal} trials under load, {args.server}, {args.clients} client threads, "
+              f"median rate {statistics.median(r['rate'] for r in results):.0f} req/s:")
         print(f"  rows lost: {sum(r['lost'] for r in results)} in all; integrity ok in "
               f"{sum(r['integrity'] == 'ok' for r in results)}/{args.trials}")
         print(f"  signal to exit, flush included: median {statistics.median(stops):.0f} ms, max {max(stops):.0f} ms")
