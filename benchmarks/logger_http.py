@@ -4,7 +4,8 @@
 
 Two apps: a hello-world and Datasette's table JSON (demo.db's numbers table, 50 rows). Each
 variant is a fresh single-worker uvicorn process on 127.0.0.1; variants run interleaved, round by
-round (A B C D A B C D ...), and the report gives medians and ratios to bare.
+round, the order rotating each round (A B C, B C A, C A B, ...); the report gives medians, ratios
+of medians to bare, and "paired": the median of each round's ratio to that round's bare run.
 
   bare        no logging (uvicorn --no-access-log)
   ours        asgi_log_to_sqlite.AsgiLogToSqlite, file on disk under a temp dir
@@ -117,8 +118,11 @@ def main() -> None:
     results = {}
     for app in args.apps.split(","):
         path, variants = plans[app]
-        for _ in range(args.rounds):
-            for variant in variants:
+        for round_number in range(args.rounds):
+            # Rotate who goes first: a slot that is always first (or after the same neighbour)
+            # picks up the machine's drift as if it were the variant's own cost.
+            shift = round_number % len(variants)
+            for variant in variants[shift:] + variants[:shift]:
                 process, port = start_server(variant, app, workdir, db)
                 try:
                     wrk(binary, port, path, 1, args.connections)  # warm-up
@@ -133,13 +137,15 @@ def main() -> None:
         bare_p99 = statistics.median(r[1] for r in results[(app, "bare")])
         print(f"\n{app} ({path}), wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} interleaved rounds, medians:")
         bare_cpu = statistics.median(r[3] for r in results[(app, "bare")])
-        print(f"  {'variant':10} {'req/s':>10} {'ratio':>7} {'p99 ms':>8} {'p99 ratio':>9} {'CPU us/req':>10} {'added':>7}  non-2xx")
+        print(f"  {'variant':10} {'req/s':>10} {'ratio':>7} {'paired':>7} {'p99 ms':>8} {'p99 ratio':>9} {'CPU us/req':>10} {'added':>7}  non-2xx")
         for variant in variants:
             runs = results[(app, variant)]
             rps = statistics.median(r[0] for r in runs)
             p99 = statistics.median(r[1] for r in runs)
             cpu = statistics.median(r[3] for r in runs)
-            print(f"  {variant:10} {rps:10.0f} {rps / bare_rps:7.3f} {p99:8.2f} {p99 / bare_p99:9.2f} "
+            # Each round's ratio to that round's bare run, so slow drift cancels out.
+            paired = statistics.median(r[0] / b[0] for r, b in zip(runs, results[(app, "bare")]))
+            print(f"  {variant:10} {rps:10.0f} {rps / bare_rps:7.3f} {paired:7.3f} {p99:8.2f} {p99 / bare_p99:9.2f} "
                   f"{cpu:10.1f} {cpu - bare_cpu:7.1f}  {sum(r[2] for r in runs)}")
         if app == "hello" and "ours" in variants:
             for log in workdir.glob("ours-hello-*.db"):
