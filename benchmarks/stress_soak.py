@@ -2,8 +2,8 @@
 
     python3 scripts/dev.py bench stress_soak [--minutes 30] [--rate 300] [--plot soak.png]
 
-One uvicorn process serves the hello-world app through the logger. A client sends numbered
-requests (/soak/<n>) at a steady rate, at most 32 in flight. Every 10 s the script samples the
+One uvicorn process on CPU 1 serves the hello-world app through the logger. h2load on CPU 0
+sends numbered requests (/soak/<n>) at a fixed rate over four connections. Every 10 s the script samples the
 server's resident memory and open file descriptors other than sockets (from /proc), the size of the -wal file and
 the log_counters table. At the end, after a graceful stop, every request must be a row or a
 counted drop, with no number missing or logged twice. Flat means: after a warm-up (2 minutes by
@@ -13,7 +13,6 @@ The curves go into a PNG drawn with matplotlib (installed into this virtualenv i
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import pathlib
 import signal
@@ -22,11 +21,10 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
-import httpx
-
-from servers import start_hello
+from servers import fixed_rate_load, start_hello
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -51,46 +49,6 @@ def sample(pid: int, log_file: pathlib.Path) -> dict:
         conn.close()
     return {"rss_mb": rss_kb / 1024, "fds": fds, "wal_kb": (wal.stat().st_size if wal.exists() else 0) / 1024,
             "counted": counters}
-
-
-async def drive(port: int, rate: float, seconds: float, on_tick, prefix: str = "/soak",
-                latencies: list | None = None) -> tuple[int, int]:
-    """Send numbered requests (prefix/<n>) at ``rate`` per second for ``seconds``; return (sent,
-    answered 200). With ``latencies``, append (seconds since start, latency, status) per response."""
-    answered = 0
-    in_flight = asyncio.Semaphore(32)
-    tasks = set()
-
-    async def one(client, n):
-        nonlocal answered
-        sent_at = time.monotonic()
-        try:
-            status = (await client.get(f"{prefix}/{n}")).status_code
-            answered += status == 200
-            if latencies is not None:
-                latencies.append((sent_at - started, time.monotonic() - sent_at, status))
-        finally:
-            in_flight.release()
-
-    limits = httpx.Limits(max_connections=32, max_keepalive_connections=32)
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30, limits=limits) as client:
-        started = time.monotonic()
-        next_tick = started + SAMPLE_EVERY
-        n = 0
-        while (now := time.monotonic()) < started + seconds:
-            due = started + n / rate
-            if due > now:
-                await asyncio.sleep(due - now)
-            await in_flight.acquire()
-            task = asyncio.create_task(one(client, n))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            n += 1
-            if time.monotonic() >= next_tick:
-                next_tick += SAMPLE_EVERY
-                on_tick(time.monotonic() - started, n)
-        await asyncio.gather(*tasks)
-    return n, answered
 
 
 def plot(samples: list, path: pathlib.Path, title: str) -> None:
@@ -125,7 +83,7 @@ def main() -> None:
     args = parser.parse_args()
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="soak-"))
     log_file = workdir / "log.db"
-    process, port = start_hello(log_file)
+    process, port = start_hello(log_file, pinned=True)
     samples = []
 
     def on_tick(t, sent):
@@ -136,7 +94,21 @@ def main() -> None:
             print(f"{t / 60:6.1f} min  sent {sent:8}  RSS {row['rss_mb']:6.1f} MB  fds {row['fds']:3}  "
                   f"wal {row['wal_kb']:7.0f} KiB  counted {row['counted']}", flush=True)
 
-    sent, answered = asyncio.run(drive(port, args.rate, args.minutes * 60, on_tick))
+    # h2load sends the numbered requests at a fixed rate from CPU 0 while this thread samples.
+    load: dict = {}
+    loader = threading.Thread(target=lambda: load.update(
+        zip(("sent", "responses"), fixed_rate_load(port, args.rate, args.minutes * 60, "/soak", workdir))))
+    started = time.monotonic()
+    loader.start()
+    next_tick = started + SAMPLE_EVERY
+    while loader.is_alive():
+        loader.join(max(0.0, next_tick - time.monotonic()))
+        if loader.is_alive():
+            next_tick += SAMPLE_EVERY
+            t = time.monotonic() - started
+            on_tick(t, int(min(t, args.minutes * 60) * args.rate))
+    sent = load["sent"]
+    answered = sum(1 for _, _, status in load["responses"] if status == 200)
     process.send_signal(signal.SIGTERM)
     process.wait(60)
 
