@@ -39,6 +39,7 @@ OLD_VENV = ROOT / ".venvs" / "asgi-log-to-sqlite-0.1.1"
 _PIN = shutil.which("taskset") and os.cpu_count() and os.cpu_count() >= 2
 PIN_SERVER = ["taskset", "-c", "1"] if _PIN else []
 PIN_LOAD = ["taskset", "-c", "0"] if _PIN else []
+PINNED_SERVER = True  # --server-anywhere turns it off
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
@@ -72,7 +73,7 @@ def start_server(variant: str, app: str, workdir: pathlib.Path, db: pathlib.Path
     # Same HTTP parser and loop for every variant (httptools, asyncio); the server on CPU 1 and wrk
     # on CPU 0, so the two do not trade places on one core between runs.
     process = subprocess.Popen(
-        [*PIN_SERVER, str(bin_dir / "uvicorn"), f"apps:{app}_app", "--host", "127.0.0.1", "--port", str(port),
+        [*(PIN_SERVER if PINNED_SERVER else []), str(bin_dir / "uvicorn"), f"apps:{app}_app", "--host", "127.0.0.1", "--port", str(port),
          "--http", "httptools", "--loop", "asyncio", *access],
         env=env, cwd=HERE, stdout=stdout, stderr=subprocess.STDOUT,
     )
@@ -105,7 +106,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--apps", default="hello,datasette")
+    parser.add_argument("--server-anywhere", action="store_true",
+                        help="let the server's threads run on either core (wrk stays on CPU 0): the writer "
+                             "thread's SQLite work, done without the GIL, may then use the load generator's spare time")
     args = parser.parse_args()
+    global PINNED_SERVER
+    PINNED_SERVER = not args.server_anywhere
     binary = ensure_tool("wrk", "wrk")
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-http-"))
     db = workdir / "demo.db"
@@ -135,7 +141,9 @@ def main() -> None:
                     process.wait(30)
         bare_rps = statistics.median(r[0] for r in results[(app, "bare")])
         bare_p99 = statistics.median(r[1] for r in results[(app, "bare")])
-        print(f"\n{app} ({path}), wrk -t1 -c{args.connections} -d{args.seconds}s, {args.rounds} interleaved rounds, medians:")
+        where = "server on either core" if args.server_anywhere else "server on CPU 1"
+        print(f"\n{app} ({path}), wrk -t1 -c{args.connections} -d{args.seconds}s on CPU 0, {where}, "
+              f"{args.rounds} interleaved rounds, medians:")
         bare_cpu = statistics.median(r[3] for r in results[(app, "bare")])
         print(f"  {'variant':10} {'req/s':>10} {'ratio':>7} {'paired':>7} {'p99 ms':>8} {'p99 ratio':>9} {'CPU us/req':>10} {'added':>7}  non-2xx")
         for variant in variants:
