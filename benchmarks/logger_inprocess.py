@@ -8,6 +8,10 @@ thread per request (time.thread_time), so our writer thread's work is not counte
 loop: that is the point of the design. Variants run interleaved (bare, ours, 0.1.1, bare, ...);
 0.1.1 runs in its own virtualenv (.venvs/asgi-log-to-sqlite-0.1.1, created if missing).
 
+Datasette: the table JSON of demo.db's numbers table called in-process, bare and logged, rounds
+alternating; the process's CPU per request (every thread, so the writer's work counts), and the
+throughput ratio that implies for a server bound by CPU.
+
 Writer throughput: 200,000 prepared records pushed straight into our writer; rows/s until the
 last is committed, alone and with a CPU-bound thread competing for the GIL (as a busy event loop does).
 """
@@ -87,6 +91,54 @@ def sample(variant: str, n: int) -> float:
     return cpu / n * 1e6
 
 
+def datasette_sample(variant: str, n: int) -> float:
+    """Process CPU microseconds (every thread: the loop and our writer) per Datasette table JSON
+    request, the app called in-process; the writer's queue is flushed before the clock stops."""
+    from datasette.app import Datasette
+
+    tmp = tempfile.mkdtemp()
+    db = os.path.join(tmp, "demo.db")
+    subprocess.run([sys.executable, str(ROOT / "examples" / "datasette" / "make_demo_db.py"), db],
+                   check=True, stdout=subprocess.DEVNULL)
+    datasette = Datasette([db])
+    app = datasette.app()
+    if variant == "ds-ours":
+        from asgi_log_to_sqlite import AsgiLogToSqlite
+
+        app = AsgiLogToSqlite(app, os.path.join(tmp, "log.db"))
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+             "path": "/demo/numbers.json", "raw_path": b"/demo/numbers.json", "query_string": b"_size=50",
+             "root_path": "", "headers": HEADERS, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+    request = {"type": "http.request", "body": b"", "more_body": False}
+    statuses = []
+
+    async def receive():
+        return request
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def run(count):
+        for _ in range(count):
+            await app(dict(scope), receive, send)
+
+    async def main():
+        await datasette.invoke_startup()
+        await run(200)  # warm-up: imports, templates, first lookups
+        if variant == "ds-ours":
+            app.flush()
+        cpu0 = time.process_time()
+        await run(n)
+        if variant == "ds-ours":
+            app.flush(60)
+        return time.process_time() - cpu0
+
+    cpu = asyncio.run(main())
+    assert set(statuses) == {200}, statuses[:5]
+    return cpu / n * 1e6
+
+
 def child(variant: str, n: int) -> float:
     if variant == "old":
         python = ensure_old_venv()
@@ -147,10 +199,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--sample", choices=["bare", "ours", "old"], help=argparse.SUPPRESS)
+    parser.add_argument("--datasette-requests", type=int, default=1500)
+    parser.add_argument("--sample", choices=["bare", "ours", "old", "ds-bare", "ds-ours"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.sample:
-        print(json.dumps({"us": sample(args.sample, args.requests)}))
+        measure = datasette_sample if args.sample.startswith("ds-") else sample
+        print(json.dumps({"us": measure(args.sample, args.requests)}))
         return
 
     variants = ["bare", "ours", "old"]
@@ -165,6 +219,22 @@ def main() -> None:
         added = "" if v == "bare" else f"   added {med[v] - med['bare']:7.2f} us"
         print(f"  {label:28} {med[v]:8.2f} us{added}   (samples: {', '.join(f'{x:.2f}' for x in samples[v])})")
     print(f"  0.1.1 added / ours added = {(med['old'] - med['bare']) / max(med['ours'] - med['bare'], 1e-9):.0f}x")
+
+    # Datasette's table JSON, in-process: no sockets and no load generator, so the logger's share of
+    # a heavier request shows without the noise of HTTP runs.
+    ds = {"ds-bare": [], "ds-ours": []}
+    for round_number in range(args.rounds):
+        order = ["ds-bare", "ds-ours"] if round_number % 2 == 0 else ["ds-ours", "ds-bare"]
+        for variant in order:
+            ds[variant].append(child(variant, args.datasette_requests))
+    bare_ds, ours_ds = statistics.median(ds["ds-bare"]), statistics.median(ds["ds-ours"])
+    paired = statistics.median(b / o for b, o in zip(ds["ds-bare"], ds["ds-ours"]))
+    print(f"Datasette table JSON (/demo/numbers.json?_size=50) in-process, process CPU per request (loop + writer), "
+          f"{args.rounds} rounds, order alternating:")
+    print(f"  bare {bare_ds:8.1f} us   (samples: {', '.join(f'{x:.0f}' for x in ds['ds-bare'])})")
+    print(f"  ours {ours_ds:8.1f} us   (samples: {', '.join(f'{x:.0f}' for x in ds['ds-ours'])})")
+    print(f"  added {ours_ds - bare_ds:.1f} us per request; throughput ratio if CPU-bound (bare / ours): "
+          f"{bare_ds / ours_ds:.3f}, paired by round: {paired:.3f}")
 
     for competing in (False, True):
         rates = [writer_throughput(200_000, competing) for _ in range(3)]
