@@ -2,9 +2,8 @@
 
 The event loop only calls ``submit`` (a size check and ``put_nowait``). The thread owns its own
 connection (WAL, busy_timeout), resolves lookup ids from an in-memory cache, and writes each batch
-with one multi-row INSERT inside ``BEGIN IMMEDIATE``. Whatever cannot be written is counted per
-reason in the ``log_counters`` table (kept in memory until the file is writable again) and warned
-once on stderr.
+with multi-row INSERTs inside ``BEGIN IMMEDIATE``. Whatever cannot be written is counted per
+reason (counters.py) and stored with the next transaction that commits.
 """
 from __future__ import annotations
 
@@ -19,6 +18,7 @@ import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import schema
+from .counters import Counters
 from .files import check_writable, ensure_file, file_identity
 from .record import FLAG_BUCKETED
 
@@ -35,10 +35,6 @@ _WAL_SIZE_LIMIT = 4 * 1024 * 1024
 # The shapers' caches in front of this one take the repeats; this one serves shapers that share a file.
 _LOOKUP_CACHE_LIMIT = 10_000
 
-# Reasons counted on the event loop: fixed keys, so the writer can copy the dict while it changes.
-LOOP_REASONS = ("queue_full", "sampled_out", "excluded", "internal_error")
-# Of those, the ones that lose a row (warned on stderr); the others are left out on purpose.
-_LOOP_DROPS = frozenset({"queue_full", "internal_error"})
 
 
 class _Flush:
@@ -63,15 +59,13 @@ class Writer:
         self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._put = self.queue.put_nowait
         self._qsize = self.queue.qsize
-        # Counted by the event loop (see LOOP_REASONS); persisted as deltas by the thread.
-        self.loop_counts: Dict[str, int] = dict.fromkeys(LOOP_REASONS, 0)
-        self._persisted_loop_counts: Dict[str, int] = dict.fromkeys(LOOP_REASONS, 0)
-        # Counted by the thread, waiting to be persisted: reason -> [count, first_ms, last_ms, last_error]
-        self._pending: Dict[str, list] = {}
-        self.totals: Dict[str, int] = {}     # everything counted, for stats()
+        self.counters = Counters(path, (
+            f"a lookup table reached max_distinct_values={max_distinct_values}; new values are stored as "
+            f"{BUCKET!r} on rows flagged {FLAG_BUCKETED}, and counted in its log_counters table"))
+        # The event loop counts into this dict directly (see counters.LOOP_REASONS).
+        self.loop_counts: Dict[str, int] = self.counters.loop
         self.rows_written = 0
         self.batches_written = 0
-        self._warned: set = set()
         self._failing: Optional[str] = None
         self._conn: Optional[sqlite3.Connection] = None
         self._ids: Dict[str, Dict[str, int]] = {}   # lookup table -> text -> id
@@ -118,12 +112,8 @@ class Writer:
         return not thread.is_alive()
 
     def stats(self) -> Dict[str, Any]:
-        counted = dict(self.totals)
-        for reason, value in dict(self.loop_counts).items():
-            if value:
-                counted[reason] = counted.get(reason, 0) + value
         return {"rows_written": self.rows_written, "batches": self.batches_written,
-                "queued": self.queue.qsize(), "counted": counted}
+                "queued": self.queue.qsize(), "counted": self.counters.counted()}
 
     # ---- thread side -----------------------------------------------------------------------
     def _start(self) -> None:
@@ -190,13 +180,13 @@ class Writer:
 
     def _idle(self) -> None:
         """Persist counters that changed, and try to reconnect after a failure."""
-        if self._pending or self._loop_deltas():
+        if self.counters.changed():
             try:
                 conn = self._connection()
                 conn.execute("BEGIN IMMEDIATE")
-                stored = self._persist_counters(conn)
+                stored = self.counters.persist(conn)
                 conn.execute("COMMIT")
-                self._counters_committed(stored)
+                self.counters.committed(stored)
                 self._recovered()
             except Exception as error:
                 self._rollback()
@@ -227,7 +217,7 @@ class Writer:
                 except sqlite3.Error:
                     raise
                 except Exception as error:  # a record we cannot shape is counted, never raised
-                    self._count("record_error", 1, error)
+                    self.counters.count("record_error", 1, error)
             for flat, columns in ((common, schema.COMMON_COLUMNS), (full, schema.COLUMNS)):
                 width = len(columns)
                 start = 0
@@ -235,9 +225,9 @@ class Writer:
                     end = start + count * width
                     conn.execute(self._insert_sql(count, columns), flat[start:end])
                     start = end
-            stored = self._persist_counters(conn)
+            stored = self.counters.persist(conn)
             conn.execute("COMMIT")
-            self._counters_committed(stored)
+            self.counters.committed(stored)
         except Exception as error:
             self._rollback()
             # Ids inserted by the rolled-back transaction do not exist: forget every cached id.
@@ -263,7 +253,7 @@ class Writer:
             if self.max_distinct_values is not None and name != BUCKET and self._full(table):
                 row = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()
                 if row is None:
-                    self._count("bucketed", 1)
+                    self.counters.count("bucketed", 1)
                     return self._id_of(table, BUCKET)[0], FLAG_BUCKETED
                 found = row[0]
             else:
@@ -347,58 +337,6 @@ class Writer:
                 self._conn.close()
                 self._conn = None
 
-    def _loop_deltas(self) -> Dict[str, int]:
-        now = dict(self.loop_counts)
-        return {r: now[r] - self._persisted_loop_counts[r] for r in now if now[r] != self._persisted_loop_counts[r]}
-
-    def _persist_counters(self, conn: sqlite3.Connection) -> Optional[Dict[str, int]]:
-        """Add pending counts to log_counters inside the open transaction; returns what to mark stored."""
-        deltas = self._loop_deltas()
-        for reason in _LOOP_DROPS.intersection(deltas):
-            self._warn_once(reason, deltas[reason])
-        now_ms = int(time.time() * 1000)
-        entries = [(reason, count, now_ms, now_ms, None) for reason, count in deltas.items()]
-        entries += [(reason, c, first, last, err) for reason, (c, first, last, err) in self._pending.items()]
-        if not entries:
-            return None
-        conn.executemany(
-            "INSERT INTO log_counters (reason, count, first_ms, last_ms, last_error) VALUES (?, ?, ?, ?, ?) "
-            "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count, last_ms = excluded.last_ms, "
-            "last_error = coalesce(excluded.last_error, last_error)",
-            entries,
-        )
-        return deltas
-
-    def _counters_committed(self, deltas: Optional[Dict[str, int]]) -> None:
-        """After the COMMIT that stored them, and only then: a failed commit keeps them pending."""
-        if deltas is None:
-            return
-        for reason, delta in deltas.items():
-            self._persisted_loop_counts[reason] += delta
-        self._pending.clear()
-
-    def _count(self, reason: str, count: int, error: Optional[BaseException] = None) -> None:
-        now_ms = int(time.time() * 1000)
-        entry = self._pending.setdefault(reason, [0, now_ms, now_ms, None])
-        entry[0] += count
-        entry[2] = now_ms
-        if error is not None:
-            entry[3] = f"{type(error).__name__}: {error}"[:500]
-        self.totals[reason] = self.totals.get(reason, 0) + count
-        self._warn_once(reason, count, error)
-
-    def _warn_once(self, reason: str, count: int, error: Optional[BaseException] = None) -> None:
-        if reason not in self._warned:
-            self._warned.add(reason)
-            if reason == "bucketed":
-                print(f"asgi_log_to_sqlite: {self.path}: a lookup table reached max_distinct_values="
-                      f"{self.max_distinct_values}; new values are stored as {BUCKET!r} on rows flagged "
-                      f"{FLAG_BUCKETED}, and counted in its log_counters table", file=sys.stderr, flush=True)
-                return
-            detail = f" ({type(error).__name__}: {error})" if error else ""
-            print(f"asgi_log_to_sqlite: {self.path}: {count} row(s) not written: {reason}{detail}; "
-                  "further drops are counted in its log_counters table", file=sys.stderr, flush=True)
-
     def _failed(self, error: BaseException, rows: int) -> None:
         reason = classify(error)
         self._failing = reason
@@ -408,7 +346,7 @@ class Writer:
                 self._conn.close()
             finally:
                 self._conn = None
-        self._count(reason, rows, error)
+        self.counters.count(reason, rows, error)
         # Keep the thread from spinning on a file that cannot be written; the queue absorbs (or
         # counts) what arrives meanwhile.
         time.sleep(self.retry_delay)
