@@ -169,6 +169,9 @@ class Shaper:
             return self.row(_normalised(record), wall_offset, id_of)
         ids, lookup_flags = looked
         flags |= lookup_flags
+        forwarded_id = request_id = extra = 0
+        if self._optional:
+            forwarded_id, request_id, extra, flags = self._options(scope, peer, found, response_headers, flags, id_of)
         common = (
             int((t0 + wall_offset) * 1000),                          # start_ms
             int((end - t0) * 1_000_000),                             # duration_us
@@ -177,32 +180,32 @@ class Shaper:
         ) + ids
         if ws is None and not self._optional:
             return common
-
-        forwarded_id = request_id = extra = 0
-        if self._optional:
-            if found is None:
-                found = _wanted_headers(scope.get("headers"))
-            if self.proxies:
-                resolved = self.proxies.resolve(
-                    peer if isinstance(peer, str) else None,
-                    _latin1(found[_FORWARDED]) if found[_FORWARDED] is not None else None,
-                    _latin1(found[_XFF]) if found[_XFF] is not None else None,
-                )
-                forwarded_id = (self._caches[_IP].get(resolved) or self._miss(_IP, resolved, id_of))[0]
-            if self.request_id:
-                if found[_REQUEST_ID] is not None:
-                    request_id, flags = self._text(found[_REQUEST_ID], flags)
-                else:
-                    request_id = uuid.uuid4().hex
-            if self.extra_request or self.extra_response:
-                extra, flags = self._extra(scope, response_headers, flags)
-            common = common[:6] + (flags,) + common[7:]  # the options may have added flags
-
         if ws is None:
             ws_in = ws_out = ws_close = -1
         else:
             ws_in, ws_out, ws_close = (-1 if v is None else v for v in ws)
         return common + (forwarded_id, ws_in, ws_out, ws_close, request_id, extra)
+
+    def _options(self, scope, peer, found, response_headers, flags: int, id_of: IdOf) -> tuple:
+        """(forwarded_ip_id, request_id, extra, flags): the columns only options fill (0 when empty)."""
+        if found is None:
+            found = _wanted_headers(scope.get("headers"))
+        forwarded_id = request_id = extra = 0
+        if self.proxies:
+            resolved = self.proxies.resolve(
+                peer if isinstance(peer, str) else None,
+                _latin1(found[_FORWARDED]) if found[_FORWARDED] is not None else None,
+                _latin1(found[_XFF]) if found[_XFF] is not None else None,
+            )
+            forwarded_id = (self._caches[_IP].get(resolved) or self._miss(_IP, resolved, id_of))[0]
+        if self.request_id:
+            if found[_REQUEST_ID] is not None:
+                request_id, flags = self._text(found[_REQUEST_ID], flags)
+            else:
+                request_id = uuid.uuid4().hex
+        if self.extra_request or self.extra_response:
+            extra, flags = self._extra(scope, response_headers, flags)
+        return forwarded_id, request_id, extra, flags
 
     def _lookups(self, scope, method, content_type, peer, found: List[Any], id_of: IdOf) -> tuple:
         """(ids, flags): a row's lookup ids in schema.COMMON_COLUMNS order, and the flags they carry.

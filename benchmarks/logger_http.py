@@ -31,14 +31,11 @@ import subprocess
 import sys
 import tempfile
 
-from servers import ensure_tool, free_port, wait_listening
+from servers import PIN_LOAD, PIN_SERVER, ensure_tool, free_port, wait_listening
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 OLD_VENV = ROOT / ".venvs" / "asgi-log-to-sqlite-0.1.1"
-_PIN = shutil.which("taskset") and os.cpu_count() and os.cpu_count() >= 2
-PIN_SERVER = ["taskset", "-c", "1"] if _PIN else []
-PIN_LOAD = ["taskset", "-c", "0"] if _PIN else []
 PINNED_SERVER = True  # --server-anywhere turns it off
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
