@@ -6,8 +6,9 @@ truncation and address reduction happen here, on the writer thread.
 from __future__ import annotations
 
 import json
+import sqlite3
 import uuid
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .privacy import NEVER_STORED_HEADERS, AddressPolicy, QueryRedactor, TrustedProxies
 
@@ -63,6 +64,8 @@ _KINDS = (
 )
 _METHOD, _PATH, _QUERY_STRING, _AGENT, _REFERER_URL, _LANG, _TYPE, _IP, _HOSTNAME, _ROUTE = range(len(_KINDS))
 _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
+# Values in a plain HTTP row: schema.COMMON_COLUMNS (8 measured values, then the _KINDS ids).
+_PLAIN_WIDTH = 8 + len(_KINDS)
 
 # A raw value -> (id, flags) cache per kind holds at most this many entries before starting over.
 _CACHE_LIMIT = 5_000
@@ -116,6 +119,57 @@ class Shaper:
             cache.clear()
             cache[None] = _NOTHING
         self._combined.clear()
+
+    def rows_into(self, records: Iterable[tuple], wall_offset: float, id_of: IdOf,
+                  plain: list, full: list, failed: Callable[[Exception], None]) -> int:
+        """Shape ``records`` (all queued by this shaper's middleware) onto the end of ``plain``
+        (rows of schema.COMMON_COLUMNS) or ``full`` (rows of schema.COLUMNS), flattened as the
+        multi-row INSERTs bind them. Returns how many rows were added; a record that cannot be
+        shaped goes to ``failed`` (SQLite errors propagate: the transaction must roll back).
+
+        Nearly every record is a plain HTTP request whose combination of values was seen
+        before; those are shaped right here: one key, one dict lookup, no call to row() per
+        record. The writer spends most of its time in this loop.
+        """
+        combined = self._combined
+        rate = self.sample_rate
+        simple = not self._optional
+        added = 0
+        for record in records:
+            try:
+                looked = None
+                # record[9] is the flags: 0 means no exception, disconnect or websocket.
+                if simple and len(record) == 10 and not record[9]:
+                    _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, _ = record
+                    method = scope.get("method")
+                    if status is not None and method != "HEAD":
+                        content_type = None
+                        for name, value in response_headers or ():
+                            if name == b"content-type":
+                                content_type = value
+                                break
+                        client = scope.get("client")
+                        try:
+                            key = _combination(scope, method, content_type, client[0] if client else None)
+                            looked = combined.get(key) if key is not None else None
+                        except TypeError:  # unhashable values: row() normalises them
+                            looked = None
+                if looked is None:
+                    values = self.row(record, wall_offset, id_of)
+                    (plain if len(values) == _PLAIN_WIDTH else full).extend(values)
+                else:
+                    # One tuple, then one extend: a row is never added in part.
+                    plain += (
+                        int((t0 + wall_offset) * 1000), int((end - t0) * 1_000_000),
+                        int((ttfb - t0) * 1_000_000) if ttfb is not None else -1,
+                        status, body_size, request_size, looked[1], rate,
+                    ) + looked[0]
+                added += 1
+            except sqlite3.Error:
+                raise
+            except Exception as error:
+                failed(error)
+        return added
 
     def row(self, record: tuple, wall_offset: float, id_of: IdOf) -> tuple:
         """The values of one request_log row, lookups resolved to ids: schema.COMMON_COLUMNS for a

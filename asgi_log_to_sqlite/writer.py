@@ -8,6 +8,8 @@ reason (counters.py) and stored with the next transaction that commits.
 from __future__ import annotations
 
 import atexit
+import itertools
+import operator
 import os
 import queue
 import sqlite3
@@ -204,20 +206,11 @@ class Writer:
             full: list = []
             rows = 0
             id_of = self._id_of
-            short = len(schema.COMMON_COLUMNS)
-            for record in batch:
-                try:
-                    shaper = record[0]
-                    if shaper not in shapers:
-                        shapers.add(shaper)
-                        self._shapers.add(shaper)
-                    values = shaper.row(record, wall_offset, id_of)
-                    (common if len(values) == short else full).extend(values)
-                    rows += 1
-                except sqlite3.Error:
-                    raise
-                except Exception as error:  # a record we cannot shape is counted, never raised
-                    self.counters.count("record_error", 1, error)
+            for shaper, records in itertools.groupby(batch, key=operator.itemgetter(0)):
+                if shaper not in shapers:
+                    shapers.add(shaper)
+                    self._shapers.add(shaper)
+                rows += shaper.rows_into(records, wall_offset, id_of, common, full, self._record_failed)
             for flat, columns in ((common, schema.COMMON_COLUMNS), (full, schema.COLUMNS)):
                 width = len(columns)
                 start = 0
@@ -237,6 +230,10 @@ class Writer:
         self.rows_written += rows
         self.batches_written += 1
         self._recovered()
+
+    def _record_failed(self, error: Exception) -> None:
+        """A record we cannot shape is counted, never raised."""
+        self.counters.count("record_error", 1, error)
 
     def _id_of(self, table: str, name: str) -> Tuple[int, int]:
         """(id, flags) of ``name`` in a lookup table, inserting it if new. Called inside _write's transaction.
@@ -278,8 +275,13 @@ class Writer:
         key = (rows, len(columns))
         sql = self._statements.get(key)
         if sql is None:
-            one = "(" + ",".join(schema.PLACEHOLDERS[:len(columns)]) + ")"
-            sql = f"INSERT INTO request_log ({', '.join(columns)}) VALUES " + ",".join([one] * rows)
+            # Numbered parameters (?1, ?2, ...): each CASE reads its value twice.
+            width = len(columns)
+            values = (
+                "(" + ",".join(schema.placeholder(column, row * width + i + 1) for i, column in enumerate(columns)) + ")"
+                for row in range(rows)
+            )
+            sql = f"INSERT INTO request_log ({', '.join(columns)}) VALUES " + ",".join(values)
             self._statements[key] = sql
         return sql
 

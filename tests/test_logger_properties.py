@@ -188,3 +188,38 @@ def _assert_round_trip(sent: str, stored, flags: int) -> None:
         assert flags & FLAG_TRUNCATED and stored == sent[:MAX_VALUE]
     else:
         assert stored == sent
+
+
+def test_a_repeated_combination_is_shaped_as_the_first_time(tmp_path):
+    """The writer's shortcut for a combination of values it has seen (Shaper.rows_into) must give
+    the row the full path (Shaper.row) gave the first time: same columns, same order, same ids."""
+    from asgi_log_to_sqlite.record import FLAG_DISCONNECTED, FLAG_EXCEPTION, Shaper
+    from asgi_log_to_sqlite.writer import Writer
+
+    writer = Writer(str(tmp_path / "log.db"))
+    conn = writer._connection()
+    conn.execute("BEGIN IMMEDIATE")
+    failures = []
+
+    @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], deadline=None)
+    @given(case=cases, flags=st.sampled_from([0, 0, 0, FLAG_EXCEPTION, FLAG_DISCONNECTED]),
+           sizes=st.tuples(st.integers(0, 1 << 40), st.integers(0, 1 << 40)),
+           times=st.tuples(st.floats(0, 1e6), st.floats(0, 10), st.one_of(st.none(), st.floats(0, 10))))
+    def shaped_twice(case, flags, sizes, times):
+        t0, duration, ttfb = times
+        scope = {"type": "http", "method": case["method"], "path": case["path"], "query_string": case["query"],
+                 "headers": case["headers"], "client": case["client"]}
+        status = None if case["behaviour"] in ("raise_before", "no_response") else case["status"]
+        record = (shaper := Shaper(), scope, t0, t0 + duration, None if ttfb is None else t0 + ttfb, status,
+                  case["response_headers"] if status is not None else None, sizes[0], sizes[1], flags)
+        rows = []
+        for _ in range(2):
+            plain, full = [], []
+            shaper.rows_into([record], 1.7e9, writer._id_of, plain, full, failures.append)
+            rows.append((plain, full))
+        assert rows[0] == rows[1]
+        assert len(rows[0][0]) + len(rows[0][1]) > 0
+
+    shaped_twice()
+    assert failures == []
+    conn.execute("ROLLBACK")
