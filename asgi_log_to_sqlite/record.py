@@ -160,8 +160,8 @@ class Shaper:
                 else:
                     # One tuple, then one extend: a row is never added in part.
                     plain += (
-                        int((t0 + wall_offset) * 1000), int((end - t0) * 1_000_000),
-                        int((ttfb - t0) * 1_000_000) if ttfb is not None else -1,
+                        (t0 + wall_offset) * 1000, (end - t0) * 1_000_000,
+                        (ttfb - t0) * 1_000_000 if ttfb is not None else -1,
                         status, body_size, request_size, looked[1], rate,
                     ) + looked[0]
                 added += 1
@@ -175,7 +175,8 @@ class Shaper:
         """The values of one request_log row, lookups resolved to ids: schema.COMMON_COLUMNS for a
         plain HTTP request, schema.COLUMNS when a websocket or an option fills the others.
 
-        Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there why).
+        Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there why); times
+        are floats that the INSERT truncates (schema.TRUNCATED).
 
         ``record`` is the tuple the loop queued (see Record); ``wall_offset`` is
         time.time() - time.perf_counter() now; ``id_of`` inserts or finds a lookup value.
@@ -227,9 +228,9 @@ class Shaper:
         if self._optional:
             forwarded_id, request_id, extra, flags = self._options(scope, peer, found, response_headers, flags, id_of)
         common = (
-            int((t0 + wall_offset) * 1000),                          # start_ms
-            int((end - t0) * 1_000_000),                             # duration_us
-            int((ttfb - t0) * 1_000_000) if ttfb is not None else -1,
+            (t0 + wall_offset) * 1000,                               # start_ms
+            (end - t0) * 1_000_000,                                  # duration_us
+            (ttfb - t0) * 1_000_000 if ttfb is not None else -1,     # ttfb_us
             status or 0, body_size, request_size, flags, self.sample_rate,
         ) + ids
         if ws is None and not self._optional:

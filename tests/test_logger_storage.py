@@ -58,6 +58,11 @@ def test_a_request_costs_no_more_bytes_than_in_0_1_1(tmp_path):
     conn = sqlite3.connect(log_file)
     try:
         assert conn.execute("select count(*) from request_log").fetchone()[0] == REQUESTS
+        # Numbers are stored as integers (times are bound as floats and truncated by the INSERT).
+        kinds = conn.execute(
+            "select distinct typeof(start_ms), typeof(duration_us), typeof(ttfb_us), typeof(http_status),"
+            " typeof(body_size), typeof(path_id) from request_log").fetchall()
+        assert kinds == [("integer",) * 6]
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         conn.execute("VACUUM")  # as a file that has settled: no half-filled pages from batch boundaries
         pages, page_size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
