@@ -91,24 +91,35 @@ def sample(variant: str, n: int) -> float:
     return cpu / n * 1e6
 
 
-def datasette_sample(variant: str, n: int) -> float:
-    """Process CPU microseconds (every thread: the loop and our writer) per Datasette table JSON
-    request, the app called in-process; the writer's queue is flushed before the clock stops."""
+# The table JSON of demo.db's numbers table, as a server would pass it.
+DATASETTE_SCOPE = {
+    "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+    "path": "/demo/numbers.json", "raw_path": b"/demo/numbers.json", "query_string": b"_size=50",
+    "root_path": "", "headers": HEADERS, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000),
+}
+
+
+def demo_datasette(tmp: str):
+    """Datasette serving the example demo.db, created in ``tmp``."""
     from datasette.app import Datasette
 
-    tmp = tempfile.mkdtemp()
     db = os.path.join(tmp, "demo.db")
     subprocess.run([sys.executable, str(ROOT / "examples" / "datasette" / "make_demo_db.py"), db],
                    check=True, stdout=subprocess.DEVNULL)
-    datasette = Datasette([db])
+    return Datasette([db])
+
+
+def datasette_sample(variant: str, n: int) -> float:
+    """Process CPU microseconds (every thread: the loop and our writer) per Datasette table JSON
+    request, the app called in-process; the writer's queue is flushed before the clock stops."""
+    tmp = tempfile.mkdtemp()
+    datasette = demo_datasette(tmp)
     app = datasette.app()
     if variant == "ds-ours":
         from asgi_log_to_sqlite import AsgiLogToSqlite
 
         app = AsgiLogToSqlite(app, os.path.join(tmp, "log.db"))
-    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-             "path": "/demo/numbers.json", "raw_path": b"/demo/numbers.json", "query_string": b"_size=50",
-             "root_path": "", "headers": HEADERS, "client": ("127.0.0.1", 40000), "server": ("127.0.0.1", 8000)}
+    scope = DATASETTE_SCOPE
     request = {"type": "http.request", "body": b"", "more_body": False}
     statuses = []
 
