@@ -143,14 +143,10 @@ class Shaper:
                     _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, _ = record
                     method = scope.get("method")
                     if status is not None and method != "HEAD":
-                        content_type = None
-                        for name, value in response_headers or ():
-                            if name == b"content-type":
-                                content_type = value
-                                break
                         client = scope.get("client")
                         try:
-                            key = _combination(scope, method, content_type, client[0] if client else None)
+                            key = _combination(scope, method, _content_type(response_headers),
+                                               client[0] if client else None)
                             looked = combined.get(key) if key is not None else None
                         except TypeError:  # unhashable values: row() normalises them
                             looked = None
@@ -199,12 +195,7 @@ class Shaper:
         if flags & FLAG_WEBSOCKET:
             method = "WEBSOCKET"
 
-        content_type = None
-        for name, value in response_headers or ():
-            if name == b"content-type":
-                content_type = value
-                break
-
+        content_type = _content_type(response_headers)
         client = scope.get("client")
         peer = client[0] if client else None
         found = None  # the request headers the row reads, by slot; gathered only when needed
@@ -366,6 +357,14 @@ def _wanted_headers(headers) -> List[Any]:
         elif slot in _JOINED:
             found[slot] = bytes(found[slot]) + b"," + bytes(value)
     return found
+
+
+def _content_type(response_headers) -> Any:
+    """The raw value of the first Content-Type response header, or None."""
+    for name, value in response_headers or ():
+        if name == b"content-type":
+            return value
+    return None
 
 
 def _combination(scope: Dict[str, Any], method: Any, content_type: Any, peer: Any) -> Optional[tuple]:
