@@ -64,6 +64,7 @@ _KINDS = (
 )
 _METHOD, _PATH, _QUERY_STRING, _AGENT, _REFERER_URL, _LANG, _TYPE, _IP, _HOSTNAME, _ROUTE = range(len(_KINDS))
 _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
+_UNKNOWN = object()  # a record's _combination, not computed yet
 # Values in a plain HTTP row: schema.COMMON_COLUMNS (8 measured values, then the _KINDS ids).
 _PLAIN_WIDTH = 8 + len(_KINDS)
 
@@ -138,6 +139,7 @@ class Shaper:
         for record in records:
             try:
                 looked = None
+                key = _UNKNOWN
                 # record[9] is the flags: 0 means no exception, disconnect or websocket.
                 if simple and len(record) == 10 and not record[9]:
                     _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, _ = record
@@ -149,9 +151,9 @@ class Shaper:
                                                client[0] if client else None)
                             looked = combined.get(key) if key is not None else None
                         except TypeError:  # unhashable values: row() normalises them
-                            looked = None
+                            key, looked = _UNKNOWN, None
                 if looked is None:
-                    values = self.row(record, wall_offset, id_of)
+                    values = self.row(record, wall_offset, id_of, key)
                     (plain if len(values) == _PLAIN_WIDTH else full).extend(values)
                 else:
                     # One tuple, then one extend: a row is never added in part.
@@ -167,7 +169,7 @@ class Shaper:
                 failed(error)
         return added
 
-    def row(self, record: tuple, wall_offset: float, id_of: IdOf) -> tuple:
+    def row(self, record: tuple, wall_offset: float, id_of: IdOf, key: Any = _UNKNOWN) -> tuple:
         """The values of one request_log row, lookups resolved to ids: schema.COMMON_COLUMNS for a
         plain HTTP request, schema.COLUMNS when a websocket or an option fills the others.
 
@@ -175,7 +177,8 @@ class Shaper:
         are floats that the INSERT truncates (schema.TRUNCATED).
 
         ``record`` is the tuple the loop queued (see Record); ``wall_offset`` is
-        time.time() - time.perf_counter() now; ``id_of`` inserts or finds a lookup value.
+        time.time() - time.perf_counter() now; ``id_of`` inserts or finds a lookup value;
+        ``key``, when given, is the record's _combination, already looked up and not found.
         """
         if len(record) == 10:
             _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record
@@ -201,8 +204,11 @@ class Shaper:
         found = None  # the request headers the row reads, by slot; gathered only when needed
         try:
             # The common case costs one dict lookup: the ids of this combination of raw values.
-            key = _combination(scope, method, content_type, peer)
-            looked = self._combined.get(key) if key is not None else None
+            if key is _UNKNOWN:
+                key = _combination(scope, method, content_type, peer)
+                looked = self._combined.get(key) if key is not None else None
+            else:
+                looked = None  # rows_into looked it up: a combination not seen yet
             if looked is None:
                 found = _wanted_headers(scope.get("headers"))
                 looked = self._lookups(scope, method, content_type, peer, found, id_of)

@@ -1,7 +1,7 @@
 """CPU instructions per row the writer spends, counted by valgrind: a figure this machine's
 noise cannot blur.
 
-    python3 scripts/dev.py bench instructions [--against REV] [--rows 10000]
+    python3 scripts/dev.py bench instructions [--against REV] [--rows 10000] [--requests 100]
 
 Wall-clock rows/s on the 2-core development VM moves by 10 to 25% between identical runs; the
 count of CPU instructions does not (two runs agree to within 0.5%). Each figure is the
@@ -15,6 +15,16 @@ Parts:
   shape   Shaper.rows_into alone (row() per record where a revision has no rows_into)
   insert  the multi-row INSERTs of rows already shaped
 
+Requests (--requests N, 100 is enough), called in-process without a server, bare and logged,
+the writer flushed before the process ends; valgrind runs all threads on one core, so a request's
+count includes the writer thread's work for it:
+  hello      the hello-world app: "added" is what logging costs per request in all
+  datasette  Datasette's table JSON of the demo database: bare / logged is the throughput
+             ratio a CPU-bound server would see, were every instruction equally dear
+The writer gathers a batch for `linger` seconds of wall-clock time. Under valgrind the process
+runs about 50x slower, so the logged runs use a linger of 2.5 s instead of 0.05 s: batches then
+hold about as many rows as they would natively, and the report shows how many they held.
+
 Dividing by the machine's instructions per second gives rows/s: at 4 instructions per ns,
 150,000 rows/s is 26,700 instructions per row.
 
@@ -24,6 +34,7 @@ valgrind is installed from Debian when missing.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pathlib
 import re
@@ -35,6 +46,12 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARTS = ("write", "shape", "insert")
+APPS = ("hello", "datasette")
+WARM_UP = 20  # requests before the measured ones, in both runs: imports, templates, first lookups
+# valgrind runs the process about 50 times slower than natively; what is timed in wall-clock
+# seconds is stretched by as much so that it happens as often per instruction as natively:
+LINGER_UNDER_VALGRIND = 2.5  # the writer's linger, natively 0.05 s
+SWITCH_INTERVAL_UNDER_VALGRIND = 0.25  # the GIL's switch interval, natively 0.005 s
 BATCH = 1_000
 
 
@@ -88,6 +105,66 @@ def child(part: str, rows: int, built: int) -> None:
         conn.execute("COMMIT")
 
 
+def requests_child(app_name: str, variant: str, count: int, built: int) -> None:
+    """Runs under valgrind: WARM_UP + ``count`` requests to the app, bare or logged, out of
+    WARM_UP + ``built`` scopes built first (the same in the run with count and the run with 0)."""
+    import asyncio
+
+    sys.path.insert(1, str(HERE))
+    from apps import hello
+    from logger_inprocess import DATASETTE_SCOPE, demo_datasette, scope_for
+
+    sys.setswitchinterval(SWITCH_INTERVAL_UNDER_VALGRIND)
+    tmp = tempfile.mkdtemp()
+    datasette = demo_datasette(tmp) if app_name == "datasette" else None
+    app = datasette.app() if datasette else hello
+    if variant == "logged":
+        from asgi_log_to_sqlite import AsgiLogToSqlite
+        from asgi_log_to_sqlite.writer import writer_for
+
+        log_file = os.path.join(tmp, "log.db")
+        writer_for(log_file, linger=LINGER_UNDER_VALGRIND)  # the middleware below shares this writer
+        app = AsgiLogToSqlite(app, log_file)
+    request = {"type": "http.request", "body": b"", "more_body": False}
+    statuses = []
+
+    async def receive():
+        return request
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    async def main():
+        if datasette:
+            await datasette.invoke_startup()
+        scopes = [dict(DATASETTE_SCOPE) if datasette else scope_for(i) for i in range(WARM_UP + built)]
+        for scope in scopes[:WARM_UP]:
+            await app(scope, receive, send)
+        primed = 0
+        if variant == "logged":
+            assert app.flush(60)
+            # One batch of 2 x 64 - 1 rows prepares every INSERT size (64 + 32 + ... + 1), in both
+            # runs: preparing is costly and would otherwise fall in whichever run meets a size first.
+            from asgi_log_to_sqlite import writer as writer_module
+
+            primed = 2 * writer_module._ROWS_PER_STATEMENT - 1
+            now = time.perf_counter()
+            for i in range(primed):
+                app.writer.submit((app.shaper, scope_for(i), now, now, now, 200, None, 0, 0, 0))
+            assert app.flush(60)
+            before = app.writer.batches_written
+        for scope in scopes[WARM_UP:WARM_UP + count]:
+            await app(scope, receive, send)
+        if variant == "logged":
+            assert app.flush(60)
+            assert app.writer.rows_written == WARM_UP + primed + count, app.stats()
+            print(json.dumps({"batches": app.writer.batches_written - before}))
+
+    asyncio.run(main())
+    assert set(statuses) == {200}, statuses[:5]
+
+
 def instructions(tree: pathlib.Path, child_args: list, valgrind: str) -> int:
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONHASHSEED="0")
     done = subprocess.run(
@@ -98,6 +175,8 @@ def instructions(tree: pathlib.Path, child_args: list, valgrind: str) -> int:
     found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
     if done.returncode != 0 or not found:
         sys.exit(f"valgrind run failed ({tree}, {child_args}):\n{done.stderr[-2000:]}")
+    if done.stdout.strip():
+        print(f"    ({' '.join(child_args[1:])}: {done.stdout.strip()})", flush=True)
     return int(found.group(1).replace(",", ""))
 
 
@@ -111,11 +190,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--against", metavar="REV", help="also count this git revision, in the same run")
-    parser.add_argument("--child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--requests", type=int, default=0, help="also count requests to each app (100 is enough)")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        part, rows, built = args.child
-        return child(part, int(rows), int(built))
+        *what, count, built = args.child
+        if what[0] in PARTS:
+            return child(what[0], int(count), int(built))
+        return requests_child(what[0], what[1], int(count), int(built))
     if args.rows % BATCH:
         sys.exit(f"--rows {args.rows}: expected a multiple of {BATCH}")
 
@@ -137,6 +219,14 @@ def main() -> None:
             print(f"  {part:6} " + "   ".join(f"{name}: {n:,.0f}" for name, n in counted.items())
                   + (f"   (this tree / {args.against}: {counted['this tree'] / counted[args.against]:.3f})" if args.against else ""),
                   flush=True)
+        if args.requests:
+            print(f"Requests in-process, instructions per request (the writer's included), {args.requests} requests:")
+            for app_name in APPS:
+                for name, tree in trees.items():
+                    bare, logged = (per_unit(tree, ["--child", app_name, variant], args.requests, valgrind)
+                                    for variant in ("bare", "logged"))
+                    print(f"  {app_name:9} {name:12} bare {bare:12,.0f}   logged {logged:12,.0f}   "
+                          f"added {logged - bare:9,.0f}   bare / logged {bare / logged:.4f}", flush=True)
     finally:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
