@@ -15,15 +15,15 @@ Parts:
   shape   Shaper.rows_into alone (row() per record where a revision has no rows_into)
   insert  the multi-row INSERTs of rows already shaped
 
-Requests (--requests N, 100 is enough), called in-process without a server, bare and logged,
-the writer flushed before the process ends; valgrind runs all threads on one core, so a request's
-count includes the writer thread's work for it:
-  hello      the hello-world app: "added" is what logging costs per request in all
-  datasette  Datasette's table JSON of the demo database: bare / logged is the throughput
-             ratio a CPU-bound server would see, were every instruction equally dear
-The writer gathers a batch for `linger` seconds of wall-clock time. Under valgrind the process
-runs about 50x slower, so the logged runs use a linger of 2.5 s instead of 0.05 s: batches then
-hold about as many rows as they would natively, and the report shows how many they held.
+Requests (--requests N, 100 is enough): the hello-world app called in-process without a server,
+bare and logged, the writer flushed before the process ends. valgrind runs all threads on one
+core, so a request's count includes the writer thread's work for it: "added" is what logging costs
+per request in all, with every request a combination of values not seen before (the slow path).
+valgrind runs the process about 50 times slower than natively, so what is timed in wall-clock
+seconds (the writer's 0.05 s linger, the GIL's 5 ms switch interval) is stretched 50 times too:
+batches then hold about as many rows, and threads switch about as often per instruction, as
+natively. Datasette is not counted this way: its own count moves by 3% between identical runs
+(its executor threads and timers), more than the logger's share.
 
 Dividing by the machine's instructions per second gives rows/s: at 4 instructions per ns,
 150,000 rows/s is 26,700 instructions per row.
@@ -46,7 +46,6 @@ import time
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 PARTS = ("write", "shape", "insert")
-APPS = ("hello", "datasette")
 WARM_UP = 20  # requests before the measured ones, in both runs: imports, templates, first lookups
 # valgrind runs the process about 50 times slower than natively; what is timed in wall-clock
 # seconds is stretched by as much so that it happens as often per instruction as natively:
@@ -105,19 +104,18 @@ def child(part: str, rows: int, built: int) -> None:
         conn.execute("COMMIT")
 
 
-def requests_child(app_name: str, variant: str, count: int, built: int) -> None:
-    """Runs under valgrind: WARM_UP + ``count`` requests to the app, bare or logged, out of
+def requests_child(variant: str, count: int, built: int) -> None:
+    """Runs under valgrind: WARM_UP + ``count`` hello-world requests, bare or logged, out of
     WARM_UP + ``built`` scopes built first (the same in the run with count and the run with 0)."""
     import asyncio
 
     sys.path.insert(1, str(HERE))
     from apps import hello
-    from logger_inprocess import DATASETTE_SCOPE, demo_datasette, scope_for
+    from logger_inprocess import scope_for
 
     sys.setswitchinterval(SWITCH_INTERVAL_UNDER_VALGRIND)
     tmp = tempfile.mkdtemp()
-    datasette = demo_datasette(tmp) if app_name == "datasette" else None
-    app = datasette.app() if datasette else hello
+    app = hello
     if variant == "logged":
         from asgi_log_to_sqlite import AsgiLogToSqlite
         from asgi_log_to_sqlite.writer import writer_for
@@ -136,9 +134,7 @@ def requests_child(app_name: str, variant: str, count: int, built: int) -> None:
             statuses.append(message["status"])
 
     async def main():
-        if datasette:
-            await datasette.invoke_startup()
-        scopes = [dict(DATASETTE_SCOPE) if datasette else scope_for(i) for i in range(WARM_UP + built)]
+        scopes = [scope_for(i) for i in range(WARM_UP + built)]
         for scope in scopes[:WARM_UP]:
             await app(scope, receive, send)
         primed = 0
@@ -190,14 +186,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=10_000)
     parser.add_argument("--against", metavar="REV", help="also count this git revision, in the same run")
-    parser.add_argument("--requests", type=int, default=0, help="also count requests to each app (100 is enough)")
+    parser.add_argument("--requests", type=int, default=0, help="also count hello-world requests (100 is enough)")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         *what, count, built = args.child
         if what[0] in PARTS:
             return child(what[0], int(count), int(built))
-        return requests_child(what[0], what[1], int(count), int(built))
+        return requests_child(what[1], int(count), int(built))
     if args.rows % BATCH:
         sys.exit(f"--rows {args.rows}: expected a multiple of {BATCH}")
 
@@ -220,13 +216,11 @@ def main() -> None:
                   + (f"   (this tree / {args.against}: {counted['this tree'] / counted[args.against]:.3f})" if args.against else ""),
                   flush=True)
         if args.requests:
-            print(f"Requests in-process, instructions per request (the writer's included), {args.requests} requests:")
-            for app_name in APPS:
-                for name, tree in trees.items():
-                    bare, logged = (per_unit(tree, ["--child", app_name, variant], args.requests, valgrind)
-                                    for variant in ("bare", "logged"))
-                    print(f"  {app_name:9} {name:12} bare {bare:12,.0f}   logged {logged:12,.0f}   "
-                          f"added {logged - bare:9,.0f}   bare / logged {bare / logged:.4f}", flush=True)
+            print(f"Hello-world in-process, instructions per request (the writer's included), {args.requests} requests:")
+            for name, tree in trees.items():
+                bare, logged = (per_unit(tree, ["--child", "hello", variant], args.requests, valgrind)
+                                for variant in ("bare", "logged"))
+                print(f"  {name:12} bare {bare:9,.0f}   logged {logged:9,.0f}   added {logged - bare:9,.0f}", flush=True)
     finally:
         if worktree is not None:
             subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
