@@ -111,7 +111,7 @@ def requests_child(variant: str, count: int, built: int) -> None:
 
     sys.path.insert(1, str(HERE))
     from apps import hello
-    from logger_inprocess import scope_for
+    from logger_inprocess import request_channel, scope_for
 
     sys.setswitchinterval(SWITCH_INTERVAL_UNDER_VALGRIND)
     tmp = tempfile.mkdtemp()
@@ -123,15 +123,7 @@ def requests_child(variant: str, count: int, built: int) -> None:
         log_file = os.path.join(tmp, "log.db")
         writer_for(log_file, linger=LINGER_UNDER_VALGRIND)  # the middleware below shares this writer
         app = AsgiLogToSqlite(app, log_file)
-    request = {"type": "http.request", "body": b"", "more_body": False}
-    statuses = []
-
-    async def receive():
-        return request
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
+    receive, send, statuses = request_channel()
 
     async def main():
         scopes = [scope_for(i) for i in range(WARM_UP + built)]

@@ -99,6 +99,22 @@ DATASETTE_SCOPE = {
 }
 
 
+def request_channel():
+    """``receive`` and ``send`` for calling an app in-process: every request has an empty body;
+    ``send`` records each response's status in the list returned with them."""
+    request = {"type": "http.request", "body": b"", "more_body": False}
+    statuses = []
+
+    async def receive():
+        return request
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    return receive, send, statuses
+
+
 def demo_datasette(tmp: str):
     """Datasette serving the example demo.db, created in ``tmp``."""
     from datasette.app import Datasette
@@ -120,15 +136,7 @@ def datasette_sample(variant: str, n: int) -> float:
 
         app = AsgiLogToSqlite(app, os.path.join(tmp, "log.db"))
     scope = DATASETTE_SCOPE
-    request = {"type": "http.request", "body": b"", "more_body": False}
-    statuses = []
-
-    async def receive():
-        return request
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
+    receive, send, statuses = request_channel()
 
     async def run(count):
         for _ in range(count):
