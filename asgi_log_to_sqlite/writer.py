@@ -22,10 +22,8 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import schema
 from .counters import Counters
 from .files import check_writable, ensure_file, file_identity
+from .lookups import BUCKET, LookupIds
 from .record import FLAG_BUCKETED
-
-# What a lookup value past max_distinct_values is stored as (its rows carry FLAG_BUCKETED).
-BUCKET = "(other)"
 
 _STOP = object()
 # Rows per INSERT statement, at most. Larger statements insert no faster per row (measured: 32,
@@ -36,9 +34,6 @@ _STOP = object()
 _ROWS_PER_STATEMENT = 64
 # Bytes the -wal file is truncated back to after a checkpoint (SQLite's auto-checkpoint is ~4 MB).
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024
-# Lookup ids kept in memory per table; beyond this the cache starts over (a cardinality flood).
-# The shapers' caches in front of this one take the repeats; this one serves shapers that share a file.
-_LOOKUP_CACHE_LIMIT = 10_000
 
 
 
@@ -59,7 +54,6 @@ class Writer:
         self.linger = linger
         self.busy_timeout_ms = busy_timeout_ms
         self.max_size_mb = max_size_mb
-        self.max_distinct_values = max_distinct_values
         self.retry_delay = retry_delay
         self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._put = self.queue.put_nowait
@@ -73,8 +67,7 @@ class Writer:
         self.batches_written = 0
         self._failing: Optional[str] = None
         self._conn: Optional[sqlite3.Connection] = None
-        self._ids: Dict[str, Dict[str, int]] = {}   # lookup table -> text -> id
-        self._sizes: Dict[str, int] = {}            # lookup table -> highest id seen
+        self.lookups = LookupIds(self.counters, max_distinct_values)
         self._inode: Optional[Tuple[int, int]] = None  # (device, inode) of the file the connection has open
         self._checked_at = 0.0
         self._shapers: "weakref.WeakSet[Any]" = weakref.WeakSet()  # every Shaper that cached ids of this file
@@ -208,7 +201,7 @@ class Writer:
             common: list = []
             full: list = []
             rows = 0
-            id_of = self._id_of
+            id_of = self.lookups.id_of
             for shaper, records in itertools.groupby(batch, key=operator.itemgetter(0)):
                 if shaper not in shapers:
                     shapers.add(shaper)
@@ -237,42 +230,6 @@ class Writer:
     def _record_failed(self, error: Exception) -> None:
         """A record we cannot shape is counted, never raised."""
         self.counters.count("record_error", 1, error)
-
-    def _id_of(self, table: str, name: str) -> Tuple[int, int]:
-        """(id, flags) of ``name`` in a lookup table, inserting it if new. Called inside _write's transaction.
-
-        Past max_distinct_values rows in the table, a new value is stored as BUCKET instead, with
-        FLAG_BUCKETED: a flood of unique paths or agents cannot grow the file without bound.
-        """
-        cache = self._ids.get(table)
-        if cache is None:
-            cache = self._ids[table] = {}
-        found = cache.get(name)
-        if found is None:
-            conn = self._conn
-            if self.max_distinct_values is not None and name != BUCKET and self._full(table):
-                row = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()
-                if row is None:
-                    self.counters.count("bucketed", 1)
-                    return self._id_of(table, BUCKET)[0], FLAG_BUCKETED
-                found = row[0]
-            else:
-                # ON CONFLICT DO NOTHING then SELECT: another process may have inserted it first.
-                conn.execute(f"INSERT INTO [{table}] (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
-                found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
-                if found > self._sizes.get(table, 0):
-                    self._sizes[table] = found
-            if len(cache) >= _LOOKUP_CACHE_LIMIT:
-                cache.clear()
-            cache[name] = found
-        return found, 0
-
-    def _full(self, table: str) -> bool:
-        """Whether a lookup table holds max_distinct_values values (ids count up from 1, never reused)."""
-        size = self._sizes.get(table)
-        if size is None:
-            size = self._sizes[table] = self._conn.execute(f"SELECT coalesce(max(id), 0) FROM [{table}]").fetchone()[0]
-        return size >= self.max_distinct_values
 
     def _insert_sql(self, rows: int, columns: Tuple[str, ...]) -> str:
         key = (rows, len(columns))
@@ -315,13 +272,12 @@ class Writer:
             except Exception:
                 conn.close()
                 raise
-            self._conn = conn
+            self._conn = self.lookups.conn = conn
         return self._conn
 
     def _forget_ids(self, shapers) -> None:
         """Drop cached lookup ids, here and in the shapers that may hold them."""
-        self._ids.clear()
-        self._sizes.clear()
+        self.lookups.forget()
         for shaper in list(shapers):
             shaper.forget()
 

@@ -74,13 +74,16 @@ def child(part: str, rows: int, built: int) -> None:
     conn = writer._conn
     batches = [records[start:start + BATCH] for start in range(BATCH, BATCH + rows, BATCH)]
 
+    # Revisions before lookups.py kept the lookup ids in the writer itself.
+    id_of = writer.lookups.id_of if hasattr(writer, "lookups") else writer._id_of
+
     def shaped(batch):
         plain, full = [], []
         if hasattr(shaper, "rows_into"):
-            shaper.rows_into(batch, 0.0, writer._id_of, plain, full, print)
+            shaper.rows_into(batch, 0.0, id_of, plain, full, print)
         else:
             for record in batch:
-                plain.extend(shaper.row(record, 0.0, writer._id_of))
+                plain.extend(shaper.row(record, 0.0, id_of))
         return plain
 
     if part == "write":

@@ -215,7 +215,7 @@ def test_a_repeated_combination_is_shaped_as_the_first_time(tmp_path):
         rows = []
         for _ in range(2):
             plain, full = [], []
-            shaper.rows_into([record], 1.7e9, writer._id_of, plain, full, failures.append)
+            shaper.rows_into([record], 1.7e9, writer.lookups.id_of, plain, full, failures.append)
             rows.append((plain, full))
         assert rows[0] == rows[1]
         assert len(rows[0][0]) + len(rows[0][1]) > 0
