@@ -11,6 +11,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .privacy import NEVER_STORED_HEADERS, AddressPolicy, QueryRedactor, TrustedProxies
+from .schema import COMMON_COLUMNS
 
 # Bits of request_log.flags.
 FLAG_TRUNCATED = 1        # at least one stored value was cut to max_value_length
@@ -65,8 +66,8 @@ _KINDS = (
 _METHOD, _PATH, _QUERY_STRING, _AGENT, _REFERER_URL, _LANG, _TYPE, _IP, _HOSTNAME, _ROUTE = range(len(_KINDS))
 _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
 _UNKNOWN = object()  # a record's _combination, not computed yet
-# Values in a plain HTTP row: schema.COMMON_COLUMNS (8 measured values, then the _KINDS ids).
-_PLAIN_WIDTH = 8 + len(_KINDS)
+# Values in a plain HTTP row; the others have one per schema.COLUMNS.
+_PLAIN_WIDTH = len(COMMON_COLUMNS)
 
 # A raw value -> (id, flags) cache per kind holds at most this many entries before starting over.
 _CACHE_LIMIT = 5_000
