@@ -25,7 +25,7 @@ setup(
     entry_points={
         "datasette": ["configure_asgi = datasette_configure_asgi.plugin"],
     },
-    install_requires=["click>=8"],
+    install_requires=["click>=8", "sqlite-utils>=3.35"],
     extras_require={
         "datasette": ["datasette>=0.65"],
         "serve": ["uvicorn>=0.20", "pyyaml"],
@@ -39,8 +39,18 @@ setup(
             "pyyaml",
             "starlette",
             "django>=4.2",
-            "asgi-cors==1.0.1",
             "hypothesis",
+            # Real third-party middleware the loader is tested against (tests/test_pypi_middleware.py).
+            "asgi-cors==1.0.1",
+            "brotli-asgi",
+            "sentry-sdk",
+            "opentelemetry-instrumentation-asgi",
+            "asgi-csrf",
+            "asgi-correlation-id",
+            "asgi-request-id",
+            "secure",
+            "asgi-sage",
+            "starlette-context",
         ],
     },
     classifiers=[
