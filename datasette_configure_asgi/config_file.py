@@ -7,6 +7,19 @@ from typing import Any
 
 from .errors import ConfigError, Problem, type_name
 
+try:
+    import tomllib
+except ImportError:  # Python 3.9 and 3.10: the same parser is published as tomli
+    try:
+        import tomli as tomllib  # type: ignore[no-redef]
+    except ImportError:
+        tomllib = None  # type: ignore[assignment]
+
+try:
+    import yaml
+except ImportError:  # PyYAML is optional: only YAML files need it
+    yaml = None  # type: ignore[assignment]
+
 LIST_KEY = "middleware"
 
 
@@ -24,14 +37,12 @@ def load_entries(path: str) -> Any:
     suffix = file.suffix.lower()
     try:
         if suffix == ".toml":
-            import tomllib
-
+            if tomllib is None:
+                raise ConfigError([Problem(path, "reading TOML before Python 3.11 needs tomli: pip install tomli")])
             data: Any = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):
-            try:
-                import yaml
-            except ImportError:
-                raise ConfigError([Problem(path, "reading YAML needs PyYAML: pip install pyyaml")]) from None
+            if yaml is None:
+                raise ConfigError([Problem(path, "reading YAML needs PyYAML: pip install pyyaml")])
             data = yaml.safe_load(text)
         elif suffix == ".json":
             data = json.loads(text)

@@ -99,3 +99,44 @@ def test_uds_socket_serves(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def run_without_modules(blocked, *args):
+    """Run `python -m datasette_configure_asgi ARGS` in a process where the ``blocked`` modules cannot be imported,
+    as on a Python that lacks them (tomllib is new in 3.11)."""
+    code = (
+        "import runpy, sys\n"
+        f"for name in {list(blocked)!r}: sys.modules[name] = None\n"
+        "sys.argv[0] = 'datasette_configure_asgi'\n"
+        "runpy.run_module('datasette_configure_asgi', run_name='__main__', alter_sys=True)\n"
+    )
+    return run("python", "-c", code, *args)
+
+
+TOML_CONFIG = '[[middleware]]\nclass = "asgi_cors.asgi_cors"\nargs = { allow_all = true }\n'
+
+
+def test_toml_config_is_read_with_tomli_before_python_311(tmp_path):
+    path = tmp_path / "middleware.toml"
+    path.write_text(TOML_CONFIG)
+    result = run_without_modules(["tomllib"], "check", "--config", path)
+    assert result.returncode == 0, result.stderr
+    assert "1. asgi_cors.asgi_cors  (asgi-cors 1.0.1)" in result.stdout
+    assert 'args: {"allow_all": true}' in result.stdout
+
+
+def test_toml_config_without_any_toml_parser_says_what_to_install(tmp_path):
+    path = tmp_path / "middleware.toml"
+    path.write_text(TOML_CONFIG)
+    result = run_without_modules(["tomllib", "tomli"], "check", "--config", path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip() == f"Error: {path}: reading TOML before Python 3.11 needs tomli: pip install tomli"
+
+
+def test_yaml_config_without_pyyaml_says_what_to_install(tmp_path):
+    path = tmp_path / "middleware.yaml"
+    path.write_text("- class: asgi_cors.asgi_cors\n")
+    result = run_without_modules(["yaml"], "check", "--config", path)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"Error: {path}: reading YAML needs PyYAML: pip install pyyaml"
