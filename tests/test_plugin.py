@@ -3,7 +3,7 @@ import pytest
 from datasette.app import Datasette
 
 from conftest import DATASETTE_MAJOR, datasette_kwargs
-from datasette_configure_asgi.plugin import configured_chain
+from datasette_configure_asgi.plugin.state import configured_chain
 
 
 def order_entries(*values):

@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import click
+from datasette import utils as datasette_utils
+from datasette.utils import parse_metadata
 
-from . import PLUGIN_KEY
-from .describe import chain_text
+from .. import PLUGIN_KEY
+from ..describe import chain_text
+from .state import DATASETTE_MAJOR, configured_chain, exit_on_config_error
 
 
 @click.group(name="configure-asgi")
@@ -27,15 +30,15 @@ def check(metadata, config, settings):
     """Check the middleware config and print the chain, outermost first.
 
     Exits 0 when every entry is usable, 1 with every problem listed otherwise.
-    """
-    from datasette.app import Datasette
-    from datasette.utils import parse_metadata
 
-    from .plugin import _exit_on_config_error, configured_chain
-    from .sources import datasette_major
+    Example: datasette configure-asgi check -c datasette.yaml
+    """
+    # datasette.app imports every plugin while it loads: imported at module top from here, it
+    # fails half-initialised, or (when this plugin is imported first) registers no hooks at all.
+    from datasette.app import Datasette
 
     metadata_data = parse_metadata(metadata.read()) if metadata else None
-    if datasette_major() < 1:
+    if DATASETTE_MAJOR < 1:
         if config or settings:
             raise click.ClickException(
                 "-c and -s set plugin config only on Datasette 1.0; on this Datasette "
@@ -43,13 +46,16 @@ def check(metadata, config, settings):
             )
         datasette = Datasette([], metadata=metadata_data)
     else:
-        from datasette.utils import deep_dict_update, pairs_to_nested_config
-
-        config_data = (parse_metadata(config.read()) if config else None) or {}
-        if settings:
-            deep_dict_update(config_data, pairs_to_nested_config(list(settings)))
-        datasette = Datasette([], metadata=metadata_data, config=config_data)
+        datasette = Datasette([], metadata=metadata_data, config=_config_1x(config, settings))
     found, chain = configured_chain(datasette)
     if chain is not None:
-        _exit_on_config_error(chain.check)
+        exit_on_config_error(chain.check)
     click.echo(chain_text(chain, found.source, PLUGIN_KEY))
+
+
+def _config_1x(config, settings) -> dict:
+    """-c and -s merged as Datasette 1.0's serve merges them (these helpers exist only on 1.0)."""
+    config_data = (parse_metadata(config.read()) if config else None) or {}
+    if settings:
+        datasette_utils.deep_dict_update(config_data, datasette_utils.pairs_to_nested_config(list(settings)))
+    return config_data

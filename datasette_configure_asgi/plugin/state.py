@@ -1,4 +1,7 @@
-"""Find this plugin's config in a Datasette instance, and say which file or option it came from.
+"""The config each Datasette instance was given: where it came from and its checked chain, kept per instance.
+
+The hooks, the page and the command all ask for it here, so the config is read and resolved once per
+instance. Imports nothing from the rest of ``plugin/``.
 
 Datasette 0.65 reads plugin config from metadata (``-m``). The 1.0 alphas read it from config
 (``-c datasette.yaml`` and ``-s``), and silently move a ``plugins`` block found in metadata into
@@ -9,9 +12,20 @@ re-read to tell where the config came from and to warn when both places set it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, Optional
+import weakref
+from typing import Any, Callable, Dict, Optional, Tuple, TypeVar
 
-from . import PLUGIN_KEY
+import click
+from datasette.utils import parse_metadata
+from datasette.version import __version__ as DATASETTE_VERSION
+
+from .. import PLUGIN_KEY
+from ..chain import Chain, chain_for
+from ..errors import ConfigError
+
+DATASETTE_MAJOR = int(DATASETTE_VERSION.split(".")[0])
+
+T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,30 +35,51 @@ class Found:
     warning: Optional[str] = None
 
 
-def datasette_major() -> int:
-    from datasette.version import __version__
+# Datasette instance -> (what was found, its chain). Looked up on every app() build.
+_per_instance: "weakref.WeakKeyDictionary[Any, Tuple[Found, Optional[Chain]]]" = weakref.WeakKeyDictionary()
 
-    return int(__version__.split(".")[0])
+
+def configured_chain(datasette) -> Tuple[Found, Optional[Chain]]:
+    """The config of this instance and its resolved chain (None when nothing is configured).
+
+    Raises click.ClickException, so that ``datasette serve`` and ``--get`` print ``Error: ...``
+    and exit 1 instead of showing a traceback.
+    """
+    known = _per_instance.get(datasette)
+    if known is not None:
+        return known
+    found = find_config(datasette)
+    if found.warning:
+        click.echo(f"Warning: {found.warning}", err=True)
+    chain = None
+    if found.raw is not None:
+        chain = exit_on_config_error(chain_for, found.raw, PLUGIN_KEY)
+    _per_instance[datasette] = (found, chain)
+    return found, chain
+
+
+def exit_on_config_error(function: Callable[..., T], *args: Any) -> T:
+    """Turn a ConfigError into click's one-line "Error: ..." and exit 1, as datasette's own errors do."""
+    try:
+        return function(*args)
+    except ConfigError as error:
+        raise click.ClickException(error.format()) from None
 
 
 def find_config(datasette) -> Found:
     """Return the raw plugin config of ``datasette`` and where it came from."""
-    if datasette_major() < 1:
+    if DATASETTE_MAJOR < 1:
         raw = (datasette.metadata("plugins") or {}).get(PLUGIN_KEY)
     else:
         raw = ((getattr(datasette, "config", None) or {}).get("plugins") or {}).get(PLUGIN_KEY)
     options = _command_options()
     if options is None:
-        return Found(raw, "metadata" if datasette_major() < 1 else "config")
+        return Found(raw, "metadata" if DATASETTE_MAJOR < 1 else "config")
     return _locate(raw, options)
 
 
 def _command_options() -> Optional[Dict[str, Any]]:
     """The -m/-c/-s options of the datasette command running now, if any."""
-    try:
-        import click
-    except ImportError:  # pragma: no cover - datasette depends on click
-        return None
     ctx = click.get_current_context(silent=True)
     if ctx is None or not {"metadata"} & set(ctx.params):
         return None
@@ -56,8 +91,6 @@ def _file_plugins(file_param: Any) -> Optional[Dict[str, Any]]:
     name = getattr(file_param, "name", None)
     if not name or name == "-" or name.startswith("<"):
         return None
-    from datasette.utils import parse_metadata
-
     try:
         with open(name, encoding="utf-8") as fp:
             data = parse_metadata(fp.read()) or {}
@@ -76,7 +109,7 @@ def _locate(raw: Any, options: Dict[str, Any]) -> Found:
     config_param = options.get("config")
     settings = options.get("settings") or ()
     in_metadata = PLUGIN_KEY in (_file_plugins(metadata_param) or {}) if metadata_param else False
-    if datasette_major() < 1:
+    if DATASETTE_MAJOR < 1:
         return Found(raw, _label(metadata_param, "-m") if in_metadata else "metadata")
     in_config = PLUGIN_KEY in (_file_plugins(config_param) or {}) if config_param else False
     prefix = f"plugins.{PLUGIN_KEY}"
