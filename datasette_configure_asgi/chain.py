@@ -113,13 +113,18 @@ def asgi3_complaint(obj: Any) -> Optional[str]:
     if any(p.kind is p.VAR_POSITIONAL for p in params):
         return None
     positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    expected = "expected an ASGI 3 app taking (scope, receive, send)"
     if len(positional) == 1:
-        return (
-            f"a callable taking one argument ({positional[0].name}), an ASGI 2 double-callable; "
-            "expected an ASGI 3 app taking (scope, receive, send)"
-        )
-    if len(positional) != 3 and not all(p.default is not p.empty for p in positional[3:]):
-        return f"a callable taking {len(positional)} arguments; expected an ASGI 3 app taking (scope, receive, send)"
+        return f"a callable taking one argument ({positional[0].name}), an ASGI 2 double-callable; {expected}"
+    if not positional:
+        return f"a callable taking no positional argument; {expected}"
+    required = [p for p in positional if p.default is p.empty]
+    if len(positional) < 3 or len(required) > 3:
+        taken = positional if len(positional) < 3 else required
+        return f"a callable taking {len(taken)} arguments ({', '.join(p.name for p in taken)}); {expected}"
+    keyword_only = [p.name for p in params if p.kind is p.KEYWORD_ONLY and p.default is p.empty]
+    if keyword_only:
+        return f"a callable that also requires the keyword argument(s) {', '.join(keyword_only)}; {expected}"
     return None
 
 

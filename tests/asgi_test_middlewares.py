@@ -111,6 +111,27 @@ def returns_single_callable(app):
     return old_style
 
 
+def returns_two_argument_callable(app):
+    async def missing_send(scope, receive):
+        pass
+
+    return missing_send
+
+
+def returns_four_argument_callable(app):
+    async def extra_argument(scope, receive, send, extra):
+        pass
+
+    return extra_argument
+
+
+def returns_callable_needing_a_keyword(app):
+    async def needs_flag(scope, receive, send, *, flag):
+        pass
+
+    return needs_flag
+
+
 def returns_number(app):
     return 42
 

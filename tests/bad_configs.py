@@ -23,6 +23,7 @@ BAD_CONFIGS = [
     pytest.param([{"class": "asgi_test_middlewares.returns_none"}], [f"{K}[0]: asgi_test_middlewares.returns_none(app, **args) returned None"], id="factory-returns-none"),
     pytest.param([{"class": "asgi_test_middlewares.returns_class"}], [f"{K}[0]: asgi_test_middlewares.returns_class(app, **args) returned the class", "ASGI 2 double-callable"], id="factory-returns-asgi2-class"),
     pytest.param([{"class": "asgi_test_middlewares.returns_single_callable"}], ["returned a callable taking one argument (scope), an ASGI 2 double-callable"], id="factory-returns-asgi2-callable"),
+    pytest.param([{"class": "asgi_test_middlewares.returns_two_argument_callable"}], [f"{K}[0]: asgi_test_middlewares.returns_two_argument_callable(app, **args) returned a callable taking 2 arguments (scope, receive); expected an ASGI 3 app taking (scope, receive, send)"], id="factory-returns-two-argument-callable"),
     pytest.param([{"class": "asgi_test_middlewares.returns_number"}], ["returned int 42, which is not callable"], id="factory-returns-number"),
     pytest.param([{"class": "asgi_test_middlewares.raises_on_construction", "args": {"message": "no such file"}}], [f"{K}[0]: asgi_test_middlewares.raises_on_construction(app, **args) raised RuntimeError: no such file"], id="factory-raises"),
     pytest.param([{"class": "asgi_cors.asgi_cors", "args": {"hosts": {"$env": "DCA_TEST_UNSET_VARIABLE"}}}], [f'{K}[0].args.hosts: environment variable "DCA_TEST_UNSET_VARIABLE" is not set'], id="env-missing"),
