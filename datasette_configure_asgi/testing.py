@@ -11,7 +11,9 @@ It raises ``MiddlewareCheckFailed`` (an AssertionError) naming each property tha
 """
 from __future__ import annotations
 
+import _thread
 import asyncio
+import sys
 import threading
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
@@ -92,12 +94,12 @@ class _Checks:
         return failures
 
     async def cheap_init(self) -> Optional[str]:
-        before = threading.active_count()
-        self.build(_echo_app)
-        self.build(_echo_app)
-        after = threading.active_count()
-        if after > before:
-            return f"cheap_init: constructing the middleware twice started {after - before} thread(s); start shared resources lazily, once per process"
+        started = _threads_started_by(lambda: (self.build(_echo_app), self.build(_echo_app)))
+        if started:
+            return (
+                f"cheap_init: constructing the middleware twice started {len(started)} thread(s) "
+                f"({', '.join(started)}); start shared resources lazily, once per process"
+            )
         return None
 
     async def lifespan(self) -> Optional[str]:
@@ -188,6 +190,32 @@ class _Checks:
         except Exception as error:
             return f"exceptions: the app's exception became {type(error).__name__}: {error}"
         return "exceptions: the app raised, but the middleware swallowed the exception"
+
+
+# What every thread start goes through (threading.Thread.start included): start_joinable_thread from 3.13.
+_THREAD_STARTERS = tuple(getattr(_thread, name) for name in ("start_new_thread", "start_joinable_thread") if hasattr(_thread, name))
+
+
+def _threads_started_by(function: Callable[[], Any]) -> List[str]:
+    """Call ``function`` and name the threads it started in this thread.
+
+    Watching the calls (a profile hook, which sees only this thread) rather than counting the
+    threads alive before and after keeps threads that other code starts or ends meanwhile out of the verdict.
+    """
+    started: List[str] = []
+
+    def watch(frame, event, arg):
+        if event == "c_call" and any(arg is starter for starter in _THREAD_STARTERS):
+            thread = frame.f_locals.get("self")
+            started.append(thread.name if isinstance(thread, threading.Thread) else "a raw _thread")
+
+    previous = sys.getprofile()
+    sys.setprofile(watch)
+    try:
+        function()
+    finally:
+        sys.setprofile(previous)
+    return started
 
 
 async def _echo_app(scope, receive, send):  # pragma: no cover - only constructed around

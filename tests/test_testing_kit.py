@@ -1,4 +1,7 @@
 """The author's kit: check_middleware passes real well-behaved middleware and names what the others break."""
+import queue
+import threading
+
 import asgi_cors
 import pytest
 from starlette.middleware.gzip import GZipMiddleware
@@ -62,3 +65,78 @@ async def test_callable_from_inside_a_running_loop():
     # pytest-asyncio runs this test on a loop; the kit must not try to nest asyncio.run().
     with pytest.raises(MiddlewareCheckFailed, match="swallowed"):
         check_middleware(SwallowsErrors)
+
+
+class Neighbour:
+    """Threads unrelated to the middleware, which start or end one each time a constructor asks, on another thread."""
+
+    def __init__(self, action, spare=8):
+        self.action = action
+        self.spawned = []
+        self.requests = queue.Queue()
+        for _ in range(spare if action == "end" else 0):
+            self.start_one()
+        self.worker = threading.Thread(target=self.serve)
+        self.worker.start()
+
+    def start_one(self):
+        stop = threading.Event()
+        thread = threading.Thread(target=stop.wait)
+        thread.start()
+        self.spawned.append((stop, thread))
+
+    def serve(self):
+        while (done := self.requests.get()) is not None:
+            if self.action == "start":
+                self.start_one()
+            elif self.spawned:
+                stop, thread = self.spawned.pop()
+                stop.set()
+                thread.join()
+            done.set()
+
+    def act_now(self):
+        done = threading.Event()
+        self.requests.put(done)
+        assert done.wait(5)
+
+    def close(self):
+        self.requests.put(None)
+        self.worker.join()
+        for stop, thread in self.spawned:
+            stop.set()
+            thread.join()
+
+
+@pytest.fixture
+def neighbour(request):
+    beside = Neighbour(request.param)
+    yield beside
+    beside.close()
+
+
+class CheapBesideANeighbour:
+    def __init__(self, app, neighbour):
+        self.app = app
+        neighbour.act_now()
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+
+class StartsThreadBesideANeighbour(StartsThread):
+    def __init__(self, app, neighbour):
+        neighbour.act_now()
+        super().__init__(app)
+
+
+@pytest.mark.parametrize("neighbour", ["start"], indirect=True)
+def test_a_thread_started_elsewhere_during_construction_is_not_blamed_on_the_middleware(neighbour):
+    check_middleware(CheapBesideANeighbour, neighbour=neighbour)
+
+
+@pytest.mark.parametrize("neighbour", ["end"], indirect=True)
+def test_threads_ending_elsewhere_during_construction_do_not_hide_the_ones_it_starts(neighbour):
+    with pytest.raises(MiddlewareCheckFailed) as failure:
+        check_middleware(StartsThreadBesideANeighbour, neighbour=neighbour)
+    assert "cheap_init: constructing the middleware twice started 2 thread(s)" in str(failure.value)
