@@ -7,26 +7,18 @@ the attribute, and whether ``args`` binds to the target's signature.
 from __future__ import annotations
 
 import dataclasses
-import importlib
-import importlib.util
 import inspect
 import os
-import pkgutil
-import re
-import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from .errors import ConfigError, Problem, did_you_mean, quote, type_name
+from .argtypes import check_args
+from .importer import import_target
+from .masking import MASK, can_hold_secret, looks_secret
 
 KNOWN_KEYS = ("class", "args", "enabled", "scopes", "include_paths", "exclude_paths")
 KNOWN_SCOPES = ("http", "websocket", "lifespan")
 
-# Argument names that look like secrets are masked wherever the chain is shown.
-SECRET_KEY_PATTERN = re.compile(
-    r"pass|secret|token|key|auth|credential|cookie|session|private|signature|dsn",
-    re.IGNORECASE,
-)
-MASK = "***"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,9 +129,9 @@ def _resolve_entry(item: Any, index: int, loc: str, problems: List[Problem]):
     else:
         args, shown = _resolve_secrets(raw_args, f"{loc}.args", problems)
 
-    factory = _import_target(target, f"{loc}.class", problems)
+    factory = import_target(target, f"{loc}.class", problems)
     if factory is not None and raw_args is not None:
-        _check_signature(factory, target, args, loc, problems)
+        _check_signature(factory, target, args, shown, loc, problems)
     if len(problems) > before or factory is None:
         return None
     return ResolvedEntry(
@@ -202,7 +194,7 @@ def _resolve_secrets(value: Any, loc: str, problems: List[Problem]) -> Tuple[Any
         shown: Dict[str, Any] = {}
         for key, item in value.items():
             real[key], shown[key] = _resolve_secrets(item, f"{loc}.{key}", problems)
-            if isinstance(key, str) and SECRET_KEY_PATTERN.search(key) and shown[key] is not None:
+            if looks_secret(key) and can_hold_secret(real[key]):
                 shown[key] = MASK
         return real, shown
     if isinstance(value, list):
@@ -228,70 +220,11 @@ def _read_secret(kind: str, name: Any, loc: str, problems: List[Problem]) -> Any
         return None
 
 
-def _import_target(target: Any, loc: str, problems: List[Problem]) -> Optional[Callable[..., Any]]:
-    if not isinstance(target, str):
-        problems.append(Problem(loc, f'found {type_name(target)} {quote(target)}, expected a string like "pkg.mod.Class" or "pkg.mod:attr"'))
-        return None
-    if ":" in target:
-        module_name, _, attr_path = target.partition(":")
-    else:
-        module_name, _, attr_path = target.rpartition(".")
-    if not module_name or not attr_path:
-        problems.append(
-            Problem(
-                loc,
-                f'found {quote(target)}, expected an import path with a module part, like "pkg.mod.Class" or "pkg.mod:attr"',
-            )
-        )
-        return None
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as error:
-        missing = error.name or module_name
-        if module_name == missing or module_name.startswith(missing + "."):
-            problems.append(Problem(loc, _module_not_found(missing, target)))
-        else:
-            problems.append(Problem(loc, f'module "{module_name}" was found but failed to import: {type(error).__name__}: {error}'))
-        return None
-    except Exception as error:  # the module's own code failed: show its error, not "not found"
-        problems.append(Problem(loc, f'module "{module_name}" was found but failed to import: {type(error).__name__}: {error}'))
-        return None
-    obj: Any = module
-    walked = module_name
-    for part in attr_path.split("."):
-        if not hasattr(obj, part):
-            names = [n for n in dir(obj) if not n.startswith("_")]
-            problems.append(
-                Problem(loc, f'"{walked}" has no attribute "{part}"{did_you_mean(part, names)}')
-            )
-            return None
-        obj = getattr(obj, part)
-        walked = f"{walked}.{part}"
-    if not callable(obj):
-        problems.append(
-            Problem(loc, f'"{target}" is {type_name(obj)} {quote(obj)}, expected a middleware class or factory callable')
-        )
-        return None
-    return obj
-
-
-def _module_not_found(missing: str, target: str) -> str:
-    parent, _, leaf = missing.rpartition(".")
-    if parent:
-        try:
-            spec = importlib.util.find_spec(parent)
-        except Exception:
-            spec = None
-        locations = spec.submodule_search_locations if spec else None
-        names = [m.name for m in pkgutil.iter_modules(locations)] if locations else []
-    else:
-        names = [m.name for m in pkgutil.iter_modules()] + list(sys.builtin_module_names)
-    hint = did_you_mean(leaf, names) or "; is the package installed in this environment?"
-    return f'module "{missing}" not found (from {quote(target)}){hint}'
-
-
-def _check_signature(factory: Callable[..., Any], target: str, args: Dict[str, Any], loc: str, problems: List[Problem]) -> None:
-    """Bind (app, **args) to the signature before calling anything, and explain a mismatch."""
+def _check_signature(
+    factory: Callable[..., Any], target: str, args: Dict[str, Any], shown: Dict[str, Any], loc: str, problems: List[Problem]
+) -> None:
+    """Bind (app, **args) to the signature before calling anything, and explain a mismatch,
+    including a value its parameter's annotation refuses."""
     try:
         signature = inspect.signature(factory)
     except (TypeError, ValueError):
@@ -328,4 +261,5 @@ def _check_signature(factory: Callable[..., Any], target: str, args: Dict[str, A
             problems.append(
                 Problem(f"{loc}.class", f'"{target}" needs positional-only argument "{param.name}", which args cannot supply')
             )
+    check_args(factory, named, args, shown, loc, problems)
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 import functools
 import importlib.metadata
 import json
+import pathlib
+import re
+import sys
 from typing import Any, Dict, List, Optional, Tuple
 
 from .chain import Chain
+from .config import ResolvedEntry
 
 
 def chain_rows(chain: Optional[Chain], source: str) -> Dict[str, Any]:
@@ -15,7 +19,7 @@ def chain_rows(chain: Optional[Chain], source: str) -> Dict[str, Any]:
         return {"source": None, "middleware": [], "disabled": []}
     rows = []
     for position, entry in enumerate(chain.entries, start=1):
-        distribution, version = distribution_of(entry.target)
+        distribution, version = distribution_of(module_of(entry))
         rows.append(
             {
                 "position": position,
@@ -35,22 +39,68 @@ def chain_rows(chain: Optional[Chain], source: str) -> Dict[str, Any]:
 
 
 @functools.lru_cache(maxsize=256)
-def distribution_of(target: str) -> Tuple[Optional[str], Optional[str]]:
-    """The installed distribution that provides ``target``'s top-level package, and its version."""
-    top = target.replace(":", ".").split(".")[0]
-    names = _packages_distributions().get(top) or []
-    if not names:
+def distribution_of(module_name: str) -> Tuple[Optional[str], Optional[str]]:
+    """The installed distribution that ships the module ``module_name``, and its version.
+
+    The top-level name is not enough for a namespace package that several distributions share
+    (``opentelemetry``): then the module's file is looked up in each candidate's list of files,
+    and failing that (an editable install) the distribution named most like the module wins.
+    """
+    candidates = list(dict.fromkeys(_packages_distributions().get(module_name.split(".")[0]) or []))
+    if len(candidates) > 1:
+        name = _shipping_the_file(module_name, candidates) or _named_like(module_name, candidates)
+    else:
+        name = candidates[0] if candidates else None
+    if name is None:
         return None, None
-    name = names[0]
     try:
         return name, importlib.metadata.version(name)
     except importlib.metadata.PackageNotFoundError:
         return name, None
 
 
+def _shipping_the_file(module_name: str, candidates: List[str]) -> Optional[str]:
+    file = getattr(sys.modules.get(module_name), "__file__", None)
+    if not file:
+        return None
+    path = pathlib.Path(file).resolve()
+    for name in candidates:
+        try:
+            distribution = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        root = pathlib.Path(str(distribution.locate_file(""))).resolve()
+        try:
+            relative = path.relative_to(root).as_posix()
+        except ValueError:
+            continue
+        if any(entry.as_posix() == relative for entry in distribution.files or ()):
+            return name
+    return None
+
+
+def _named_like(module_name: str, candidates: List[str]) -> Optional[str]:
+    """The candidate whose name is the longest leading part of the module's, as in opentelemetry-instrumentation-asgi."""
+    normalised = {re.sub(r"[-_.]+", "-", name).lower(): name for name in candidates}
+    parts = module_name.split(".")
+    for length in range(len(parts), 0, -1):
+        name = normalised.get(re.sub(r"[-_.]+", "-", ".".join(parts[:length])).lower())
+        if name:
+            return name
+    return None
+
+
 @functools.lru_cache(maxsize=1)
 def _packages_distributions() -> Dict[str, List[str]]:
     return importlib.metadata.packages_distributions()
+
+
+def module_of(entry: ResolvedEntry) -> str:
+    """The module the entry's code lives in: where a re-exported class is defined, else the target's module."""
+    module = getattr(entry.factory, "__module__", None)
+    if isinstance(module, str) and module in sys.modules:
+        return module
+    return entry.target.partition(":")[0] if ":" in entry.target else entry.target.rpartition(".")[0]
 
 
 def chain_text(chain: Optional[Chain], source: str, where: str) -> str:

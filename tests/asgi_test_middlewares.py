@@ -4,6 +4,7 @@ Importable as ``asgi_test_middlewares`` in-process (pytest puts tests/ on sys.pa
 datasette/uvicorn subprocesses the tests start (they get tests/ on PYTHONPATH).
 """
 import threading
+from typing import Callable, Literal, Optional, Sequence
 
 CONSTRUCTED = {"count": 0}
 
@@ -152,3 +153,24 @@ class AcceptsAnything:
 
     async def __call__(self, scope, receive, send):
         await self.app(scope, receive, send)
+
+
+class Annotated(AcceptsAnything):
+    """Annotated options of every simple kind, one complex and one without an annotation."""
+
+    def __init__(
+        self,
+        app,
+        *,
+        size: int = 1,
+        ratio: float = 0.5,
+        name: str = "",
+        flag: bool = False,
+        hosts: Sequence[str] = (),
+        label: Optional[str] = "x",
+        mode: Literal["fast", "slow"] = "fast",
+        limit: int = None,
+        callback: Callable[[str], str] = str,
+        untyped="anything",
+    ):
+        super().__init__(app)

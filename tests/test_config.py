@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from bad_configs import BAD_CONFIGS, K
+from bad_configs import BAD_CONFIGS, GOOD, K
 from datasette_configure_asgi import ConfigError, chain_for, wrap
 
 
@@ -121,3 +121,68 @@ def test_colon_form_and_nested_attribute():
     chain = chain_for([{"class": "asgi_test_middlewares:AppendHeader.__call__", "enabled": False},
                        {"class": "asgi_test_middlewares:AppendHeader", "args": {"value": "colon"}}])
     assert chain.entries[0].target == "asgi_test_middlewares:AppendHeader"
+
+
+def test_a_value_its_annotation_refuses_is_reported_at_startup():
+    # Unchecked, "1000" reached GZip and every page answered 500.
+    error = problems_of([GOOD, {"class": "starlette.middleware.gzip.GZipMiddleware", "args": {"minimum_size": "1000"}}])
+    assert str(error) == f'{K}[1].args.minimum_size: expected an integer (int), got "1000" (a string)'
+
+
+def test_a_bare_string_where_a_list_of_strings_is_annotated_is_refused():
+    # Unchecked, TrustedHost read "localhost" letter by letter and every page answered 400.
+    error = problems_of([{"class": "starlette.middleware.trustedhost.TrustedHostMiddleware", "args": {"allowed_hosts": "localhost"}}])
+    assert str(error) == (
+        f'{K}[0].args.allowed_hosts: expected a list of strings or null (Sequence[str] | None), got "localhost" (a string)'
+    )
+
+
+def test_every_simple_annotation_is_checked_and_all_problems_come_together(monkeypatch):
+    monkeypatch.setenv("DCA_TEST_SIZE", "12")
+    args = {
+        "size": True, "ratio": 2, "name": 3, "flag": "yes", "hosts": ["a.example", 1], "label": None,
+        "mode": "quick", "limit": {"$env": "DCA_TEST_SIZE"}, "callback": "not judged", "untyped": 7,
+    }
+    error = problems_of([{"class": "asgi_test_middlewares.Annotated", "args": args}])
+    assert [str(problem) for problem in error.problems] == [
+        f"{K}[0].args.size: expected an integer (int), got True (a boolean)",
+        f"{K}[0].args.name: expected a string (str), got 3 (a number)",
+        f'{K}[0].args.flag: expected true or false (bool), got "yes" (a string)',
+        f"{K}[0].args.hosts[1]: expected a string (str), got 1 (a number)",
+        f'{K}[0].args.mode: expected one of "fast", "slow" (Literal[\'fast\', \'slow\']), got "quick" (a string)',
+        # A value read from the environment is not quoted: it may be a secret.
+        f"{K}[0].args.limit: expected an integer or null (int), got a string (not shown: it may be a secret)",
+    ]
+
+
+def test_values_their_annotations_accept_pass():
+    # An int is a fine float; None where the default is None; unannotated and complex parameters are not judged.
+    args = {"size": 3, "ratio": 2, "name": "n", "flag": True, "hosts": ["a.example"], "label": None,
+            "mode": "slow", "limit": None, "callback": "not judged", "untyped": [1]}
+    (entry,) = chain_for([{"class": "asgi_test_middlewares.Annotated", "args": args}]).entries
+    assert entry.args == args
+
+
+@pytest.mark.parametrize(
+    "target,suggested",
+    [
+        ("starlette.middleware.GZipMiddleware", "starlette.middleware.gzip.GZipMiddleware"),
+        ("asgi_sage.SageMiddleware", "asgi_sage.middleware.SageMiddleware"),
+        ("uvicorn.ProxyHeadersMiddleware", "uvicorn.middleware.proxy_headers.ProxyHeadersMiddleware"),
+        ("starlette.middleware:GZipMiddleware", "starlette.middleware.gzip:GZipMiddleware"),
+    ],
+)
+def test_a_class_asked_for_in_its_package_points_at_its_submodule(target, suggested):
+    error = problems_of([{"class": target}])
+    package, _, name = target.replace(":", ".").rpartition(".")
+    assert str(error).startswith(f'{K}[0].class: "{package}" has no attribute "{name}"; did you mean "{suggested}"?')
+    # The suggestion is a path that works.
+    assert chain_for([{"class": suggested}]).entries[0].target == suggested
+
+
+def test_masking_hides_what_can_hold_a_secret_and_shows_flags_and_numbers():
+    args = {"cookie_secure": True, "token_ttl": 3600, "auth_ratio": 0.5, "session_id": None,
+            "api_keys": ["k1"], "key_ids": [1, 2], "private": {"x": 1}, "password": ""}
+    (entry,) = chain_for([{"class": "asgi_test_middlewares.AcceptsAnything", "args": args}]).entries
+    assert entry.shown_args == {"cookie_secure": True, "token_ttl": 3600, "auth_ratio": 0.5, "session_id": None,
+                                "api_keys": "***", "key_ids": [1, 2], "private": "***", "password": "***"}

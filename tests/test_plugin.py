@@ -1,4 +1,6 @@
 """The plugin inside a real Datasette: order, options and the introspection pages."""
+import importlib.metadata
+
 import pytest
 from datasette.app import Datasette
 
@@ -59,6 +61,19 @@ async def test_introspection_json_lists_chain_with_secrets_masked(monkeypatch):
     assert html.status_code == 200
     assert "asgi_cors.asgi_cors" in html.text and "asgi-cors" in html.text
     assert "plain-secret" not in html.text and "s3cr3t-from-env" not in html.text
+
+
+@pytest.mark.asyncio
+async def test_page_names_the_distribution_of_a_class_in_a_namespace_package_shared_by_several():
+    # opentelemetry/ is shipped by opentelemetry-api, -sdk, -instrumentation, -instrumentation-asgi...
+    entries = [{"class": "opentelemetry.instrumentation.asgi.OpenTelemetryMiddleware"},
+               {"class": "starlette.middleware.gzip.GZipMiddleware"}]
+    ds = Datasette(memory=True, **datasette_kwargs(entries))
+    rows = (await ds.client.get("/-/asgi-middleware.json")).json()["middleware"]
+    assert [(row["distribution"], row["version"]) for row in rows] == [
+        ("opentelemetry-instrumentation-asgi", importlib.metadata.version("opentelemetry-instrumentation-asgi")),
+        ("starlette", importlib.metadata.version("starlette")),
+    ]
 
 
 @pytest.mark.asyncio
