@@ -15,7 +15,7 @@ import _thread
 import asyncio
 import sys
 import threading
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 Message = Dict[str, Any]
 
@@ -34,6 +34,7 @@ def check_middleware(
     changes_headers: Iterable[Union[str, bytes]] = (),
     changes_body: bool = False,
     request_headers: Sequence[Tuple[bytes, bytes]] = (),
+    scope: Optional[Mapping[str, Any]] = None,
     timeout: float = 5.0,
     **args: Any,
 ) -> None:
@@ -46,10 +47,14 @@ def check_middleware(
       (or the body too, when ``changes_body`` is true), streaming included;
     - an exception raised by the app propagates to the server.
 
+    The requests must be ones the middleware lets through to the app: ``request_headers`` are sent
+    with each (a ``host`` given here replaces the kit's ``testserver``), and ``scope`` adds or replaces
+    keys of the http and websocket scopes (``{"scheme": "https"}`` is ``wss`` for the websocket).
+
     Callable from sync code and from inside a running event loop.
     """
     changed = {(h.encode("latin-1") if isinstance(h, str) else h).lower() for h in changes_headers}
-    checks = _Checks(factory, args, changed, changes_body, list(request_headers), timeout)
+    checks = _Checks(factory, args, changed, changes_body, list(request_headers), dict(scope or {}), timeout)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -68,17 +73,44 @@ def check_middleware(
         )
 
 
+# Said once, after the failures, when the middleware answered a request itself.
+LET_THROUGH_HINT = (
+    "hint: the kit checks what a middleware does to requests it passes on, so send one it lets through: "
+    'for a redirect to https pass scope={"scheme": "https"}, for a host check '
+    'request_headers=[(b"host", b"<an allowed host>")]'
+)
+
+
 class _Checks:
-    def __init__(self, factory, args, changes_headers, changes_body, request_headers, timeout):
+    def __init__(self, factory, args, changes_headers, changes_body, request_headers, scope, timeout):
         self.factory = factory
         self.args = args
         self.changes_headers = changes_headers
         self.changes_body = changes_body
         self.request_headers = request_headers
+        self.scope = scope
         self.timeout = timeout
+        self.answered_itself = False
 
     def build(self, app):
         return self.factory(app, **self.args)
+
+    def request_scope(self, kind: str, path: str) -> Dict[str, Any]:
+        scope = _scope(kind, path, self.request_headers)
+        scope.update(self.scope)
+        if kind == "websocket" and "scheme" in self.scope:
+            scope["scheme"] = {"https": "wss", "http": "ws"}.get(self.scope["scheme"], self.scope["scheme"])
+        return scope
+
+    def answered(self, check: str, sent: List[Message]) -> str:
+        """The failure of a check whose request the middleware answered without calling the app."""
+        self.answered_itself = True
+        status, headers, _ = _response(sent)
+        location = dict(headers).get(b"location")
+        what = f"answered {status}" if status is not None else "answered"
+        if location:
+            what += f" (location {location.decode('latin-1')})"
+        return f"{check}: the middleware {what} itself instead of calling the app"
 
     async def run_all(self) -> List[str]:
         failures: List[str] = []
@@ -91,6 +123,8 @@ class _Checks:
                 problem = f"{check.__name__}: raised {type(error).__name__}: {error}"
             if problem:
                 failures.append(problem)
+        if self.answered_itself:
+            failures.append(LET_THROUGH_HINT)
         return failures
 
     async def cheap_init(self) -> Optional[str]:
@@ -130,19 +164,23 @@ class _Checks:
         return None
 
     async def websocket(self) -> Optional[str]:
+        reached = []
+
         async def app(scope, receive, send):
+            reached.append(True)
             assert (await receive())["type"] == "websocket.connect"
             await send({"type": "websocket.accept"})
             message = await receive()
             await send({"type": "websocket.send", "text": "echo:" + message.get("text", "")})
             await send({"type": "websocket.close", "code": 1000})
 
-        scope = _scope("websocket", "/ws", self.request_headers)
         sent = await _talk(
             self.build(app),
-            scope,
+            self.request_scope("websocket", "/ws"),
             [{"type": "websocket.connect"}, {"type": "websocket.receive", "text": "hi"}],
         )
+        if not reached:
+            return self.answered("websocket", sent)
         expected = [
             {"type": "websocket.accept"},
             {"type": "websocket.send", "text": "echo:hi"},
@@ -156,14 +194,20 @@ class _Checks:
         headers = [(b"content-type", b"text/plain"), (b"x-check", b"kept")]
         chunks = [b"first,", b"second,", b"last"]
 
+        reached = []
+
         async def app(scope, receive, send):
+            reached.append(True)
             await receive()
             await send({"type": "http.response.start", "status": 418, "headers": headers})
             for i, chunk in enumerate(chunks):
                 await send({"type": "http.response.body", "body": chunk, "more_body": i < len(chunks) - 1})
 
-        direct = await _talk(app, _scope("http", "/check", self.request_headers), [_request()])
-        wrapped = await _talk(self.build(app), _scope("http", "/check", self.request_headers), [_request()])
+        direct = await _talk(app, self.request_scope("http", "/check"), [_request()])
+        reached.clear()
+        wrapped = await _talk(self.build(app), self.request_scope("http", "/check"), [_request()])
+        if not reached:
+            return self.answered("http_unchanged", wrapped)
         status_a, headers_a, body_a = _response(direct)
         status_b, headers_b, body_b = _response(wrapped)
         problems = []
@@ -180,15 +224,20 @@ class _Checks:
         return None
 
     async def exceptions(self) -> Optional[str]:
+        reached = []
+
         async def app(scope, receive, send):
+            reached.append(True)
             raise _InnerError("raised by the app")
 
         try:
-            await _talk(self.build(app), _scope("http", "/raise", self.request_headers), [_request()])
+            sent = await _talk(self.build(app), self.request_scope("http", "/raise"), [_request()])
         except _InnerError:
             return None
         except Exception as error:
             return f"exceptions: the app's exception became {type(error).__name__}: {error}"
+        if not reached:
+            return self.answered("exceptions", sent)
         return "exceptions: the app raised, but the middleware swallowed the exception"
 
 
@@ -232,7 +281,7 @@ def _scope(kind: str, path: str, headers: Sequence[Tuple[bytes, bytes]]) -> Dict
         "raw_path": path.encode(),
         "root_path": "",
         "query_string": b"",
-        "headers": [(b"host", b"testserver"), *headers],
+        "headers": [*([] if any(name.lower() == b"host" for name, _ in headers) else [(b"host", b"testserver")]), *headers],
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
@@ -253,10 +302,10 @@ def _strip(message: Message) -> Message:
 def _response(sent: List[Message]):
     status, headers, body = None, [], b""
     for message in sent:
-        if message["type"] == "http.response.start":
+        if message["type"] in ("http.response.start", "websocket.http.response.start"):
             status = message["status"]
             headers = [(bytes(k), bytes(v)) for k, v in message.get("headers", [])]
-        elif message["type"] == "http.response.body":
+        elif message["type"] in ("http.response.body", "websocket.http.response.body"):
             body += message.get("body", b"")
     return status, headers, body
 

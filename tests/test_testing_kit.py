@@ -5,6 +5,8 @@ import threading
 import asgi_cors
 import pytest
 from starlette.middleware.gzip import GZipMiddleware
+from starlette.middleware.httpsredirect import HTTPSRedirectMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from asgi_test_middlewares import AppendHeader, LifespanUnsafe, StartsThread, SwallowsErrors
 from datasette_configure_asgi.testing import MiddlewareCheckFailed, check_middleware
@@ -140,3 +142,24 @@ def test_threads_ending_elsewhere_during_construction_do_not_hide_the_ones_it_st
     with pytest.raises(MiddlewareCheckFailed) as failure:
         check_middleware(StartsThreadBesideANeighbour, neighbour=neighbour)
     assert "cheap_init: constructing the middleware twice started 2 thread(s)" in str(failure.value)
+
+
+def test_a_middleware_that_answers_itself_is_told_how_to_be_checked():
+    with pytest.raises(MiddlewareCheckFailed) as failure:
+        check_middleware(HTTPSRedirectMiddleware)
+    message = str(failure.value)
+    assert "http_unchanged: the middleware answered 307 (location https://testserver/check) itself instead of calling the app" in message
+    assert "websocket: the middleware answered 307 (location wss://testserver/ws) itself" in message
+    assert "swallowed" not in message  # it never called the app, so nothing was swallowed
+    assert 'hint: the kit checks what a middleware does to requests it passes on' in message
+    assert 'scope={"scheme": "https"}' in message
+
+
+def test_a_redirecting_middleware_is_checked_with_a_request_it_lets_through():
+    check_middleware(HTTPSRedirectMiddleware, scope={"scheme": "https"})
+
+
+def test_a_host_check_is_checked_with_a_host_it_allows():
+    with pytest.raises(MiddlewareCheckFailed, match="answered 400 itself"):
+        check_middleware(TrustedHostMiddleware, allowed_hosts=["example.com"])
+    check_middleware(TrustedHostMiddleware, allowed_hosts=["example.com"], request_headers=[(b"host", b"example.com")])
