@@ -62,6 +62,7 @@ class AsgiLogToSqlite:
         queue_size: int = 10_000,
         batch_size: int = 1_000,
         busy_timeout_ms: int = 5_000,
+        stop_timeout_ms: int = 5_000,
         max_size_mb: Optional[float] = None,
         max_distinct_values: Optional[int] = None,
     ):
@@ -85,13 +86,17 @@ class AsgiLogToSqlite:
             redact_params=redact_params,
             sample_rate=self.sample_rate,
         )
+        for name, value in (("busy_timeout_ms", busy_timeout_ms), ("stop_timeout_ms", stop_timeout_ms)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name}={value!r}: expected a whole number of milliseconds, for example 5000")
         if max_size_mb is not None and not (isinstance(max_size_mb, (int, float)) and max_size_mb > 0):
             raise ValueError(f"max_size_mb={max_size_mb!r}: expected a positive number of megabytes, for example 500")
         if max_distinct_values is not None and not (isinstance(max_distinct_values, int) and max_distinct_values >= 1):
             raise ValueError(f"max_distinct_values={max_distinct_values!r}: expected a whole number of at least 1, "
                              "for example 100000")
         self.writer: Writer = writer_for(self.file, queue_size=queue_size, batch_size=batch_size,
-                                         busy_timeout_ms=busy_timeout_ms, max_size_mb=max_size_mb,
+                                         busy_timeout_ms=busy_timeout_ms, stop_timeout_ms=stop_timeout_ms,
+                                         max_size_mb=max_size_mb,
                                          max_distinct_values=max_distinct_values)
         self.submit = self.writer.submit
         self.filtered = bool(self.include or self.exclude or self.sample_rate < 1.0)
@@ -149,7 +154,10 @@ class AsgiLogToSqlite:
                 self.writer.loop_counts["internal_error"] += 1
 
     def _submit_filtered(self, record) -> None:
-        """Include/exclude patterns and sampling, decided on the loop before anything is queued."""
+        """Include/exclude patterns and sampling, decided on the loop before anything is queued.
+
+        The same for HTTP requests and websocket sessions, so that every row's sample_rate is true.
+        """
         counts = self.writer.loop_counts
         scope, status, outcome = record[1], record[5], record[9]
         if self.include or self.exclude:
@@ -158,7 +166,7 @@ class AsgiLogToSqlite:
                 if not (self.log_excluded_failures and failed):
                     counts["excluded"] += 1
                     return
-                record = record[:9] + (outcome | FLAG_EXCLUDED_FAILURE,)
+                record = record[:9] + (outcome | FLAG_EXCLUDED_FAILURE,) + record[10:]
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             counts["sampled_out"] += 1
             return
@@ -213,30 +221,31 @@ class AsgiLogToSqlite:
         finally:
             try:
                 flags = FLAG_WEBSOCKET | (FLAG_EXCEPTION if raised else 0)
-                status = ex.status
-                if self.include or self.exclude:
-                    if not self._wanted(scope.get("path", "")):
-                        self.writer.loop_counts["excluded"] += 1
-                        return
-                self.submit((self.shaper, scope, t0, perf_counter(), ex.ttfb, status, ex.headers,
-                             ex.body, ex.received, flags, ex.ws_in, ex.ws_out, ex.ws_close))
+                record = (self.shaper, scope, t0, perf_counter(), ex.ttfb, ex.status, ex.headers,
+                          ex.body, ex.received, flags, ex.ws_in, ex.ws_out, ex.ws_close)
+                if self.filtered:
+                    self._submit_filtered(record)
+                else:
+                    self.submit(record)
             except Exception:
                 self.writer.loop_counts["internal_error"] += 1
 
     async def _lifespan(self, scope, receive, send):
-        # Pass through untouched; on the way out of shutdown, flush what is queued first.
+        # Pass through untouched; on the way out of shutdown, write what is queued first (a
+        # server such as uvicorn may re-raise SIGTERM afterwards, so atexit would never run).
         async def watch_send(message):
             if message.get("type") in ("lifespan.shutdown.complete", "lifespan.shutdown.failed"):
-                await self._flush_off_loop()
+                await self._close_off_loop()
             await send(message)
 
         await self.app(scope, receive, watch_send)
 
-    async def _flush_off_loop(self) -> None:
+    async def _close_off_loop(self) -> None:
         if not self.writer.started:
             return
         try:
-            await asyncio.get_running_loop().run_in_executor(None, self.writer.flush, 10.0)
+            # close, not flush: a held batch gets stop_timeout_ms more, then is counted.
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.close, 10.0)
         except Exception:
             self.writer.loop_counts["internal_error"] += 1
 

@@ -2,8 +2,10 @@
 
 The event loop only calls ``submit`` (a size check and ``put_nowait``). The thread owns its own
 connection (WAL, busy_timeout), resolves lookup ids from an in-memory cache, and writes each batch
-with multi-row INSERTs inside ``BEGIN IMMEDIATE``. Whatever cannot be written is counted per
-reason (counters.py) and stored with the next transaction that commits.
+with multi-row INSERTs inside ``BEGIN IMMEDIATE``. A batch that meets a lock, a full disk or an
+I/O error is held and retried, in order, while the records waiting fit in ``queue_size``; whatever
+cannot be written is counted per reason (counters.py) and stored with the next transaction that
+commits.
 """
 from __future__ import annotations
 
@@ -34,7 +36,11 @@ _STOP = object()
 _ROWS_PER_STATEMENT = 64
 # Bytes the -wal file is truncated back to after a checkpoint (SQLite's auto-checkpoint is ~4 MB).
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024
-
+# Failures that waiting can cure: a batch that meets one is held and retried, not dropped. A
+# corrupt file or an unexpected error would fail the same way forever, so it is counted at once.
+RETRIED = frozenset({"locked", "disk_full", "io_error", "readonly", "cannot_open"})
+# First pause before retrying a held batch; it doubles up to the writer's retry_delay.
+_FIRST_RETRY_DELAY = 0.05
 
 
 class _Flush:
@@ -47,7 +53,8 @@ class _Flush:
 class Writer:
     def __init__(self, path: str, *, queue_size: int = 10_000, batch_size: int = 1_000,
                  linger: float = 0.05, busy_timeout_ms: int = 5_000, retry_delay: float = 1.0,
-                 max_size_mb: Optional[float] = None, max_distinct_values: Optional[int] = None):
+                 stop_timeout_ms: int = 5_000, max_size_mb: Optional[float] = None,
+                 max_distinct_values: Optional[int] = None):
         self.path = path
         self.queue_size = queue_size
         self.batch_size = batch_size
@@ -55,6 +62,7 @@ class Writer:
         self.busy_timeout_ms = busy_timeout_ms
         self.max_size_mb = max_size_mb
         self.retry_delay = retry_delay
+        self.stop_timeout = stop_timeout_ms / 1000
         self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
         self._put = self.queue.put_nowait
         self._qsize = self.queue.qsize
@@ -65,6 +73,11 @@ class Writer:
         self.loop_counts: Dict[str, int] = self.counters.loop
         self.rows_written = 0
         self.batches_written = 0
+        # Records taken off the queue and not written yet (the batch in hand, or held for a
+        # retry): submit counts them against queue_size, so memory stays bounded while held.
+        self.held = 0
+        self._markers = 0  # flush markers in the queue, left out of stats()["queued"]
+        self._stop_deadline: Optional[float] = None  # set by close(): retrying ends then
         self._failing: Optional[str] = None
         self._conn: Optional[sqlite3.Connection] = None
         self.lookups = LookupIds(self.counters, max_distinct_values)
@@ -82,7 +95,7 @@ class Writer:
         """Queue one record (a tuple of Record's fields). Called on the event loop: never blocks."""
         if not self.started:
             self._start()
-        if self._qsize() >= self.queue_size:
+        if self._qsize() + self.held >= self.queue_size:
             self.loop_counts["queue_full"] += 1
             return
         self._put(record)
@@ -94,35 +107,65 @@ class Writer:
         if thread is None or not thread.is_alive():
             return self.queue.qsize() == 0
         marker = _Flush()
+        with self._start_lock:
+            self._markers += 1
         self.queue.put(marker)
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
-        """Flush, stop the thread and close the connection. Later submits start it again."""
+        """Flush, stop the thread and close the connection; True once the thread has ended.
+
+        A held batch is retried for at most ``stop_timeout_ms`` more, then counted under its
+        failure's reason. Later submits start the thread again.
+        """
         thread = self._thread
         if thread is None:
-            return True
+            if self.queue.qsize() == 0:
+                return True
+            # Records queued after the thread ended (a submit racing its stop): write them now.
+            self._start()
+            thread = self._thread
+            if thread is None:
+                return False
+        deadline = time.monotonic() + self.stop_timeout
+        if self._stop_deadline is None or deadline < self._stop_deadline:
+            self._stop_deadline = deadline
         self.queue.put(_STOP)
         thread.join(timeout)
-        with self._start_lock:
-            self._thread = None
-            self.started = False
+        # A thread still running (a lock outlasting ``timeout``) stays the writer's only thread:
+        # marking it stopped here would let the next submit start a second one on the same queue.
         return not thread.is_alive()
 
     def stats(self) -> Dict[str, Any]:
         return {"rows_written": self.rows_written, "batches": self.batches_written,
-                "queued": self.queue.qsize(), "counted": self.counters.counted()}
+                "queued": max(0, self.queue.qsize() - self._markers), "held": self.held, "counted": self.counters.counted()}
 
     # ---- thread side -----------------------------------------------------------------------
     def _start(self) -> None:
         with self._start_lock:
             if self.started:
                 return
+            self._stop_deadline = None
             self._thread = threading.Thread(target=self._run, name=f"asgi-log-to-sqlite {self.path}", daemon=True)
             self._thread.start()
             self.started = True
 
     def _run(self) -> None:
+        try:
+            while True:
+                self._loop()
+                with self._start_lock:
+                    # Records submitted behind the stop request (a close() that timed out while
+                    # this thread wrote its last batch) are written before the thread ends.
+                    if self.queue.qsize() == 0:
+                        return
+                    self.queue.put(_STOP)
+        finally:
+            with self._start_lock:
+                self._thread = None
+                self.started = False
+
+    def _loop(self) -> None:
         stop = False
         while not stop:
             try:
@@ -145,7 +188,8 @@ class Writer:
                     break
                 if isinstance(item, _Flush):
                     markers.append(item)
-                    self._drain_into(batch, markers, until_marker=True)
+                    # A stop request drained along with the rest still stops the thread.
+                    stop = self._drain_into(batch, markers)
                     break
                 batch.append(item)
                 if len(batch) >= self.batch_size:
@@ -154,26 +198,37 @@ class Writer:
                     item = self.queue.get_nowait()
                 except queue.Empty:
                     break
+            self.held = len(batch)
+            if markers:
+                with self._start_lock:
+                    self._markers -= len(markers)
             for start in range(0, len(batch), self.batch_size):
-                self._write(batch[start:start + self.batch_size])
+                self._write_held(batch[start:start + self.batch_size])
+                self.held = max(0, len(batch) - start - self.batch_size)
+            self.held = 0
             if not batch:
                 self._idle()
             for marker in markers:
                 marker.done.set()
-        self._idle()
+        if not self._given_up():
+            self._idle()
         if self._conn is not None:
             self._conn.close()
             self._conn = None
 
-    def _drain_into(self, batch: List[tuple], markers: List[_Flush], until_marker: bool = False) -> None:
+    def _drain_into(self, batch: List[tuple], markers: List[_Flush]) -> bool:
+        """Move everything queued into batch and markers; True when a stop request was among it."""
+        stop = False
         while True:
             try:
                 item = self.queue.get_nowait()
             except queue.Empty:
-                return
+                return stop
             if isinstance(item, _Flush):
                 markers.append(item)
-            elif item is not _STOP:
+            elif item is _STOP:
+                stop = True
+            else:
                 batch.append(item)
 
     def _idle(self) -> None:
@@ -188,9 +243,35 @@ class Writer:
                 self._recovered()
             except Exception as error:
                 self._rollback()
-                self._failed(error, 0)
+                self._failed(error)
 
-    def _write(self, batch: List[tuple]) -> None:
+    def _given_up(self) -> bool:
+        """Stopping, past stop_timeout, and the file failed its last try: no more waiting on it."""
+        deadline = self._stop_deadline
+        return deadline is not None and self._failing in RETRIED and time.monotonic() >= deadline
+
+    def _write_held(self, batch: List[tuple]) -> None:
+        """Write one batch, holding and retrying it while its failure is one waiting can cure."""
+        delay = _FIRST_RETRY_DELAY
+        while True:
+            deadline = self._stop_deadline
+            if self._given_up():
+                # The count cannot reach log_counters either (the file is what fails): stderr says it.
+                self.counters.count(self._failing, len(batch))
+                return
+            error = self._write(batch)
+            if error is None:
+                return
+            reason = self._failed(error, len(batch))
+            if reason not in RETRIED:
+                self.counters.count(reason, len(batch), error)
+                return
+            pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
+            time.sleep(pause)
+            delay = min(delay * 2, self.retry_delay)
+
+    def _write(self, batch: List[tuple]) -> Optional[Exception]:
+        """One attempt at one batch, in one transaction; the error when it failed."""
         wall_offset = time.time() - time.perf_counter()
         shapers = set()
         try:
@@ -221,11 +302,11 @@ class Writer:
             self._rollback()
             # Ids inserted by the rolled-back transaction do not exist: forget every cached id.
             self._forget_ids(shapers)
-            self._failed(error, len(batch))
-            return
+            return error
         self.rows_written += rows
         self.batches_written += 1
         self._recovered()
+        return None
 
     def _record_failed(self, error: Exception) -> None:
         """A record we cannot shape is counted, never raised."""
@@ -298,19 +379,21 @@ class Writer:
                 self._conn.close()
                 self._conn = None
 
-    def _failed(self, error: BaseException, rows: int) -> None:
+    def _failed(self, error: BaseException, held: int = 0) -> str:
+        """Note a failed transaction (said once on stderr per episode) and return its reason."""
         reason = classify(error)
-        self._failing = reason
-        if reason not in ("locked",) and self._conn is not None:
+        if reason != "locked" and self._conn is not None:
             # Read-only, full, I/O error or removed file: start over with a fresh connection.
             try:
                 self._conn.close()
             finally:
                 self._conn = None
-        self.counters.count(reason, rows, error)
-        # Keep the thread from spinning on a file that cannot be written; the queue absorbs (or
-        # counts) what arrives meanwhile.
-        time.sleep(self.retry_delay)
+        if self._failing is None and reason in RETRIED:
+            print(f"asgi_log_to_sqlite: {self.path}: cannot write ({reason}: {type(error).__name__}: {error}); "
+                  f"holding {held} record(s) and retrying; new records are counted as queue_full only "
+                  f"once {self.queue_size} are waiting", file=sys.stderr, flush=True)
+        self._failing = reason
+        return reason
 
     def _recovered(self) -> None:
         if self._failing is not None:

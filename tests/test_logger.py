@@ -5,6 +5,7 @@ import pathlib
 import shutil
 import sqlite3
 import threading
+import time
 
 import httpx
 import pytest
@@ -17,7 +18,7 @@ from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.record import (
     FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_EXCLUDED_FAILURE, FLAG_REPLACED, FLAG_TRUNCATED, FLAG_WEBSOCKET,
 )
-from conftest import TESTS
+from conftest import TESTS, rows
 from datasette_configure_asgi import ConfigError, wrap
 from datasette_configure_asgi.testing import check_middleware
 
@@ -63,15 +64,6 @@ APP = Starlette(routes=[
 ])
 
 
-def rows(path, sql="select * from readable_requests order by id"):
-    conn = sqlite3.connect(path)
-    conn.row_factory = sqlite3.Row
-    try:
-        return [dict(r) for r in conn.execute(sql)]
-    finally:
-        conn.close()
-
-
 async def get(app, *paths, **kwargs):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         return [await client.get(p, **kwargs) for p in paths]
@@ -89,14 +81,15 @@ def logged(log_file, **options):
 @pytest.mark.asyncio
 async def test_requests_are_logged_with_original_and_new_columns(log_file):
     app = AsgiLogToSqlite(APP, log_file)  # the 0.1.1 call: positional file, no options
-    await get(app, "/hello/ada?x=1", "/", headers={"user-agent": "pytest", "referer": "https://r.example/", "accept-language": "fr"})
+    responses = await get(app, "/hello/ada?x=1", "/",
+                          headers={"user-agent": "pytest", "referer": "https://r.example/", "accept-language": "fr"})
     assert app.flush()
     conn = sqlite3.connect(log_file)
     columns = [c[1] for c in conn.execute("pragma table_info(requests)")]
     assert columns == ORIGINAL_COLUMNS
     first = conn.execute("select * from requests order by start limit 1").fetchone()
     start, method, path_id, qs_id, ua_id, ref_id, al_id, status, ct_id, ip, duration, body_size = first
-    assert method == "GET" and status == 200 and body_size == len("hello ada")
+    assert method == "GET" and status == 200 and body_size == len(responses[0].content)
     assert conn.execute("select name from paths where id = ?", (path_id,)).fetchone() == ("/hello/ada",)
     assert conn.execute("select name from query_strings where id = ?", (qs_id,)).fetchone() == ("?x=1",)
     assert conn.execute("select name from user_agents where id = ?", (ua_id,)).fetchone() == ("pytest",)
@@ -311,6 +304,58 @@ async def test_websocket_session_is_one_row(log_file):
     assert (row["http_status"], row["ws_close_code"], row["ws_messages_in"], row["ws_messages_out"]) == (101, 4001, 2, 2)
 
 
+async def failing_websocket(websocket):
+    await websocket.accept()
+    raise Boom("the websocket handler failed")
+
+
+WS_APP = Starlette(routes=[WebSocketRoute("/ws", echo), WebSocketRoute("/ws-fails", failing_websocket)])
+
+
+async def websocket_session(app, path, texts=("a",)):
+    """One websocket session as a server runs it; True when the app raised."""
+    scope = {"type": "websocket", "asgi": {"version": "3.0"}, "path": path, "raw_path": path.encode(),
+             "query_string": b"", "headers": [(b"host", b"t")], "client": ("127.0.0.1", 1),
+             "server": ("127.0.0.1", 80), "subprotocols": [], "scheme": "ws", "root_path": ""}
+    talk = ApplicationCommunicator(app, scope)
+    await talk.send_input({"type": "websocket.connect"})
+    assert (await talk.receive_output(1))["type"] == "websocket.accept"
+    try:
+        for text in texts:
+            await talk.send_input({"type": "websocket.receive", "text": text})
+            await talk.receive_output(1)
+        await talk.send_input({"type": "websocket.disconnect", "code": 1000})
+        await talk.wait(1)
+    except Boom:
+        return True
+    return False
+
+
+@pytest.mark.asyncio
+async def test_websocket_sessions_are_sampled_so_their_sample_rate_is_true(log_file):
+    app = AsgiLogToSqlite(WS_APP, log_file, sample_rate=0.25)
+    sessions = 200
+    for _ in range(sessions):
+        await websocket_session(app, "/ws", texts=("a", "b"))
+    assert app.flush()
+    logged_rows = rows(log_file)
+    assert 20 < len(logged_rows) < 90  # about a quarter, not all of them
+    assert len(logged_rows) + app.stats()["counted"]["sampled_out"] == sessions
+    assert {r["sample_rate"] for r in logged_rows} == {0.25}
+
+
+@pytest.mark.asyncio
+async def test_excluded_websocket_failures_are_still_logged(log_file):
+    app = AsgiLogToSqlite(WS_APP, log_file, exclude=["/ws*"])
+    assert not await websocket_session(app, "/ws", texts=("a", "b"))
+    assert await websocket_session(app, "/ws-fails", texts=())
+    assert app.flush()
+    (row,) = rows(log_file)
+    assert row["path"] == "/ws-fails"
+    assert row["flags"] & FLAG_WEBSOCKET and row["flags"] & FLAG_EXCLUDED_FAILURE
+    assert app.stats()["counted"]["excluded"] == 1
+
+
 @pytest.mark.asyncio
 async def test_lifespan_passes_through_and_shutdown_flushes(log_file):
     app = logged(log_file)
@@ -453,7 +498,7 @@ async def test_full_queue_is_counted_not_blocking(log_file, capfd):
 
 
 @pytest.mark.asyncio
-async def test_locked_database_counts_drops_and_writing_resumes(log_file, capfd):
+async def test_a_lock_past_busy_timeout_loses_nothing_and_writing_resumes(log_file, capfd):
     app = logged(log_file, busy_timeout_ms=100)
     await get(app, "/")
     app.flush()
@@ -462,16 +507,58 @@ async def test_locked_database_counts_drops_and_writing_resumes(log_file, capfd)
     try:
         responses = await get(app, "/hello/during-lock", "/hello/during-lock-2")
         assert [r.status_code for r in responses] == [200, 200]
-        app.flush(timeout=10)
+        assert not app.flush(timeout=1.0)  # held: the lock outlasts busy_timeout_ms many times over
+        assert app.stats()["held"] == 2
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     await get(app, "/hello/after")
-    app.flush(timeout=10)
+    assert app.flush(timeout=10)
     paths = [r["path"] for r in rows(log_file)]
-    assert paths[0] == "/" and paths[-1] == "/hello/after"
-    counted = app.stats()["counted"]
-    assert counted["locked"] + len(paths) == 4
-    stored = dict(sqlite3.connect(log_file).execute("select reason, count from log_counters"))
-    assert stored["locked"] == counted["locked"]
-    assert "not written: locked" in capfd.readouterr().err
+    assert paths == ["/", "/hello/during-lock", "/hello/during-lock-2", "/hello/after"]  # all, in order
+    assert app.stats()["counted"] == {}
+    assert list(sqlite3.connect(log_file).execute("select reason, count from log_counters")) == []
+    err = capfd.readouterr().err
+    assert "cannot write (locked" in err and "holding 2 record(s) and retrying" in err
+    assert "writing resumed after locked" in err
+
+
+def test_a_graceful_stop_waits_stop_timeout_for_a_lock_then_counts(log_file, capfd):
+    app = logged(log_file, busy_timeout_ms=100, stop_timeout_ms=700)
+    asyncio.run(get(app, "/"))
+    assert app.flush()
+    holder = sqlite3.connect(log_file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        asyncio.run(get(app, *[f"/during/{n}" for n in range(5)]))
+        started = time.monotonic()
+        assert app.close(timeout=10)
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert 0.6 < waited < 5, waited  # stop_timeout_ms, not busy_timeout_ms times each retry
+    assert app.stats()["counted"] == {"locked": 5}
+    assert "5 row(s) not written: locked" in capfd.readouterr().err
+    assert [r["path"] for r in rows(log_file)] == ["/"]
+
+
+def test_close_that_times_out_leaves_one_writer_thread(log_file):
+    """A close() that returns before the thread ends must not let the next request start a second one."""
+    app = logged(log_file, busy_timeout_ms=100)
+    asyncio.run(get(app, "/"))
+    assert app.flush()
+    holder = sqlite3.connect(log_file, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        asyncio.run(get(app, "/during"))
+        assert not app.close(timeout=0.2)  # still retrying the held batch
+        asyncio.run(get(app, "/after-close"))
+        writers = [t for t in threading.enumerate() if t.name == f"asgi-log-to-sqlite {log_file}"]
+        assert len(writers) == 1, writers
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert app.close(timeout=10)
+    assert [r["path"] for r in rows(log_file)] == ["/", "/during", "/after-close"]
+    assert app.stats()["counted"] == {}

@@ -12,83 +12,61 @@ import time
 import pytest
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
+from conftest import checked, count_prefix, ok, scope_for, serve
 
 MB = 1024 * 1024
 
 
-async def ok(scope, receive, send):
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"ok"})
-
-
-def scope_for(path, agent=b"tests", referer=None):
-    headers = [(b"host", b"testserver"), (b"user-agent", agent)]
-    if referer is not None:
-        headers.append((b"referer", referer))
-    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
-            "path": path, "raw_path": None, "query_string": b"", "root_path": "", "headers": headers,
-            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
-
-
-async def serve(app, scopes):
-    """Call the app once per scope, as a server would; returns the statuses the server saw."""
-    statuses = []
-
-    async def receive():
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message):
-        if message["type"] == "http.response.start":
-            statuses.append(message["status"])
-
-    for n, scope in enumerate(scopes):
-        await app(scope, receive, send)
-        if n % 500 == 0:
-            await asyncio.sleep(0)
-    return statuses
-
-
-def checked(conn):
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    return conn
-
-
-def test_full_database_counts_drops_and_resumes_once_space_is_freed(tmp_path, capfd):
+def test_full_database_holds_what_the_queue_can_and_resumes_once_space_is_freed(tmp_path, capfd):
+    """Past max_size_mb the writer holds its batch and retries it; only what overflows
+    queue_size is counted, and once space is freed everything held is written."""
     log_file = str(tmp_path / "log.db")
     budget_mb = 0.25
-    app = AsgiLogToSqlite(ok, log_file, max_size_mb=budget_mb, batch_size=2000)
+    app = AsgiLogToSqlite(ok, log_file, max_size_mb=budget_mb, batch_size=2000, queue_size=3000)
 
-    sent = 8000
-    statuses = asyncio.run(serve(app, (scope_for(f"/n/{n}") for n in range(sent))))
-    assert statuses == [200] * sent  # the app answered every request normally
-    assert app.flush(120)
-    counted = app.stats()["counted"]
-    assert counted.get("disk_full", 0) > 0, counted
+    # Fill the budget a thousand requests at a time (fifty paths, so that rows rather than the
+    # paths lookup table fill it), then send more than the queue can hold.
+    sent = 0
+    for _ in range(100):
+        statuses = asyncio.run(serve(app, (scope_for(f"/n/{n % 50}") for n in range(1000))))
+        assert statuses == [200] * 1000  # the app answered every request normally
+        sent += 1000
+        if not app.flush(3):  # full: the held batch cannot be written yet
+            break
+    assert 0 < app.stats()["held"] and sent < 100_000
+    statuses = asyncio.run(serve(app, (scope_for(f"/n/{n % 50}") for n in range(5000))))
+    assert statuses == [200] * 5000
+    sent += 5000
+    stats = app.stats()
+    counted = stats["counted"]
+    assert set(counted) == {"queue_full"}, counted
     conn = checked(sqlite3.connect(log_file, isolation_level=None))
     try:
         written = conn.execute("select count(*) from request_log").fetchone()[0]
-        assert written + counted["disk_full"] == sent
+        assert written + stats["held"] + stats["queued"] + counted["queue_full"] == sent
+        assert stats["held"] + stats["queued"] <= 3000  # memory stays within queue_size
         pages, page_size = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("page_count", "page_size"))
         assert pages * page_size <= budget_mb * MB
-        assert "not written: disk_full" in capfd.readouterr().err
+        assert "cannot write (disk_full" in capfd.readouterr().err
 
-        # Free space the way a retention job would, then log again: no restart needed.
-        conn.execute("delete from request_log where id <= (select max(id) / 2 from request_log)")
+        # Free space the way a retention job would: what was held is written, no restart needed.
+        conn.execute("delete from request_log")
         freed_at = time.monotonic()
-        after = 300
-        statuses = asyncio.run(serve(app, (scope_for(f"/after/{n}") for n in range(after))))
-        assert statuses == [200] * after
         assert app.flush(60)
         resumed_after = time.monotonic() - freed_at
-        new_rows = conn.execute("select count(*) from request_log r join paths p on p.id = r.path_id "
-                                "where p.name like '/after/%'").fetchone()[0]
-        assert new_rows == after, (new_rows, app.stats())
-        print(f"\nfull at {pages * page_size / MB:.2f} MB; {counted['disk_full']} of {sent} counted as disk_full; "
-              f"logging resumed {resumed_after:.2f} s after space was freed")
-        # The counts reach the file once it has room again.
+        after = 300
+        statuses = asyncio.run(serve(app, (scope_for(f"/after/{n % 50}") for n in range(after))))
+        assert statuses == [200] * after
+        assert app.flush(60)
+        assert count_prefix(conn, "/after") == after, app.stats()
+        assert app.stats()["counted"] == counted  # nothing lost once space was back
+        kept = conn.execute("select count(*) from request_log r join paths p on p.id = r.path_id "
+                            "where p.name like '/n/%'").fetchone()[0]
+        assert kept == stats["held"] + stats["queued"], (kept, written, stats)
+        print(f"\nfull at {pages * page_size / MB:.2f} MB; {counted['queue_full']} of {sent} counted as queue_full; "
+              f"held records written {resumed_after:.2f} s after space was freed")
         stored = dict(conn.execute("select reason, count from log_counters"))
-        assert stored.get("disk_full") == counted["disk_full"]
+        assert stored == {"queue_full": counted["queue_full"]}
         checked(conn)
     finally:
         conn.close()
@@ -148,14 +126,9 @@ async def serve_while(app, prefix, seconds, pause=0.004):
     return statuses
 
 
-def count_prefix(conn, prefix):
-    return conn.execute("select count(*) from request_log r join paths p on p.id = r.path_id where p.name like ?",
-                        (prefix + "/%",)).fetchone()[0]
-
-
 def test_write_lock_held_past_busy_timeout_with_a_small_queue(tmp_path, capfd):
-    """Writes slower than arrivals: a held lock stalls the writer; the queue stays bounded, the
-    app keeps answering, and every request is either a row or a counted drop, exactly."""
+    """A held lock stalls the writer: it holds its batch and retries it; the queue stays bounded,
+    the app keeps answering, and every request is a row or a counted queue_full, exactly."""
     log_file = str(tmp_path / "log.db")
     app = AsgiLogToSqlite(ok, log_file, busy_timeout_ms=300, queue_size=50)
     asyncio.run(serve(app, [scope_for("/warm-up/0")]))
@@ -165,13 +138,14 @@ def test_write_lock_held_past_busy_timeout_with_a_small_queue(tmp_path, capfd):
     holder.execute("BEGIN IMMEDIATE")
     try:
         during = asyncio.run(serve_while(app, "/during", seconds=2.0))
-        assert app.stats()["queued"] <= 50
+        stats = app.stats()
+        assert stats["queued"] + stats["held"] <= 50
     finally:
         holder.execute("ROLLBACK")
         holder.close()
     assert app.flush(30)
     counted = app.stats()["counted"]
-    assert counted.get("queue_full", 0) > 0 and counted.get("locked", 0) > 0, counted
+    assert set(counted) == {"queue_full"}, counted  # the held batch itself is never dropped
     after = asyncio.run(serve_while(app, "/after", seconds=0.5))
     assert app.flush(30)
     assert set(during) == {200} and set(after) == {200}
@@ -180,14 +154,15 @@ def test_write_lock_held_past_busy_timeout_with_a_small_queue(tmp_path, capfd):
     conn = checked(sqlite3.connect(log_file))
     try:
         logged_during = count_prefix(conn, "/during")
-        assert logged_during + counted["queue_full"] + counted["locked"] == len(during)
+        assert logged_during + counted["queue_full"] == len(during)
+        assert logged_during >= 50  # what the queue held through the lock was written
         assert count_prefix(conn, "/after") == len(after)  # writing resumed by itself
         stored = dict(conn.execute("select reason, count from log_counters"))
-        assert stored == {"queue_full": counted["queue_full"], "locked": counted["locked"]}
+        assert stored == {"queue_full": counted["queue_full"]}
     finally:
         conn.close()
     err = capfd.readouterr().err
-    assert "not written: locked" in err and "writing resumed after locked" in err
+    assert "cannot write (locked" in err and "writing resumed after locked" in err
 
 
 def test_a_long_read_transaction_never_stalls_logging(tmp_path):

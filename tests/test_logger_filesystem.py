@@ -13,7 +13,7 @@ import time
 import pytest
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
-from test_logger_faults import checked, count_prefix, ok, scope_for, serve
+from conftest import checked, count_prefix, ok, scope_for, serve
 
 
 def run_requests(app, prefix, count, width=0):
@@ -69,36 +69,39 @@ def wait_for_rows(log_file, prefix, expected, timeout=15.0):
     return time.monotonic() - started
 
 
-def test_a_really_full_disk_counts_drops_and_resumes_when_space_returns(small_fs, capfd):
+def test_a_really_full_disk_holds_what_the_queue_can_and_resumes_when_space_returns(small_fs, capfd):
     log_file = str(small_fs / "log.db")
-    app = AsgiLogToSqlite(ok, log_file, batch_size=1000)
+    app = AsgiLogToSqlite(ok, log_file, batch_size=1000, queue_size=3000)
     sent = 8000
     assert run_requests(app, "fill", sent, width=200) == [200] * sent  # 1.6 MB of paths for 1 MiB
-    assert app.flush(120)
+    assert not app.flush(5)  # full: the batch in hand is held, not dropped
+    stats = app.stats()
     lost = dropped(app)
     written = rows_for(log_file, "fill")
-    assert lost > 0 and written > 0, app.stats()
-    assert written + lost == sent
-    assert "not written" in capfd.readouterr().err
+    assert set(stats["counted"]) == {"queue_full"} and written > 0, stats
+    assert stats["held"] + stats["queued"] <= 3000  # memory stays within queue_size
+    assert written + stats["held"] + stats["queued"] + lost == sent
+    assert "cannot write (disk_full" in capfd.readouterr().err
 
     remount(small_fs, "size=16m")
     freed = time.monotonic()
-    assert run_requests(app, "after", 100) == [200] * 100
-    wait_for_rows(log_file, "after", 100)
+    assert app.flush(60)
     resumed = time.monotonic() - freed
+    assert rows_for(log_file, "fill") == sent - lost  # everything held was written
+    assert run_requests(app, "after", 100) == [200] * 100
     assert app.flush(30)
     assert rows_for(log_file, "after") == 100
     assert dropped(app) == lost  # nothing more lost once there was room
     conn = checked(sqlite3.connect(log_file))
     try:
-        stored = sum(c for (c,) in conn.execute("select count from log_counters"))
+        stored = dict(conn.execute("select reason, count from log_counters"))
     finally:
         conn.close()
-    assert stored == lost  # the drops reached the file once it had room
-    print(f"\n{lost} of {sent} counted while the disk was full; first new rows {resumed:.2f} s after space returned")
+    assert stored == {"queue_full": lost}  # the drops reached the file once it had room
+    print(f"\n{lost} of {sent} counted while the disk was full; held rows written {resumed:.2f} s after space returned")
 
 
-def test_a_read_only_file_system_is_counted_and_survived(small_fs):
+def test_a_read_only_file_system_costs_no_row_while_the_queue_holds(small_fs, capfd):
     # Linux refuses to remount read-only while a file on it is open for writing, so the file
     # system goes read-only before the writer first opens the file, and comes back mid-run.
     log_file = str(small_fs / "log.db")
@@ -106,23 +109,25 @@ def test_a_read_only_file_system_is_counted_and_survived(small_fs):
     remount(small_fs, "ro")
     try:
         assert run_requests(app, "during", 50) == [200] * 50
-        assert app.flush(30)
+        assert not app.flush(2)
+        assert app.stats()["held"] == 50
     finally:
         remount(small_fs, "rw")
-    lost = dropped(app)
-    assert lost == 50, app.stats()
-    assert run_requests(app, "after", 50) == [200] * 50
-    wait_for_rows(log_file, "after", 50)
     assert app.flush(30)
+    assert run_requests(app, "after", 50) == [200] * 50
+    assert app.flush(30)
+    assert dropped(app) == 0, app.stats()
     conn = checked(sqlite3.connect(log_file))
     try:
-        assert count_prefix(conn, "/during") == 0
-        assert sum(c for (c,) in conn.execute("select count from log_counters")) == 50
+        assert count_prefix(conn, "/during") == 50 and count_prefix(conn, "/after") == 50
+        assert list(conn.execute("select reason, count from log_counters")) == []
     finally:
         conn.close()
+    err = capfd.readouterr().err
+    assert "cannot write (" in err and "writing resumed after" in err
 
 
-def test_a_deleted_directory_is_noticed_counted_and_recreated_file_used(tmp_path):
+def test_a_deleted_directory_is_noticed_and_the_recreated_file_gets_what_was_held(tmp_path):
     directory = tmp_path / "logs"
     directory.mkdir()
     log_file = str(directory / "log.db")
@@ -133,18 +138,18 @@ def test_a_deleted_directory_is_noticed_counted_and_recreated_file_used(tmp_path
     shutil.rmtree(directory)
     time.sleep(1.1)  # the writer looks at the path once a second
     assert run_requests(app, "gone", 20) == [200] * 20
-    assert app.flush(30)
-    assert app.stats()["counted"].get("cannot_open") == 20, app.stats()
+    assert not app.flush(2)
+    assert app.stats()["held"] == 20, app.stats()
 
     directory.mkdir()
     assert run_requests(app, "after", 20) == [200] * 20
-    wait_for_rows(log_file, "after", 20)
     assert app.flush(30)
     conn = checked(sqlite3.connect(log_file))
     try:
-        assert count_prefix(conn, "/after") == 20 and count_prefix(conn, "/gone") == 0
-        # The new file starts with an accurate account of what its predecessor's removal cost.
-        assert dict(conn.execute("select reason, count from log_counters")) == {"cannot_open": 20}
+        assert count_prefix(conn, "/gone") == 20 and count_prefix(conn, "/after") == 20
+        assert count_prefix(conn, "/before") == 0  # those went with the deleted file
+        assert list(conn.execute("select reason, count from log_counters")) == []
     finally:
         conn.close()
+    assert app.stats()["counted"] == {}
     assert os.stat(log_file).st_mode & 0o777 == 0o600

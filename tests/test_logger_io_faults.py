@@ -7,21 +7,21 @@ pass its checks, and writing must carry on after the fault.
 """
 import json
 import shutil
-import sqlite3
 import subprocess
 import sys
 import textwrap
 
 import pytest
+import sqlite_utils
 
-from conftest import TESTS, subprocess_env
+from conftest import TESTS, checked, count_prefix, subprocess_env
 
 ROUNDS, PER_ROUND = 4, 50
 
 CHILD = textwrap.dedent("""
     import asyncio, json, sys
     from asgi_log_to_sqlite import AsgiLogToSqlite
-    from test_logger_faults import ok, scope_for, serve
+    from conftest import ok, scope_for, serve
 
     app = AsgiLogToSqlite(ok, sys.argv[1], batch_size=25)
     statuses = []
@@ -53,23 +53,21 @@ def run_with_fault(shim, log_file, op, n):
 
 
 @pytest.mark.parametrize("op,n", [("write", n) for n in range(1, 13)] + [("sync", n) for n in range(1, 4)])
-def test_an_io_error_at_the_nth_operation_is_counted_and_survived(shim, tmp_path, op, n):
+def test_an_io_error_at_the_nth_operation_costs_no_row(shim, tmp_path, op, n):
     log_file = tmp_path / "faultlog.db"
     result, stderr = run_with_fault(shim, log_file, op, n)
     sent = ROUNDS * PER_ROUND
     assert result["statuses"] == [200] * sent
-    drops = sum(result["counted"].values())
-    conn = sqlite3.connect(log_file)
+    db = sqlite_utils.Database(log_file)
     try:
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-        rows = conn.execute("select count(*) from request_log").fetchone()[0]
-        last_round = conn.execute("select count(*) from request_log r join paths p on p.id = r.path_id "
-                                  "where p.name like ?", (f"/r{ROUNDS - 1}/%",)).fetchone()[0]
+        checked(db.conn)
+        rows = db["request_log"].count
+        last_round = count_prefix(db.conn, f"/r{ROUNDS - 1}")
     finally:
-        conn.close()
-    assert rows + drops == sent, (rows, result["counted"], stderr)
+        db.close()
     assert last_round == PER_ROUND  # writing carried on after the fault
-    # The fault did happen, cost one batch, and is named for what it was.
-    assert result["counted"] == {"io_error": 25}, stderr
-    assert "not written: io_error" in stderr and "writing resumed after io_error" in stderr
+    # The fault did happen and was named for what it was; the batch it met was held and
+    # retried, so it cost nothing.
+    assert "cannot write (io_error" in stderr and "writing resumed after io_error" in stderr
+    assert result["counted"] == {}, stderr
+    assert rows == sent, (rows, stderr)
