@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from .errors import ConfigError, Problem, did_you_mean, quote, type_name
 from .argtypes import check_args
 from .importer import import_target
-from .masking import MASK, can_hold_secret, looks_secret
+from .masking import MASK, can_hold_secret, looks_secret, shown_value
 
 KNOWN_KEYS = ("class", "args", "enabled", "scopes", "include_paths", "exclude_paths")
 KNOWN_SCOPES = ("http", "websocket", "lifespan")
@@ -200,7 +200,7 @@ def _resolve_secrets(value: Any, loc: str, problems: List[Problem]) -> Tuple[Any
     if isinstance(value, list):
         pairs = [_resolve_secrets(item, f"{loc}[{i}]", problems) for i, item in enumerate(value)]
         return [p[0] for p in pairs], [p[1] for p in pairs]
-    return value, value
+    return value, shown_value(value)
 
 
 def _read_secret(kind: str, name: Any, loc: str, problems: List[Problem]) -> Any:

@@ -26,3 +26,10 @@ def can_hold_secret(value: Any) -> bool:
     if isinstance(value, (list, tuple)):
         return any(can_hold_secret(item) for item in value)
     return True
+
+
+def shown_value(value: Any) -> Any:
+    """A leaf value as it may be shown: JSON's own types as they are, any other object (given from Python) as its repr."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return repr(value)

@@ -1,10 +1,11 @@
 """Every kind of bad entry is caught before anything is wrapped, all at once, with its location."""
-import os
+import json
 
 import pytest
 
 from bad_configs import BAD_CONFIGS, GOOD, K
 from datasette_configure_asgi import ConfigError, chain_for, wrap
+from datasette_configure_asgi.describe import chain_rows
 
 
 async def app(scope, receive, send):
@@ -186,3 +187,13 @@ def test_masking_hides_what_can_hold_a_secret_and_shows_flags_and_numbers():
     (entry,) = chain_for([{"class": "asgi_test_middlewares.AcceptsAnything", "args": args}]).entries
     assert entry.shown_args == {"cookie_secure": True, "token_ttl": 3600, "auth_ratio": 0.5, "session_id": None,
                                 "api_keys": "***", "key_ids": [1, 2], "private": "***", "password": "***"}
+
+
+def test_objects_given_from_python_are_shown_as_their_repr():
+    # wrap() callers may pass objects; the page and `check` must still be able to show the chain.
+    marker = object()
+    chain = chain_for([{"class": "asgi_test_middlewares.AcceptsAnything", "args": {"provider": marker, "items": [marker]}}])
+    data = chain_rows(chain, "python")
+    assert data["middleware"][0]["args"] == {"provider": repr(marker), "items": [repr(marker)]}
+    assert json.loads(json.dumps(data)) == data
+    assert chain.entries[0].args["provider"] is marker
