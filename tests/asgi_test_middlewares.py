@@ -28,6 +28,11 @@ class AppendHeader:
         await self.app(scope, receive, send_with_header)
 
 
+def append_header_entries(*values, **options):
+    """A config of AppendHeader entries, one per value, in order: each adds an x-order header with its value."""
+    return [{"class": "asgi_test_middlewares.AppendHeader", "args": {"value": value}, **options} for value in values]
+
+
 class Counting(AppendHeader):
     """AppendHeader that counts its constructions, to show what a rebuild costs."""
 

@@ -4,6 +4,7 @@ import pytest
 from asgiref.testing import ApplicationCommunicator
 
 import asgi_test_middlewares
+from asgi_test_middlewares import append_header_entries
 from datasette_configure_asgi import chain_for, wrap
 
 
@@ -20,13 +21,6 @@ async def hello(scope, receive, send):
     await send({"type": "http.response.body", "body": b"hello"})
 
 
-def order_entries(*values, **options):
-    return [
-        {"class": "asgi_test_middlewares.AppendHeader", "args": {"name": "x-order", "value": v}, **options}
-        for v in values
-    ]
-
-
 async def get(app, path="/"):
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://testserver") as client:
         return await client.get(path)
@@ -34,7 +28,7 @@ async def get(app, path="/"):
 
 @pytest.mark.asyncio
 async def test_first_entry_is_outermost():
-    response = await get(wrap(hello, order_entries("first", "second")))
+    response = await get(wrap(hello, append_header_entries("first", "second")))
     # The innermost middleware appends its header first; the outermost appends last.
     assert response.headers.get_list("x-order") == ["second", "first"]
 
@@ -71,7 +65,7 @@ async def test_scopes_keep_lifespan_away_from_a_lifespan_unsafe_middleware():
 
 
 def test_resolution_runs_once_per_config_and_rebuild_is_only_constructors():
-    entries = order_entries("a", "b") + [{"class": "asgi_test_middlewares.Counting", "args": {"value": "c"}}]
+    entries = append_header_entries("a", "b") + [{"class": "asgi_test_middlewares.Counting", "args": {"value": "c"}}]
     first = chain_for(entries)
     assert chain_for([dict(e) for e in entries]) is first  # an equal config is not resolved again
     assert chain_for(entries[:2]) is not first

@@ -4,17 +4,14 @@ import importlib.metadata
 import pytest
 from datasette.app import Datasette
 
+from asgi_test_middlewares import append_header_entries
 from conftest import DATASETTE_MAJOR, datasette_kwargs
 from datasette_configure_asgi.plugin.state import configured_chain
 
 
-def order_entries(*values):
-    return [{"class": "asgi_test_middlewares.AppendHeader", "args": {"value": v}} for v in values]
-
-
 @pytest.mark.asyncio
 async def test_first_entry_is_outermost_in_datasette():
-    ds = Datasette(memory=True, **datasette_kwargs(order_entries("outer", "inner")))
+    ds = Datasette(memory=True, **datasette_kwargs(append_header_entries("outer", "inner")))
     response = await ds.client.get("/-/versions.json")
     assert response.status_code == 200
     assert response.headers.get_list("x-order") == ["inner", "outer"]
@@ -78,7 +75,7 @@ async def test_page_names_the_distribution_of_a_class_in_a_namespace_package_sha
 
 @pytest.mark.asyncio
 async def test_introspection_needs_view_instance():
-    kwargs = datasette_kwargs(order_entries("x"))
+    kwargs = datasette_kwargs(append_header_entries("x"))
     # "allow": false at the top denies view-instance to everyone, on both lines.
     for holder in kwargs.values():
         holder["allow"] = False
@@ -96,7 +93,7 @@ async def test_no_config_means_no_middleware_and_an_empty_page():
 
 @pytest.mark.asyncio
 async def test_rebuilds_reuse_the_checked_chain():
-    ds = Datasette(memory=True, **datasette_kwargs(order_entries("a")))
+    ds = Datasette(memory=True, **datasette_kwargs(append_header_entries("a")))
     await ds.client.get("/-/versions.json")
     _, chain = configured_chain(ds)
     for _ in range(3):
@@ -108,5 +105,5 @@ async def test_rebuilds_reuse_the_checked_chain():
 @pytest.mark.skipif(DATASETTE_MAJOR < 1, reason="config= is the 1.0 way")
 @pytest.mark.asyncio
 async def test_metadata_plugins_still_read_on_1x():
-    ds = Datasette(memory=True, metadata={"plugins": {"datasette-configure-asgi": order_entries("m")}})
+    ds = Datasette(memory=True, metadata={"plugins": {"datasette-configure-asgi": append_header_entries("m")}})
     assert (await ds.client.get("/-/versions.json")).headers.get_list("x-order") == ["m"]
