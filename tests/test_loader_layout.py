@@ -2,8 +2,6 @@
 import ast
 import subprocess
 
-import pytest
-
 from conftest import BIN, ROOT, subprocess_env
 
 PACKAGE = "datasette_configure_asgi"
