@@ -85,7 +85,7 @@ def expectation(annotation: Any) -> Optional[Expect]:
     """What a simple annotation accepts, or None when the annotation is not one this module judges."""
     if annotation is None or annotation is type(None):
         return Scalar(type(None))
-    if annotation in _SCALARS:
+    if isinstance(annotation, type) and annotation in _SCALARS:
         return Scalar(annotation)
     if annotation in _MAPPINGS:
         return Scalar(dict)
