@@ -1,15 +1,20 @@
+import asyncio
 import contextlib
 import json
 import os
 import pathlib
 import socket
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from hypothesis import settings
 from datasette.version import __version__ as DATASETTE_VERSION
+
+from asgi_log_to_sqlite import writer as log_writer
 
 # Property tests: a few hundred examples in the suite; HYPOTHESIS_PROFILE=slow for the long run.
 settings.register_profile("ci", max_examples=300, deadline=None)
@@ -88,3 +93,77 @@ def running_server(command, port, env=None, cwd=None, ready_timeout=30):
             process.wait()
         if process.stdout:
             process.stdout.close()
+
+
+# ---- the logger: writers closed after each test, and the helpers its test modules share ------------
+
+@pytest.fixture(autouse=True)
+def close_log_writers():
+    """Close every log writer the test opened in this process, and fail it if a writer thread outlives that.
+
+    Otherwise each test's writer threads and connections would live on until the interpreter exits.
+    """
+    yield
+    log_writer.close_all(timeout=30)
+    with log_writer._writers_lock:
+        log_writer._writers.clear()
+    alive = [t.name for t in threading.enumerate() if t.name.startswith("asgi-log-to-sqlite ")]
+    if alive:
+        pytest.fail(f"log writer thread(s) still running after close_all(): {alive}")
+
+
+async def ok(scope, receive, send):
+    """The smallest app: 200, text/plain, "ok"."""
+    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+def scope_for(path, agent=b"tests", referer=None):
+    """An HTTP GET scope for ``path``, as a server would build it."""
+    headers = [(b"host", b"testserver"), (b"user-agent", agent)]
+    if referer is not None:
+        headers.append((b"referer", referer))
+    return {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+            "path": path, "raw_path": None, "query_string": b"", "root_path": "", "headers": headers,
+            "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 8000)}
+
+
+async def serve(app, scopes):
+    """Call the app once per scope, as a server would; returns the statuses the server saw."""
+    statuses = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message):
+        if message["type"] == "http.response.start":
+            statuses.append(message["status"])
+
+    for n, scope in enumerate(scopes):
+        await app(scope, receive, send)
+        if n % 500 == 0:
+            await asyncio.sleep(0)
+    return statuses
+
+
+def checked(conn):
+    """``conn`` after SQLite's integrity and foreign key checks have passed on it."""
+    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
+    return conn
+
+
+def count_prefix(conn, prefix):
+    """Rows logged for paths under ``prefix`` (``/during`` counts ``/during/...``)."""
+    return conn.execute("select count(*) from request_log r join paths p on p.id = r.path_id where p.name like ?",
+                        (prefix + "/%",)).fetchone()[0]
+
+
+def rows(path, sql="select * from readable_requests order by id"):
+    """The log's rows as dicts, readable_requests by default."""
+    conn = sqlite3.connect(path)
+    conn.row_factory = sqlite3.Row
+    try:
+        return [dict(r) for r in conn.execute(sql)]
+    finally:
+        conn.close()
