@@ -9,13 +9,16 @@ upgraded in place: its table is renamed ``requests_0_1`` and kept whole, and the
 reads it alongside the new rows, so nothing is lost or rewritten.
 
 Schema set-up runs inside ``BEGIN IMMEDIATE`` and checks the version after taking the write lock,
-so any number of processes may start on one fresh file at the same moment.
+so any number of processes may start on one fresh file at the same moment. sqlite-utils writes the
+tables, indexes and views; the transaction, the version and the writer's INSERT stay raw sqlite3.
 """
 from __future__ import annotations
 
 import sqlite3
 import time
 from typing import Callable, List
+
+import sqlite_utils
 
 from .files import check_writable, ensure_file
 
@@ -91,47 +94,22 @@ def placeholder(column: str, number: int) -> str:
     return f"CASE ?{number} WHEN {NULL_SENTINEL[column]} THEN NULL ELSE {value} END"
 
 
-_LOOKUP_DDL = """
-CREATE TABLE IF NOT EXISTS [{table}] (id INTEGER PRIMARY KEY, name TEXT);
-CREATE UNIQUE INDEX IF NOT EXISTS [idx_{table}_name] ON [{table}] (name);
-"""
-
-_V1 = """
-CREATE TABLE IF NOT EXISTS request_log (
-    id INTEGER PRIMARY KEY,
-    start_ms INTEGER NOT NULL,
-    duration_us INTEGER,
-    ttfb_us INTEGER,
-    method_id INTEGER REFERENCES methods(id),
-    path_id INTEGER REFERENCES paths(id),
-    query_string_id INTEGER REFERENCES query_strings(id),
-    user_agent_id INTEGER REFERENCES user_agents(id),
-    referer_id INTEGER REFERENCES referers(id),
-    accept_language_id INTEGER REFERENCES accept_languages(id),
-    http_status INTEGER,
-    content_type_id INTEGER REFERENCES content_types(id),
-    client_ip_id INTEGER REFERENCES client_ips(id),
-    forwarded_ip_id INTEGER REFERENCES client_ips(id),
-    host_id INTEGER REFERENCES hosts(id),
-    route_id INTEGER REFERENCES routes(id),
-    body_size INTEGER,
-    request_size INTEGER,
-    flags INTEGER NOT NULL DEFAULT 0,
-    sample_rate REAL NOT NULL DEFAULT 1.0,
-    ws_messages_in INTEGER,
-    ws_messages_out INTEGER,
-    ws_close_code INTEGER,
-    request_id TEXT,
-    extra TEXT
-);
-CREATE TABLE IF NOT EXISTS log_counters (
-    reason TEXT PRIMARY KEY,
-    count INTEGER NOT NULL,
-    first_ms INTEGER,
-    last_ms INTEGER,
-    last_error TEXT
-);
-"""
+# request_log's columns in table order (the writer names the columns it binds, so the two orders
+# may differ), and the lookup table each id column references.
+_REQUEST_LOG = {
+    "id": int, "start_ms": int, "duration_us": int, "ttfb_us": int,
+    "method_id": int, "path_id": int, "query_string_id": int, "user_agent_id": int, "referer_id": int,
+    "accept_language_id": int, "http_status": int, "content_type_id": int, "client_ip_id": int,
+    "forwarded_ip_id": int, "host_id": int, "route_id": int, "body_size": int, "request_size": int,
+    "flags": int, "sample_rate": float, "ws_messages_in": int, "ws_messages_out": int, "ws_close_code": int,
+    "request_id": str, "extra": str,
+}
+_REFERENCES = {
+    "method_id": "methods", "path_id": "paths", "query_string_id": "query_strings", "user_agent_id": "user_agents",
+    "referer_id": "referers", "accept_language_id": "accept_languages", "content_type_id": "content_types",
+    "client_ip_id": "client_ips", "forwarded_ip_id": "client_ips", "host_id": "hosts", "route_id": "routes",
+}
+_LOG_COUNTERS = {"reason": str, "count": int, "first_ms": int, "last_ms": int, "last_error": str}
 
 _NEW_ROWS_AS_0_1 = """
 SELECT
@@ -153,7 +131,6 @@ LEFT JOIN client_ips ip ON ip.id = r.client_ip_id
 """
 
 _READABLE = """
-CREATE VIEW IF NOT EXISTS readable_requests AS
 SELECT
     r.id,
     strftime('%Y-%m-%dT%H:%M:%fZ', r.start_ms / 1000.0, 'unixepoch') AS start,
@@ -191,7 +168,7 @@ LEFT JOIN client_ips ip ON ip.id = r.client_ip_id
 LEFT JOIN client_ips fip ON fip.id = r.forwarded_ip_id
 LEFT JOIN user_agents ua ON ua.id = r.user_agent_id
 LEFT JOIN referers ref ON ref.id = r.referer_id
-LEFT JOIN accept_languages al ON al.id = r.accept_language_id;
+LEFT JOIN accept_languages al ON al.id = r.accept_language_id
 """
 
 _LEGACY_COLUMNS = (
@@ -200,40 +177,44 @@ _LEGACY_COLUMNS = (
 )
 
 
-def _tables(conn: sqlite3.Connection) -> dict:
-    return dict(conn.execute("SELECT name, type FROM sqlite_master WHERE type IN ('table', 'view')").fetchall())
-
-
-def migrate_0_to_1(conn: sqlite3.Connection) -> None:
-    existing = _tables(conn)
+def migrate_0_to_1(db: sqlite_utils.Database) -> None:
+    """Version 0 (a new file, or one written by 0.1.1) to 1: lookups, request_log, log_counters, views."""
     for table in LOOKUPS:
-        _run(conn, _LOOKUP_DDL.format(table=table))
-    _run(conn, _V1)
-    legacy = existing.get("requests") == "table"
-    if legacy:
-        # A 0.1.1 database: keep its rows exactly as they are, under a new name.
-        conn.execute("ALTER TABLE requests RENAME TO requests_0_1")
+        _create_table(db, table, {"id": int, "name": str}, pk="id")
+        db.table(table).create_index(["name"], unique=True, if_not_exists=True)
+    _create_table(db, "request_log", _REQUEST_LOG, pk="id",
+                  foreign_keys=[(column, table, "id") for column, table in _REFERENCES.items()],
+                  not_null=["start_ms", "flags", "sample_rate"], defaults={"flags": 0, "sample_rate": 1.0})
+    _create_table(db, "log_counters", _LOG_COUNTERS, pk="reason", not_null=["count"])
     body = _NEW_ROWS_AS_0_1
-    if legacy:
+    if "requests" in db.table_names():
+        # A 0.1.1 database: keep its rows exactly as they are, under a new name.
+        db.rename_table("requests", "requests_0_1")
         body += f"UNION ALL SELECT {_LEGACY_COLUMNS} FROM requests_0_1\n"
-    conn.execute(f"CREATE VIEW IF NOT EXISTS requests AS {body}")
-    _run(conn, _READABLE)
+    db.create_view("requests", body, ignore=True)
+    db.create_view("readable_requests", _READABLE, ignore=True)
 
 
-MIGRATIONS: List[Callable[[sqlite3.Connection], None]] = [migrate_0_to_1]
+MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1]
 
 
-def _run(conn: sqlite3.Connection, script: str) -> None:
-    # executescript would COMMIT the open transaction; run statement by statement instead.
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+def _create_table(db: sqlite_utils.Database, name: str, columns: dict, **options) -> None:
+    # sqlite-utils writes the CREATE TABLE; we run it, because Table.create() wraps itself in
+    # "with conn:" on sqlite-utils 3.x, which would COMMIT the migration and release its lock.
+    db.conn.execute(db.create_table_sql(name, columns, if_not_exists=True, **options))
+
+
+def _database(conn: sqlite3.Connection) -> sqlite_utils.Database:
+    # Borrowing the writer's connection: no recursive_triggers pragma, no sqlite-utils plugins on it.
+    return sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
 
 
 def ensure_schema(conn: sqlite3.Connection, deadline_s: float = 30.0) -> int:
     """Bring the file to SCHEMA_VERSION; safe when several processes do it at once. Returns the version found."""
     # WAL first: changing the journal mode needs no other connection mid-write, so retry while busy.
-    _retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone(), deadline_s)
+    # Raw, and read to the end: SQLite can report an I/O error in the switch only on the statement's
+    # second step, which sqlite-utils' enable_wal() never takes; the failed switch then went unseen.
+    _retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchall(), deadline_s)
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found >= SCHEMA_VERSION:
         return found
@@ -242,8 +223,9 @@ def ensure_schema(conn: sqlite3.Connection, deadline_s: float = 30.0) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
+            db = _database(conn)
             for step in MIGRATIONS[version:SCHEMA_VERSION]:
-                step(conn)
+                step(db)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
             return version

@@ -2,13 +2,13 @@
 import concurrent.futures
 import json
 import signal
-import sqlite3
 import subprocess
 
 import httpx
 import pytest
+import sqlite_utils
 
-from conftest import DATASETTE_MAJOR, KEY, free_port, running_server, subprocess_env
+from conftest import DATASETTE_MAJOR, KEY, checked, free_port, rows, running_server, subprocess_env
 
 
 def load(ports, per_port, concurrency=8):
@@ -31,17 +31,15 @@ def stop(process, sig=signal.SIGTERM, timeout=30):
 
 
 def check_log(path, expected_rows):
-    conn = sqlite3.connect(path)
+    db = sqlite_utils.Database(path)
     try:
-        assert conn.execute("select count(*) from request_log").fetchone()[0] == expected_rows
-        assert conn.execute("select reason, count from log_counters").fetchall() == []
-        assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("pragma foreign_key_check").fetchall() == []
+        checked(db.conn)
+        assert db["request_log"].count == expected_rows
+        assert list(db["log_counters"].rows) == []
         # One lookup row per distinct path, however many processes saw it first at the same time.
-        assert conn.execute("select count(*) from paths").fetchone()[0] == conn.execute(
-            "select count(distinct path_id) from request_log").fetchone()[0]
+        assert db["paths"].count == db.execute("select count(distinct path_id) from request_log").fetchone()[0]
     finally:
-        conn.close()
+        db.close()
 
 
 def logger_config(tmp_path, log_file):
@@ -100,8 +98,6 @@ def test_datasette_serve_flushes_and_exits_cleanly(tmp_path, sig):
     # uvicorn re-raises the signal after a graceful shutdown. Datasette 1.0a41 without any plugin
     # then exits 1 with click's "Aborted!" on SIGINT: that is Datasette's own exit, not ours.
     assert code in (0, -sig) or (sig == signal.SIGINT and code == 1 and "Aborted!" in output), (code, output)
-    conn = sqlite3.connect(log_file)
-    paths = [p for (p,) in conn.execute("select path from readable_requests")]
-    conn.close()
+    paths = [row["path"] for row in rows(log_file)]
     # Datasette may make internal requests of its own; ours are all there.
     assert sum(p == "/-/versions.json" for p in paths) == 50

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from asgi_log_to_sqlite import AsgiLogToSqlite
 from asgi_log_to_sqlite.record import FLAG_REPLACED, FLAG_TRUNCATED
+from conftest import checked, rows
 
 MAX_VALUE = 200
 # A failing example may hold a 1 MB header: Hypothesis warns that its repr is large; still show it.
@@ -128,18 +129,12 @@ def test_bad_input_never_breaks_the_response_and_logs_each_request_once(tmp_path
     stats = writer_app.stats()
     assert stats["counted"] == {}, stats  # nothing dropped, nothing failed
 
-    conn = sqlite3.connect(log_file)
-    conn.row_factory = sqlite3.Row
-    try:
-        rows = {r["request_id"]: r for r in conn.execute("select * from readable_requests")}
-        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-        assert conn.execute("PRAGMA foreign_key_check").fetchall() == []
-    finally:
-        conn.close()
+    checked(sqlite3.connect(log_file)).close()
+    logged_rows = {r["request_id"]: r for r in rows(log_file)}
     # Exactly one row per request.
-    assert sorted(rows) == sorted(expectations)
+    assert sorted(logged_rows) == sorted(expectations)
     for request_id, case in expectations.items():
-        row = rows[request_id]
+        row = logged_rows[request_id]
         _assert_round_trip(case["path"], row["path"], row["flags"])
         agent = next((v for n, v in case["headers"] if n == b"user-agent"), None)
         if agent is None:
@@ -212,14 +207,17 @@ def test_a_repeated_combination_is_shaped_as_the_first_time(tmp_path):
         status = None if case["behaviour"] in ("raise_before", "no_response") else case["status"]
         record = (shaper := Shaper(), scope, t0, t0 + duration, None if ttfb is None else t0 + ttfb, status,
                   case["response_headers"] if status is not None else None, sizes[0], sizes[1], flags)
-        rows = []
+        shaped = []
         for _ in range(2):
             plain, full = [], []
             shaper.rows_into([record], 1.7e9, writer.lookups.id_of, plain, full, failures.append)
-            rows.append((plain, full))
-        assert rows[0] == rows[1]
-        assert len(rows[0][0]) + len(rows[0][1]) > 0
+            shaped.append((plain, full))
+        assert shaped[0] == shaped[1]
+        assert len(shaped[0][0]) + len(shaped[0][1]) > 0
 
-    shaped_twice()
+    try:
+        shaped_twice()
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()  # no writer thread was started, so closing the writer would not close it
     assert failures == []
-    conn.execute("ROLLBACK")

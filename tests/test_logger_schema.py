@@ -1,0 +1,140 @@
+"""The log's schema as files get it: the same tables, columns, indexes and views however it was written, set up
+in one transaction (a failed upgrade leaves the file as it was), and once when processes race on a fresh file."""
+import multiprocessing
+import os
+import re
+import shutil
+import sqlite3
+import sys
+
+import pytest
+import sqlite_utils
+
+from asgi_log_to_sqlite import create_file
+from conftest import TESTS
+
+FIXTURES = TESTS / "fixtures"
+
+
+def affinity(declared):
+    """The affinity SQLite gives a column declared ``declared`` (https://www.sqlite.org/datatype3.html, 3.1)."""
+    declared = declared.upper()
+    if "INT" in declared:
+        return "INTEGER"
+    if any(word in declared for word in ("CHAR", "CLOB", "TEXT")):
+        return "TEXT"
+    if "BLOB" in declared or not declared:
+        return "BLOB"
+    if any(word in declared for word in ("REAL", "FLOA", "DOUB")):
+        return "REAL"
+    return "NUMERIC"
+
+
+def shape(db):
+    """What a file's schema means, not how its SQL was spelled: per table its columns (affinity for the type:
+    sqlite-utils 3.x declares a float column FLOAT where 4.x writes REAL), foreign keys and indexes; per view
+    its columns and its SELECT, without quoting and line breaks."""
+    def columns(table):
+        return [(c.name, affinity(c.type), c.notnull, c.default_value, c.is_pk) for c in table.columns]
+
+    tables = {
+        table.name: (columns(table), sorted(table.foreign_keys),
+                     sorted((i.name, i.unique, i.origin, i.partial, i.columns) for i in table.indexes))
+        for table in db.tables
+    }
+    views = {view.name: (columns(view), " ".join(re.sub(r'[\[\]"]', "", view.schema).split())) for view in db.views}
+    return tables, views
+
+
+def assert_same_schema(db, sql_path):
+    """``db`` has the tables, columns, indexes and views that the SQL in ``sql_path`` creates."""
+    expected = sqlite_utils.Database(memory=True)
+    expected.conn.executescript(sql_path.read_text())
+    for found, wanted in zip(shape(db), shape(expected)):
+        for name in sorted(set(found) | set(wanted)):
+            assert found.get(name) == wanted.get(name), name
+
+
+def upgraded_0_1_1(directory):
+    path = directory / "old.db"
+    shutil.copy(FIXTURES / "log-0.1.1.db", path)
+    return path
+
+
+@pytest.mark.parametrize("origin", ["new", "0.1.1"])
+def test_files_get_the_schema_version_1_has_always_had(tmp_path, origin):
+    if origin == "new":
+        path, expected = tmp_path / "log.db", FIXTURES / "schema-v1.sql"
+    else:
+        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v1-from-0.1.1.sql"
+    create_file(str(path))
+    db = sqlite_utils.Database(path)
+    try:
+        assert_same_schema(db, expected)
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.journal_mode == "wal"
+    finally:
+        db.close()
+
+
+def test_a_failed_upgrade_leaves_the_0_1_1_file_as_it_was(tmp_path):
+    # A table of the user's own under the name the upgrade gives the old rows: the upgrade fails at that
+    # step, after it has created the new tables. Nothing of it may stay, or the next start would find a
+    # half-made schema; that holds only if nothing commits inside the migration's transaction.
+    path = upgraded_0_1_1(tmp_path)
+    db = sqlite_utils.Database(path)
+    try:
+        db.execute("CREATE TABLE requests_0_1 (note TEXT)")
+        before = (set(db.table_names()), set(db.view_names()), db.execute("SELECT * FROM requests").fetchall())
+    finally:
+        db.close()
+
+    with pytest.raises(sqlite3.OperationalError, match="requests_0_1"):
+        create_file(str(path))
+
+    db = sqlite_utils.Database(path)
+    try:
+        assert (set(db.table_names()), set(db.view_names()), db.execute("SELECT * FROM requests").fetchall()) == before
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 0
+        db.table("requests_0_1").drop()
+    finally:
+        db.close()
+    create_file(str(path))  # with the clash gone, the same file upgrades
+    db = sqlite_utils.Database(path)
+    try:
+        assert db.table("requests_0_1").count == len(before[2])
+        assert db["requests"].count == len(before[2])
+    finally:
+        db.close()
+
+
+def _set_up(path, barrier):
+    """One process: wait for the others, then set up the same fresh file at the same instant."""
+    barrier.wait()
+    try:
+        create_file(path)
+    except BaseException as error:
+        # Said on stderr (pytest shows it with the failure) and in the exit code the test checks.
+        print(f"process {os.getpid()}: {error!r}", file=sys.stderr, flush=True)
+        os._exit(3)
+    os._exit(0)
+
+
+@pytest.mark.parametrize("round_", range(5))
+def test_processes_setting_up_one_fresh_file_at_once_all_succeed(tmp_path, round_):
+    path = str(tmp_path / "fresh.db")
+    processes = 8
+    context = multiprocessing.get_context("fork")
+    barrier = context.Barrier(processes)
+    workers = [context.Process(target=_set_up, args=(path, barrier)) for _ in range(processes)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert [w.exitcode for w in workers] == [0] * processes
+    db = sqlite_utils.Database(path)
+    try:
+        assert_same_schema(db, FIXTURES / "schema-v1.sql")
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    finally:
+        db.close()
