@@ -155,6 +155,7 @@ class PageRunner:
             dest, _, src = (s.strip() for s in d["given"].partition("="))
             shutil.copyfile(ROOT / src, self.folder / dest)
         if "file" in d:
+            (self.folder / d["file"]).parent.mkdir(parents=True, exist_ok=True)
             (self.folder / d["file"]).write_text(block.text, encoding="utf-8")
         if d.get("line", LINE) != LINE:
             return f"only on {d['line']}"
