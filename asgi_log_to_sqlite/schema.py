@@ -10,7 +10,8 @@ reads it alongside the new rows, so nothing is lost or rewritten.
 
 Schema set-up runs inside ``BEGIN IMMEDIATE`` and checks the version after taking the write lock,
 so any number of processes may start on one fresh file at the same moment. sqlite-utils writes the
-tables, indexes and views; the transaction, the version and the writer's INSERT stay raw sqlite3.
+tables, indexes and views; the transaction, the version, the switch to WAL and the writer's INSERT
+stay raw sqlite3.
 """
 from __future__ import annotations
 
