@@ -9,6 +9,7 @@ import time
 
 import httpx
 import pytest
+import sqlite_utils
 from asgiref.testing import ApplicationCommunicator
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse, StreamingResponse
@@ -85,8 +86,8 @@ async def test_requests_are_logged_with_original_and_new_columns(log_file):
                           headers={"user-agent": "pytest", "referer": "https://r.example/", "accept-language": "fr"})
     assert app.flush()
     conn = sqlite3.connect(log_file)
-    columns = [c[1] for c in conn.execute("pragma table_info(requests)")]
-    assert columns == ORIGINAL_COLUMNS
+    db = sqlite_utils.Database(conn)
+    assert [c.name for c in db["requests"].columns] == ORIGINAL_COLUMNS
     first = conn.execute("select * from requests order by start limit 1").fetchone()
     start, method, path_id, qs_id, ua_id, ref_id, al_id, status, ct_id, ip, duration, body_size = first
     assert method == "GET" and status == 200 and body_size == len(responses[0].content)
@@ -94,9 +95,9 @@ async def test_requests_are_logged_with_original_and_new_columns(log_file):
     assert conn.execute("select name from query_strings where id = ?", (qs_id,)).fetchone() == ("?x=1",)
     assert conn.execute("select name from user_agents where id = ?", (ua_id,)).fetchone() == ("pytest",)
     assert conn.execute("select name from content_types where id = ?", (ct_id,)).fetchone() == ("text/plain; charset=utf-8",)
-    assert 0 < duration < 5 and abs(start - __import__("time").time()) < 60
+    assert 0 < duration < 5 and abs(start - time.time()) < 60
     for table in LEGACY_LOOKUPS:
-        assert [c[1] for c in conn.execute(f"pragma table_info({table})")] == ["id", "name"]
+        assert [c.name for c in db[table].columns] == ["id", "name"]
     readable = rows(log_file)
     assert readable[0]["route"] == "/hello/{name}"
     assert readable[0]["client_ip"] == "127.0.0.0"  # httpx's client 127.0.0.1, truncated to /24
@@ -116,11 +117,11 @@ async def test_a_0_1_1_database_is_upgraded_in_place_with_nothing_lost(tmp_path)
     assert app.flush()
     conn = sqlite3.connect(path)
     assert conn.execute("select * from requests_0_1 order by rowid").fetchall() == before
-    assert conn.execute("select count(*) from requests").fetchone()[0] == 22
+    assert sqlite_utils.Database(conn)["requests"].count == 22
     old_rows = conn.execute("select * from requests where start < (select max(start) from requests) order by start").fetchall()
     assert [tuple(r) for r in old_rows] == [tuple(r) for r in sorted(before, key=lambda r: r[0])]
     # Old lookup ids keep their meaning; new rows reuse the same tables.
-    assert conn.execute("select count(*) from paths").fetchone()[0] == 6
+    assert sqlite_utils.Database(conn)["paths"].count == 6
     assert conn.execute("pragma integrity_check").fetchone()[0] == "ok"
     assert conn.execute("pragma foreign_key_check").fetchall() == []
     assert conn.execute("pragma user_version").fetchone()[0] == 1
