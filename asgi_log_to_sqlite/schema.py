@@ -87,7 +87,7 @@ def placeholder(column: str, number: int) -> str:
     ``CASE ?N WHEN sentinel THEN NULL ELSE ?N END`` rather than ``nullif(?, sentinel)``: a CASE
     is a few VDBE opcodes where nullif is a function call, and across 15 columns that is ~0.7 us
     per row (measured, 128-row INSERTs: 2.4 us -> 1.7 us per row). The price is in preparing: the
-    numbered parameters make it quadratic in their count (see writer._ROWS_PER_STATEMENT).
+    numbered parameters make it quadratic in their count (see inserts.ROWS_PER_STATEMENT).
     """
     value = f"CAST(?{number} AS INTEGER)" if column in TRUNCATED else f"?{number}"
     if column not in NULL_SENTINEL:

@@ -23,22 +23,15 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from . import schema
 from .counters import Counters
+from .failures import RETRIED, classify
 from .files import check_writable, ensure_file, file_identity
+from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .record import FLAG_BUCKETED
 
 _STOP = object()
-# Rows per INSERT statement, at most. Larger statements insert no faster per row (measured: 32,
-# 64 and 128 rows all ~1.7 us per row; valgrind: 27,560 against 27,510 instructions per row at 64
-# and 128) but cost more to prepare and to keep: SQLite numbers the parameters ?1, ?2, ... in
-# a list it searches for each one, so preparing is quadratic in the statement's size (64 rows:
-# 18 ms; 128 rows: 58-81 ms, on each new connection). See also _statement_sizes.
-_ROWS_PER_STATEMENT = 64
 # Bytes the -wal file is truncated back to after a checkpoint (SQLite's auto-checkpoint is ~4 MB).
 _WAL_SIZE_LIMIT = 4 * 1024 * 1024
-# Failures that waiting can cure: a batch that meets one is held and retried, not dropped. A
-# corrupt file or an unexpected error would fail the same way forever, so it is counted at once.
-RETRIED = frozenset({"locked", "disk_full", "io_error", "readonly", "cannot_open"})
 # First pause before retrying a held batch; it doubles up to the writer's retry_delay.
 _FIRST_RETRY_DELAY = 0.05
 
@@ -84,7 +77,6 @@ class Writer:
         self._inode: Optional[Tuple[int, int]] = None  # (device, inode) of the file the connection has open
         self._checked_at = 0.0
         self._shapers: "weakref.WeakSet[Any]" = weakref.WeakSet()  # every Shaper that cached ids of this file
-        self._statements: Dict[Tuple[int, int], str] = {}
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
         self.started = False
@@ -291,9 +283,9 @@ class Writer:
             for flat, columns in ((common, schema.COMMON_COLUMNS), (full, schema.COLUMNS)):
                 width = len(columns)
                 start = 0
-                for count in _statement_sizes(len(flat) // width):
+                for count in statement_sizes(len(flat) // width):
                     end = start + count * width
-                    conn.execute(self._insert_sql(count, columns), flat[start:end])
+                    conn.execute(insert_sql(count, columns), flat[start:end])
                     start = end
             stored = self.counters.persist(conn)
             conn.execute("COMMIT")
@@ -311,20 +303,6 @@ class Writer:
     def _record_failed(self, error: Exception) -> None:
         """A record we cannot shape is counted, never raised."""
         self.counters.count("record_error", 1, error)
-
-    def _insert_sql(self, rows: int, columns: Tuple[str, ...]) -> str:
-        key = (rows, len(columns))
-        sql = self._statements.get(key)
-        if sql is None:
-            # Numbered parameters (?1, ?2, ...): each CASE reads its value twice.
-            width = len(columns)
-            values = (
-                "(" + ",".join(schema.placeholder(column, row * width + i + 1) for i, column in enumerate(columns)) + ")"
-                for row in range(rows)
-            )
-            sql = f"INSERT INTO request_log ({', '.join(columns)}) VALUES " + ",".join(values)
-            self._statements[key] = sql
-        return sql
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is not None and not self._same_file():
@@ -399,41 +377,6 @@ class Writer:
         if self._failing is not None:
             print(f"asgi_log_to_sqlite: {self.path}: writing resumed after {self._failing}", file=sys.stderr, flush=True)
             self._failing = None
-
-
-def _statement_sizes(rows: int) -> List[int]:
-    """Rows per INSERT for a batch: full statements, then the rest as powers of two.
-
-    A statement per distinct batch size would keep up to 128 of them in sqlite3's statement cache:
-    measured, 200 sizes of the 18-column INSERT held 109 MB. Powers of two bound it at seven
-    shapes per row width (1 to 64 rows): the fourteen take 1.9 MB and 73 ms to prepare, measured.
-    """
-    sizes = [_ROWS_PER_STATEMENT] * (rows // _ROWS_PER_STATEMENT)
-    rest = rows % _ROWS_PER_STATEMENT
-    size = _ROWS_PER_STATEMENT // 2
-    while rest:
-        if rest >= size:
-            sizes.append(size)
-            rest -= size
-        size //= 2
-    return sizes
-
-
-def classify(error: BaseException) -> str:
-    text = str(error).lower()
-    if "locked" in text or "busy" in text:
-        return "locked"
-    if "readonly" in text or "read-only" in text:
-        return "readonly"
-    if "full" in text:
-        return "disk_full"
-    if "disk i/o" in text or "ioerr" in text:
-        return "io_error"
-    if "unable to open" in text or "no such file" in text:
-        return "cannot_open"
-    if isinstance(error, sqlite3.DatabaseError) and "malformed" in text:
-        return "corrupt"
-    return "write_error"
 
 
 # ---- one writer per file per process ------------------------------------------------------

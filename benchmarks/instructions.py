@@ -99,12 +99,22 @@ def child(part: str, rows: int, built: int) -> None:
         conn.execute("BEGIN IMMEDIATE")
         flat = shaped(records[:BATCH])
         width = len(schema.COMMON_COLUMNS)
+        statement_sizes, insert_sql, _ = insert_statements(writer_module, writer)
         for _ in batches:
             start = 0
-            for count in writer_module._statement_sizes(BATCH):
-                conn.execute(writer._insert_sql(count, schema.COMMON_COLUMNS), flat[start:start + count * width])
+            for count in statement_sizes(BATCH):
+                conn.execute(insert_sql(count, schema.COMMON_COLUMNS), flat[start:start + count * width])
                 start += count * width
         conn.execute("COMMIT")
+
+
+def insert_statements(writer_module, writer):
+    """(statement_sizes, insert_sql, rows per statement), wherever the revision measured keeps them."""
+    try:
+        from asgi_log_to_sqlite import inserts
+    except ImportError:  # revisions before inserts.py kept them in the writer
+        return writer_module._statement_sizes, writer._insert_sql, writer_module._ROWS_PER_STATEMENT
+    return inserts.statement_sizes, inserts.insert_sql, inserts.ROWS_PER_STATEMENT
 
 
 def requests_child(variant: str, count: int, built: int) -> None:
@@ -139,7 +149,7 @@ def requests_child(variant: str, count: int, built: int) -> None:
             # runs: preparing is costly and would otherwise fall in whichever run meets a size first.
             from asgi_log_to_sqlite import writer as writer_module
 
-            primed = 2 * writer_module._ROWS_PER_STATEMENT - 1
+            primed = 2 * insert_statements(writer_module, app.writer)[2] - 1
             now = time.perf_counter()
             for i in range(primed):
                 app.writer.submit((app.shaper, scope_for(i), now, now, now, 200, None, 0, 0, 0))
