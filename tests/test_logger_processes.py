@@ -2,7 +2,9 @@
 import concurrent.futures
 import json
 import signal
+import sqlite3
 import subprocess
+import time
 
 import httpx
 import pytest
@@ -101,3 +103,47 @@ def test_datasette_serve_flushes_and_exits_cleanly(tmp_path, sig):
     paths = [row["path"] for row in rows(log_file)]
     # Datasette may make internal requests of its own; ours are all there.
     assert sum(p == "/-/versions.json" for p in paths) == 50
+
+
+def test_sigterm_while_a_lock_is_held_waits_stop_timeout_then_counts(tmp_path):
+    """A graceful stop meets a lock that outlasts it: the server still exits, after stop_timeout_ms,
+    and says on stderr how many rows it could not write; once the lock is gone the file is whole."""
+    log_file = tmp_path / "locked.db"
+    config = tmp_path / "middleware.json"
+    config.write_text(json.dumps([{"class": "asgi_log_to_sqlite.AsgiLogToSqlite",
+                                   "args": {"file": str(log_file), "busy_timeout_ms": 200, "stop_timeout_ms": 1500}}]))
+    port = free_port()
+    command = ["python", "-m", "datasette_configure_asgi", "serve", "examples.starlette.app:app", "--config", config,
+               "--port", port, "--no-access-log"]
+    with running_server(command, port) as process:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/items/warm-up").status_code == 200
+            for _ in range(100):  # the writer creates the file at the first request
+                if log_file.exists() and sqlite_utils.Database(log_file)["request_log"].exists():
+                    break
+                time.sleep(0.05)
+            holder = sqlite3.connect(log_file, isolation_level=None)
+            holder.execute("BEGIN IMMEDIATE")
+            try:
+                statuses = [client.get(f"/items/{i}").status_code for i in range(20)]
+                assert statuses == [200] * 20
+                time.sleep(0.3)  # the writer meets the lock and holds its batch
+                started = time.monotonic()
+                process.send_signal(signal.SIGTERM)
+                code = process.wait(30)
+                waited = time.monotonic() - started
+                output = process.stdout.read()
+            finally:
+                holder.execute("ROLLBACK")
+                holder.close()
+    assert code in (0, -signal.SIGTERM), output
+    assert 1.4 < waited < 10, (waited, output)  # stop_timeout_ms, then out
+    assert "holding" in output and "row(s) not written: locked" in output, output
+    db = sqlite_utils.Database(log_file)
+    try:
+        checked(db.conn)
+        written = db["request_log"].count
+    finally:
+        db.close()
+    lost = int(output.split(" row(s) not written: locked")[0].rsplit(" ", 1)[-1])
+    assert written + lost == 21, (written, lost, output)
