@@ -95,13 +95,14 @@ class Writer:
     # ---- any thread ------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
         """Write everything queued so far; True when done within ``timeout``."""
-        thread = self._thread
-        if thread is None or not thread.is_alive():
-            return self.queue.qsize() == 0
         marker = _Flush()
+        # Under the lock the thread takes to decide it is done, so a marker is never left behind it.
         with self._start_lock:
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                return self.queue.qsize() == 0
             self._markers += 1
-        self.queue.put(marker)
+            self.queue.put(marker)
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 10.0) -> bool:
@@ -150,12 +151,15 @@ class Writer:
                     # Records submitted behind the stop request (a close() that timed out while
                     # this thread wrote its last batch) are written before the thread ends.
                     if self.queue.qsize() == 0:
+                        self._thread = None
+                        self.started = False
                         return
                     self.queue.put(_STOP)
         finally:
             with self._start_lock:
-                self._thread = None
-                self.started = False
+                if self._thread is threading.current_thread():
+                    self._thread = None
+                    self.started = False
 
     def _loop(self) -> None:
         stop = False
