@@ -34,6 +34,9 @@ _SEQUENCES = (
     collections.abc.Sequence, collections.abc.MutableSequence, collections.abc.Collection,
     collections.abc.Iterable, collections.abc.Set, collections.abc.MutableSet,
 )
+# What a config file's values can be (JSON, YAML, TOML), and the collections Python callers of wrap() pass.
+_COLLECTIONS = (list, tuple, set, frozenset)
+_CONFIG_TYPES = (str, int, float, bool, type(None), dict) + _COLLECTIONS
 _UNION_TYPES: Tuple[Any, ...] = (Union, types.UnionType) if sys.version_info >= (3, 10) else (Union,)
 
 
@@ -156,6 +159,8 @@ def render(annotation: Any) -> str:
 
 def _refusals(value: Any, shown: Any, expect: Expect, written: str) -> List[Tuple[str, str]]:
     """(location suffix, message) for each way ``value`` fails ``expect``; empty when it is accepted."""
+    if not isinstance(value, _CONFIG_TYPES):
+        return []  # an object given from Python (a Path, a tracer...): no config file holds one, so not judged
     if isinstance(expect, AnyOf):
         if any(not _refusals(value, shown, option, written) for option in expect.options):
             return []
@@ -163,7 +168,7 @@ def _refusals(value: Any, shown: Any, expect: Expect, written: str) -> List[Tupl
         lists = [option for option in expect.options if isinstance(option, Items)]
         if isinstance(value, list) and len(lists) == 1:
             return _refusals(value, shown, lists[0], written)
-    elif isinstance(expect, Items) and isinstance(value, list):
+    elif isinstance(expect, Items) and isinstance(value, _COLLECTIONS):
         if expect.item is None:
             return []
         found = []
@@ -181,7 +186,7 @@ def _accepts(value: Any, expect: Expect) -> bool:
     if isinstance(expect, OneOf):
         return any(type(value) is type(option) and value == option for option in expect.values)
     if isinstance(expect, Items):
-        return isinstance(value, list)
+        return isinstance(value, _COLLECTIONS)
     kind = expect.kind  # type: ignore[union-attr]
     if kind is float:
         return type(value) in (int, float)  # an int is a fine float; True is not

@@ -1,7 +1,9 @@
 """Every kind of bad entry is caught before anything is wrapped, all at once, with its location."""
 import json
+import pathlib
 
 import pytest
+from starlette.applications import Starlette
 
 from bad_configs import BAD_CONFIGS, GOOD, K
 from datasette_configure_asgi import ConfigError, chain_for, wrap
@@ -197,3 +199,13 @@ def test_objects_given_from_python_are_shown_as_their_repr():
     assert data["middleware"][0]["args"] == {"provider": repr(marker), "items": [repr(marker)]}
     assert json.loads(json.dumps(data)) == data
     assert chain.entries[0].args["provider"] is marker
+
+
+def test_python_callers_of_wrap_may_pass_tuples_paths_and_objects(tmp_path):
+    """wrap() from Python takes what the middleware takes: a tuple for a Sequence[str], a Path for a
+    str file, any object; only what a config file could hold is judged against the annotation."""
+    app = Starlette()
+    wrap(app, [{"class": "starlette.middleware.cors.CORSMiddleware", "args": {"allow_origins": ("https://a.example",)}}])
+    wrap(app, [{"class": "asgi_log_to_sqlite.AsgiLogToSqlite", "args": {"file": pathlib.Path(tmp_path / "log.db")}}])
+    with pytest.raises(ConfigError, match=r"allow_origins: expected a list of strings"):
+        wrap(app, [{"class": "starlette.middleware.cors.CORSMiddleware", "args": {"allow_origins": "https://a.example"}}])
