@@ -82,6 +82,26 @@ class Counters:
             self._persisted_loop[reason] += delta
         self._pending.clear()
 
+    def checkpoint(self) -> tuple:
+        """The thread's counts as they are now, for ``restore`` after an attempt that rolled back."""
+        return {reason: list(entry) for reason, entry in self._pending.items()}, dict(self.totals)
+
+    def restore(self, checkpoint: tuple) -> None:
+        pending, totals = checkpoint
+        self._pending = {reason: list(entry) for reason, entry in pending.items()}
+        self.totals = dict(totals)
+
+    def report_unstored(self, failing: Optional[str]) -> None:
+        """Stopping while the file cannot be written: say on stderr every count that is lost with it."""
+        unstored = {reason: entry[0] for reason, entry in self._pending.items() if entry[0]}
+        for reason, delta in self._loop_deltas().items():
+            if reason in _LOOP_DROPS:
+                unstored[reason] = unstored.get(reason, 0) + delta
+        if unstored:
+            listed = ", ".join(f"{reason}={count}" for reason, count in sorted(unstored.items()))
+            print(f"asgi_log_to_sqlite: {self.path}: stopped while the file could not be written ({failing}); "
+                  f"rows not written, and not stored in log_counters either: {listed}", file=sys.stderr, flush=True)
+
     def _loop_deltas(self) -> Dict[str, int]:
         now = dict(self.loop)
         return {r: now[r] - self._persisted_loop[r] for r in now if now[r] != self._persisted_loop[r]}

@@ -245,7 +245,7 @@ class AsgiLogToSqlite:
             return
         try:
             # close, not flush: a held batch gets stop_timeout_ms more, then is counted.
-            await asyncio.get_running_loop().run_in_executor(None, self.writer.close, 10.0)
+            await asyncio.get_running_loop().run_in_executor(None, self.writer.close)
         except Exception:
             self.writer.loop_counts["internal_error"] += 1
 
@@ -259,7 +259,7 @@ class AsgiLogToSqlite:
         """Block until everything queued so far is written (True) or ``timeout`` passes (False)."""
         return self.writer.flush(timeout)
 
-    def close(self, timeout: float = 10.0) -> bool:
+    def close(self, timeout: Optional[float] = None) -> bool:
         """Flush, then stop the writer thread of this file. A later request starts it again."""
         return self.writer.close(timeout)
 

@@ -80,7 +80,6 @@ class Writer:
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
         self.started = False
-        self.closed = False
 
     # ---- event-loop side -------------------------------------------------------------------
     def submit(self, record: tuple) -> None:
@@ -94,7 +93,8 @@ class Writer:
 
     # ---- any thread ------------------------------------------------------------------------
     def flush(self, timeout: float = 10.0) -> bool:
-        """Write everything queued so far; True when done within ``timeout``."""
+        """Write everything queued so far; True when within ``timeout`` each record was written or
+        counted (a record that cannot be written at all is counted, never waited for)."""
         marker = _Flush()
         # Under the lock the thread takes to decide it is done, so a marker is never left behind it.
         with self._start_lock:
@@ -105,12 +105,15 @@ class Writer:
             self.queue.put(marker)
         return marker.done.wait(timeout)
 
-    def close(self, timeout: float = 10.0) -> bool:
+    def close(self, timeout: Optional[float] = None) -> bool:
         """Flush, stop the thread and close the connection; True once the thread has ended.
 
         A held batch is retried for at most ``stop_timeout_ms`` more, then counted under its
-        failure's reason. Later submits start the thread again.
+        failure's reason. ``timeout`` defaults to what that can take: stop_timeout_ms plus one
+        attempt's busy_timeout_ms, plus a second. Later submits start the thread again.
         """
+        if timeout is None:
+            timeout = self.stop_timeout + self.busy_timeout_ms / 1000 + 1.0
         thread = self._thread
         if thread is None:
             if self.queue.qsize() == 0:
@@ -202,11 +205,13 @@ class Writer:
                 self._write_held(batch[start:start + self.batch_size])
                 self.held = max(0, len(batch) - start - self.batch_size)
             self.held = 0
-            if not batch:
+            if not batch and not self._given_up():
                 self._idle()
             for marker in markers:
                 marker.done.set()
-        if not self._given_up():
+        if self._given_up():
+            self.counters.report_unstored(self._failing)
+        else:
             self._idle()
         if self._conn is not None:
             self._conn.close()
@@ -226,6 +231,7 @@ class Writer:
                 stop = True
             else:
                 batch.append(item)
+                self.held += 1  # still waiting, so still within queue_size for submit
 
     def _idle(self) -> None:
         """Persist counters that changed, and try to reconnect after a failure."""
@@ -270,6 +276,9 @@ class Writer:
         """One attempt at one batch, in one transaction; the error when it failed."""
         wall_offset = time.time() - time.perf_counter()
         shapers = set()
+        # Shaping counts bad records and bucketed values as it goes; an attempt that rolls back is
+        # tried again, so its counts are taken back with it.
+        counted_before = self.counters.checkpoint()
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
@@ -296,6 +305,7 @@ class Writer:
             self.counters.committed(stored)
         except Exception as error:
             self._rollback()
+            self.counters.restore(counted_before)
             # Ids inserted by the rolled-back transaction do not exist: forget every cached id.
             self._forget_ids(shapers)
             return error
@@ -402,7 +412,7 @@ def writer_for(path: str, **options: Any) -> Writer:
         return writer
 
 
-def close_all(timeout: float = 10.0) -> None:
+def close_all(timeout: Optional[float] = None) -> None:
     """Flush and stop every writer of this process (registered with atexit)."""
     with _writers_lock:
         writers = [w for (pid, _), w in _writers.items() if pid == os.getpid()]

@@ -72,6 +72,38 @@ def test_full_database_holds_what_the_queue_can_and_resumes_once_space_is_freed(
         conn.close()
 
 
+def test_a_bad_record_in_a_held_batch_is_counted_once_however_often_it_is_retried(tmp_path):
+    log_file = str(tmp_path / "log.db")
+    app = AsgiLogToSqlite(ok, log_file, max_size_mb=0.25, batch_size=2000, queue_size=3000)
+    for _ in range(100):  # fill the budget, so that the next batches fail at INSERT, after shaping
+        asyncio.run(serve(app, (scope_for(f"/n/{n % 50}") for n in range(1000))))
+        if not app.flush(2):
+            break
+    assert app.stats()["held"] > 0
+    with sqlite3.connect(log_file, isolation_level=None) as conn:
+        conn.execute("delete from request_log")
+    assert app.flush(30)
+    full = sqlite3.connect(log_file, isolation_level=None)
+    try:
+        # Fill it again, each thousand requests led by one record no row can be shaped from, so
+        # that the batch held at the budget holds one too.
+        bad = 0
+        for _ in range(100):
+            app.writer.submit((app.shaper, None, 0.0, 0.0, None, 200, None, 0, 0, 0))
+            bad += 1
+            asyncio.run(serve(app, (scope_for(f"/m/{n % 50}") for n in range(1000))))
+            if not app.flush(2):
+                break
+        time.sleep(3)  # several attempts at the held batches, each shaping the bad record again
+        full.execute("delete from request_log")
+        assert app.flush(30)
+    finally:
+        full.close()
+    assert app.stats()["counted"].get("record_error") == bad, (bad, app.stats())
+    stored = dict(sqlite3.connect(log_file).execute("select reason, count from log_counters"))
+    assert stored.get("record_error") == bad, stored
+
+
 def test_budget_options_are_checked():
     with pytest.raises(ValueError, match=r"max_size_mb=0: expected a positive number of megabytes"):
         AsgiLogToSqlite(ok, "log.db", max_size_mb=0)
