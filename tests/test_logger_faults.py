@@ -17,6 +17,22 @@ from conftest import checked, count_prefix, ok, scope_for, serve
 MB = 1024 * 1024
 
 
+def fill_budget(app, prefix, before_each=None):
+    """Send a thousand requests at a time (fifty paths, so that rows rather than the paths lookup
+    table fill the file) until the writer holds a batch it cannot write; returns requests sent."""
+    sent = 0
+    for _ in range(100):
+        if before_each is not None:
+            before_each()
+        statuses = asyncio.run(serve(app, (scope_for(f"{prefix}/{n % 50}") for n in range(1000))))
+        assert statuses == [200] * 1000  # the app answered every request normally
+        sent += 1000
+        if not app.flush(2):  # full: the held batch cannot be written yet
+            break
+    assert 0 < app.stats()["held"] and sent < 100_000
+    return sent
+
+
 def test_full_database_holds_what_the_queue_can_and_resumes_once_space_is_freed(tmp_path, capfd):
     """Past max_size_mb the writer holds its batch and retries it; only what overflows
     queue_size is counted, and once space is freed everything held is written."""
@@ -24,16 +40,8 @@ def test_full_database_holds_what_the_queue_can_and_resumes_once_space_is_freed(
     budget_mb = 0.25
     app = AsgiLogToSqlite(ok, log_file, max_size_mb=budget_mb, batch_size=2000, queue_size=3000)
 
-    # Fill the budget a thousand requests at a time (fifty paths, so that rows rather than the
-    # paths lookup table fill it), then send more than the queue can hold.
-    sent = 0
-    for _ in range(100):
-        statuses = asyncio.run(serve(app, (scope_for(f"/n/{n % 50}") for n in range(1000))))
-        assert statuses == [200] * 1000  # the app answered every request normally
-        sent += 1000
-        if not app.flush(3):  # full: the held batch cannot be written yet
-            break
-    assert 0 < app.stats()["held"] and sent < 100_000
+    # Fill the budget, then send more than the queue can hold.
+    sent = fill_budget(app, "/n")
     statuses = asyncio.run(serve(app, (scope_for(f"/n/{n % 50}") for n in range(5000))))
     assert statuses == [200] * 5000
     sent += 5000
@@ -75,11 +83,7 @@ def test_full_database_holds_what_the_queue_can_and_resumes_once_space_is_freed(
 def test_a_bad_record_in_a_held_batch_is_counted_once_however_often_it_is_retried(tmp_path):
     log_file = str(tmp_path / "log.db")
     app = AsgiLogToSqlite(ok, log_file, max_size_mb=0.25, batch_size=2000, queue_size=3000)
-    for _ in range(100):  # fill the budget, so that the next batches fail at INSERT, after shaping
-        asyncio.run(serve(app, (scope_for(f"/n/{n % 50}") for n in range(1000))))
-        if not app.flush(2):
-            break
-    assert app.stats()["held"] > 0
+    fill_budget(app, "/n")  # so that the next batches fail at INSERT, after shaping
     with sqlite3.connect(log_file, isolation_level=None) as conn:
         conn.execute("delete from request_log")
     assert app.flush(30)
@@ -87,13 +91,8 @@ def test_a_bad_record_in_a_held_batch_is_counted_once_however_often_it_is_retrie
     try:
         # Fill it again, each thousand requests led by one record no row can be shaped from, so
         # that the batch held at the budget holds one too.
-        bad = 0
-        for _ in range(100):
-            app.writer.submit((app.shaper, None, 0.0, 0.0, None, 200, None, 0, 0, 0))
-            bad += 1
-            asyncio.run(serve(app, (scope_for(f"/m/{n % 50}") for n in range(1000))))
-            if not app.flush(2):
-                break
+        bad = fill_budget(app, "/m", before_each=lambda: app.writer.submit(
+            (app.shaper, None, 0.0, 0.0, None, 200, None, 0, 0, 0))) // 1000
         time.sleep(3)  # several attempts at the held batches, each shaping the bad record again
         full.execute("delete from request_log")
         assert app.flush(30)
