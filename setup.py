@@ -16,7 +16,7 @@ setup(
     version=VERSION,
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=["datasette_configure_asgi", "datasette_configure_asgi.plugin", "asgi_log_to_sqlite"],
+    packages=["datasette_configure_asgi", "datasette_configure_asgi.plugin", "asgi_log_to_sqlite", "asgi_log_to_sqlite.cli"],
     package_data={
         "datasette_configure_asgi": ["py.typed"],
         "datasette_configure_asgi.plugin": ["templates/*.html"],
@@ -24,8 +24,15 @@ setup(
     },
     entry_points={
         "datasette": ["configure_asgi = datasette_configure_asgi.plugin"],
+        "console_scripts": ["asgi-log-to-sqlite = asgi_log_to_sqlite.cli:cli"],
     },
-    install_requires=["click>=8", "sqlite-utils>=3.35", "tomli>=1.1; python_version < '3.11'"],
+    install_requires=[
+        "click>=8",
+        "sqlite-utils>=3.35",
+        "tomli>=1.1; python_version < '3.11'",
+        # User-agent classes (agents.py): uap-core's rules, with the Rust matcher (ua-parser-rs).
+        "ua-parser[regex]>=1.0",
+    ],
     extras_require={
         "datasette": ["datasette>=0.65"],
         "serve": ["uvicorn>=0.20", "pyyaml"],

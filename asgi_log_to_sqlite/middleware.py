@@ -14,6 +14,7 @@ import re
 from time import perf_counter
 from typing import Optional, Sequence
 
+from .retention import Retention
 from .record import FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_EXCLUDED_FAILURE, FLAG_WEBSOCKET, Shaper
 from .writer import Writer, writer_for
 
@@ -65,6 +66,8 @@ class AsgiLogToSqlite:
         stop_timeout_ms: int = 5_000,
         max_size_mb: Optional[float] = None,
         max_distinct_values: Optional[int] = None,
+        keep_days: Optional[float] = None,
+        keep_rows: Optional[int] = None,
     ):
         self.app = app
         if not isinstance(file, (str, os.PathLike)):
@@ -89,15 +92,14 @@ class AsgiLogToSqlite:
         for name, value in (("busy_timeout_ms", busy_timeout_ms), ("stop_timeout_ms", stop_timeout_ms)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}={value!r}: expected a whole number of milliseconds, for example 5000")
-        if max_size_mb is not None and not (isinstance(max_size_mb, (int, float)) and max_size_mb > 0):
-            raise ValueError(f"max_size_mb={max_size_mb!r}: expected a positive number of megabytes, for example 500")
+        Retention.validate(keep_days=keep_days, keep_rows=keep_rows, max_size_mb=max_size_mb)
         if max_distinct_values is not None and not (isinstance(max_distinct_values, int) and max_distinct_values >= 1):
             raise ValueError(f"max_distinct_values={max_distinct_values!r}: expected a whole number of at least 1, "
                              "for example 100000")
         self.writer: Writer = writer_for(self.file, queue_size=queue_size, batch_size=batch_size,
                                          busy_timeout_ms=busy_timeout_ms, stop_timeout_ms=stop_timeout_ms,
-                                         max_size_mb=max_size_mb,
-                                         max_distinct_values=max_distinct_values)
+                                         max_size_mb=max_size_mb, max_distinct_values=max_distinct_values,
+                                         keep_days=keep_days, keep_rows=keep_rows)
         self.submit = self.writer.submit
         self.filtered = bool(self.include or self.exclude or self.sample_rate < 1.0)
 

@@ -21,9 +21,10 @@ from typing import Callable, List
 
 import sqlite_utils
 
+from . import agents, rollups
 from .files import check_writable, ensure_file
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # The six lookup tables of 0.1.1, then ours. Each is (id integer primary key, name text unique).
 LEGACY_LOOKUPS = ("paths", "query_strings", "user_agents", "referers", "accept_languages", "content_types")
@@ -196,7 +197,13 @@ def migrate_0_to_1(db: sqlite_utils.Database) -> None:
     db.create_view("readable_requests", _READABLE, ignore=True)
 
 
-MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1]
+def migrate_1_to_2(db: sqlite_utils.Database) -> None:
+    """Version 1 to 2: agent classes on user_agents, and the rollup tables that outlive raw rows."""
+    agents.add_columns(db)
+    rollups.create_tables(db)
+
+
+MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2]
 
 
 def _create_table(db: sqlite_utils.Database, name: str, columns: dict, **options) -> None:
@@ -212,6 +219,10 @@ def _database(conn: sqlite3.Connection) -> sqlite_utils.Database:
 
 def ensure_schema(conn: sqlite3.Connection, deadline_s: float = 30.0) -> int:
     """Bring the file to SCHEMA_VERSION; safe when several processes do it at once. Returns the version found."""
+    if conn.execute("PRAGMA page_count").fetchone()[0] == 0:
+        # A new, empty file: pages freed by pruning go back to the disk (retention.py runs the
+        # incremental vacuum). Only possible before the first table, and before the switch to WAL.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
     # WAL first: changing the journal mode needs no other connection mid-write, so retry while busy.
     # Raw, and read to the end: SQLite can report an I/O error in the switch only on the statement's
     # second step, which sqlite-utils' enable_wal() never takes; the failed switch then went unseen.

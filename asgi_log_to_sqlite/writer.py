@@ -28,6 +28,8 @@ from .files import check_writable, ensure_file, file_identity
 from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .record import FLAG_BUCKETED
+from .retention import Retention
+from .rollups import Rollups
 
 _STOP = object()
 # Bytes the -wal file is truncated back to after a checkpoint (SQLite's auto-checkpoint is ~4 MB).
@@ -47,13 +49,15 @@ class Writer:
     def __init__(self, path: str, *, queue_size: int = 10_000, batch_size: int = 1_000,
                  linger: float = 0.05, busy_timeout_ms: int = 5_000, retry_delay: float = 1.0,
                  stop_timeout_ms: int = 5_000, max_size_mb: Optional[float] = None,
-                 max_distinct_values: Optional[int] = None):
+                 max_distinct_values: Optional[int] = None, keep_days: Optional[float] = None,
+                 keep_rows: Optional[int] = None):
         self.path = path
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.linger = linger
         self.busy_timeout_ms = busy_timeout_ms
-        self.max_size_mb = max_size_mb
+        self.retention = Retention(path, keep_days=keep_days, keep_rows=keep_rows, max_size_mb=max_size_mb)
+        self.rollups = Rollups()
         self.retry_delay = retry_delay
         self.stop_timeout = stop_timeout_ms / 1000
         self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
@@ -207,6 +211,8 @@ class Writer:
             self.held = 0
             if not batch and not self._given_up():
                 self._idle()
+            elif self._failing is None and self.retention.due(time.monotonic()):
+                self._maintain()
             for marker in markers:
                 marker.done.set()
         if self._given_up():
@@ -234,7 +240,9 @@ class Writer:
                 self.held += 1  # still waiting, so still within queue_size for submit
 
     def _idle(self) -> None:
-        """Persist counters that changed, and try to reconnect after a failure."""
+        """Persist counters that changed, try to reconnect after a failure, prune when due."""
+        if self._failing is None and self.retention.due(time.monotonic()):
+            self._maintain()
         if self.counters.changed():
             try:
                 conn = self._connection()
@@ -246,6 +254,14 @@ class Writer:
             except Exception as error:
                 self._rollback()
                 self._failed(error)
+
+    def _maintain(self, full: bool = False) -> None:
+        """Retention between batches, on this thread, so it never competes with the writing."""
+        try:
+            self.retention.run(self._connection(), full=full)
+        except Exception as error:
+            self._rollback()
+            self._failed(error)
 
     def _given_up(self) -> bool:
         """Stopping, past stop_timeout, and the file failed its last try: no more waiting on it."""
@@ -268,6 +284,9 @@ class Writer:
             if reason not in RETRIED:
                 self.counters.count(reason, len(batch), error)
                 return
+            if reason == "disk_full":
+                # The size budget (or the disk) is full: the oldest rows go first, the batch after.
+                self._maintain(full=True)
             pause = delay if deadline is None else min(delay, max(0.0, deadline - time.monotonic()))
             time.sleep(pause)
             delay = min(delay * 2, self.retry_delay)
@@ -288,6 +307,7 @@ class Writer:
             full: list = []
             rows = 0
             id_of = self.lookups.id_of
+            last_id = 0
             for shaper, records in itertools.groupby(batch, key=operator.itemgetter(0)):
                 if shaper not in shapers:
                     shapers.add(shaper)
@@ -298,8 +318,11 @@ class Writer:
                 start = 0
                 for count in statement_sizes(len(flat) // width):
                     end = start + count * width
-                    conn.execute(insert_sql(count, columns), flat[start:end])
+                    last_id = conn.execute(insert_sql(count, columns), flat[start:end]).lastrowid
                     start = end
+            if rows:
+                # Rows of one transaction under the write lock get consecutive ids.
+                self.rollups.update(conn, last_id - rows + 1, last_id)
             stored = self.counters.persist(conn)
             conn.execute("COMMIT")
             self.counters.committed(stored)
@@ -336,11 +359,10 @@ class Writer:
                 # A reader that holds a snapshot for long lets the -wal grow past the checkpoint
                 # size; this truncates it back once checkpoints get through again.
                 conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-                if self.max_size_mb is not None:
-                    # A size budget: past it SQLite answers SQLITE_FULL, counted as disk_full like a
-                    # full disk, and writing resumes once rows are deleted and their pages are free.
-                    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-                    pages = max(1, int(self.max_size_mb * 1024 * 1024 // page_size))
+                pages = self.retention.page_limit(conn)
+                if pages is not None:
+                    # A size budget: past it SQLite answers SQLITE_FULL, handled like a full disk:
+                    # retention frees the oldest rows and the held batch is retried.
                     conn.execute(f"PRAGMA max_page_count = {pages}")
             except Exception:
                 conn.close()

@@ -1,0 +1,31 @@
+"""``asgi-log-to-sqlite``: look at, maintain and import request logs from the command line.
+
+A thin click layer, in the manner of sqlite-utils: each command calls the module that does the
+work (retention, rotation, rollups, importer) and prints its result; a user error is one line and
+exit status 1 (click.ClickException), never a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+
+import click
+
+
+@click.group()
+@click.version_option(package_name="datasette-configure-asgi", prog_name="asgi-log-to-sqlite")
+def cli() -> None:
+    """Look at, maintain and import the SQLite request logs that AsgiLogToSqlite writes.
+
+    Example:
+
+        asgi-log-to-sqlite stats logs/requests.db
+    """
+
+
+# Each module adds its own commands to the group.
+for _module in ("reading", "maintenance", "files", "rollup", "importing"):
+    try:
+        importlib.import_module(f"{__name__}.{_module}")
+    except ModuleNotFoundError as error:
+        if error.name != f"{__name__}.{_module}":
+            raise
