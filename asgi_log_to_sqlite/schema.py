@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
+import uuid
 from typing import Callable, List
 
 import sqlite_utils
@@ -201,6 +202,9 @@ def migrate_1_to_2(db: sqlite_utils.Database) -> None:
     """Version 1 to 2: agent classes on user_agents, and the rollup tables that outlive raw rows."""
     agents.add_columns(db)
     rollups.create_tables(db)
+    # Facts about the file itself. file_id tells merge a file it has merged before, wherever it moved.
+    _create_table(db, "log_meta", {"key": str, "value": str}, pk="key")
+    db.conn.execute("INSERT OR IGNORE INTO log_meta (key, value) VALUES ('file_id', ?)", (uuid.uuid4().hex,))
 
 
 MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2]
