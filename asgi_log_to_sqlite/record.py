@@ -22,6 +22,7 @@ FLAG_WEBSOCKET = 16       # a websocket session (status 101 accepted, 403 refuse
 FLAG_EXCLUDED_FAILURE = 32  # path was excluded, but logged because the status was >= 500
 FLAG_NO_RESPONSE = 64     # the app returned without sending a response
 FLAG_BUCKETED = 128       # a value past max_distinct_values was stored as "(other)"
+FLAG_IMPORTED = 256       # imported from an access log file (importer.py), not logged live
 
 
 class Record(NamedTuple):

@@ -23,7 +23,7 @@ def cli() -> None:
 
 
 # Each module adds its own commands to the group.
-for _module in ("reading", "maintenance", "files", "rollup", "importing"):
+for _module in ("reading", "maintenance", "files", "rollup", "agents", "importing"):
     try:
         importlib.import_module(f"{__name__}.{_module}")
     except ModuleNotFoundError as error:
