@@ -15,6 +15,7 @@ from time import perf_counter
 from typing import Optional, Sequence
 
 from .retention import Retention
+from .rotation import DatedPath, is_dated
 from .record import FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_EXCLUDED_FAILURE, FLAG_WEBSOCKET, Shaper
 from .writer import Writer, writer_for
 
@@ -68,6 +69,7 @@ class AsgiLogToSqlite:
         max_distinct_values: Optional[int] = None,
         keep_days: Optional[float] = None,
         keep_rows: Optional[int] = None,
+        keep_files: Optional[int] = None,
     ):
         self.app = app
         if not isinstance(file, (str, os.PathLike)):
@@ -93,13 +95,21 @@ class AsgiLogToSqlite:
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name}={value!r}: expected a whole number of milliseconds, for example 5000")
         Retention.validate(keep_days=keep_days, keep_rows=keep_rows, max_size_mb=max_size_mb)
+        if is_dated(self.file):
+            DatedPath(self.file)  # raises ValueError naming an unusable pattern
+        if keep_files is not None:
+            if isinstance(keep_files, bool) or not isinstance(keep_files, int) or keep_files < 1:
+                raise ValueError(f"keep_files={keep_files!r}: expected a whole number of files of at least 1, for example 12")
+            if not is_dated(self.file):
+                raise ValueError(f"keep_files={keep_files!r} needs a dated file pattern, for example "
+                                 f"file=\"logs/requests-%Y-%m.db\"; {self.file!r} names one file")
         if max_distinct_values is not None and not (isinstance(max_distinct_values, int) and max_distinct_values >= 1):
             raise ValueError(f"max_distinct_values={max_distinct_values!r}: expected a whole number of at least 1, "
                              "for example 100000")
         self.writer: Writer = writer_for(self.file, queue_size=queue_size, batch_size=batch_size,
                                          busy_timeout_ms=busy_timeout_ms, stop_timeout_ms=stop_timeout_ms,
                                          max_size_mb=max_size_mb, max_distinct_values=max_distinct_values,
-                                         keep_days=keep_days, keep_rows=keep_rows)
+                                         keep_days=keep_days, keep_rows=keep_rows, keep_files=keep_files)
         self.submit = self.writer.submit
         self.filtered = bool(self.include or self.exclude or self.sample_rate < 1.0)
 

@@ -62,6 +62,10 @@ class DatedPath:
                              "period; name every larger unit, as in logs/requests-%Y-%m-%d.db")
         self._matcher = _matcher(self.template)
 
+    def root_file(self) -> str:
+        """A file path in the pattern's deepest fixed directory: what must exist and be writable up front."""
+        return os.path.join(_fixed_root(self.template), "log.db")
+
     def path_for(self, start_ms: float) -> str:
         """The file of a request that started at ``start_ms`` (milliseconds since the epoch)."""
         when = time.gmtime(start_ms / 1000)

@@ -15,6 +15,7 @@ stay raw sqlite3.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 import uuid
@@ -24,6 +25,7 @@ import sqlite_utils
 
 from . import agents, rollups
 from .files import check_writable, ensure_file
+from .rotation import DatedPath, is_dated
 
 SCHEMA_VERSION = 2
 
@@ -271,8 +273,15 @@ def _retry(action, deadline_s: float):
             delay = min(delay * 2, 0.5)
 
 
-def create_file(path: str) -> None:
-    """Create (or upgrade) a log file now, so that Datasette can open it before the first request."""
+def create_file(path: str) -> str:
+    """Create (or upgrade) a log file now, so that Datasette can open it before the first request.
+
+    ``path`` may be a dated pattern (rotation.py): the file of the present moment is created.
+    Returns the path of the file.
+    """
+    if is_dated(path):
+        path = DatedPath(path).path_for(time.time() * 1000)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
     check_writable(path)
     ensure_file(path)
     conn = sqlite3.connect(path, isolation_level=None, timeout=5)
@@ -281,3 +290,4 @@ def create_file(path: str) -> None:
         ensure_schema(conn)
     finally:
         conn.close()
+    return path

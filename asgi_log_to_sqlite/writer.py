@@ -30,6 +30,7 @@ from .lookups import BUCKET, LookupIds
 from .record import FLAG_BUCKETED
 from .retention import Retention
 from .rollups import Rollups
+from .rotation import DatedPath, is_dated
 
 _STOP = object()
 # Bytes the -wal file is truncated back to after a checkpoint (SQLite's auto-checkpoint is ~4 MB).
@@ -50,8 +51,15 @@ class Writer:
                  linger: float = 0.05, busy_timeout_ms: int = 5_000, retry_delay: float = 1.0,
                  stop_timeout_ms: int = 5_000, max_size_mb: Optional[float] = None,
                  max_distinct_values: Optional[int] = None, keep_days: Optional[float] = None,
-                 keep_rows: Optional[int] = None):
-        self.path = path
+                 keep_rows: Optional[int] = None, keep_files: Optional[int] = None):
+        self.path = path  # a file, or a pattern naming one file per period (rotation.py)
+        self.dated = DatedPath(path) if is_dated(path) else None
+        self.keep_files = keep_files
+        # The file the connection writes: the path itself, or the dated file now being written and
+        # the [first, last) start times in milliseconds that belong to it.
+        self.file: Optional[str] = None if self.dated else path
+        self._period: Tuple[float, float] = (0.0, 0.0) if self.dated else (float("-inf"), float("inf"))
+        self._newest_period = float("-inf")
         self.queue_size = queue_size
         self.batch_size = batch_size
         self.linger = linger
@@ -206,7 +214,7 @@ class Writer:
                 with self._start_lock:
                     self._markers -= len(markers)
             for start in range(0, len(batch), self.batch_size):
-                self._write_held(batch[start:start + self.batch_size])
+                self._write_batch(batch[start:start + self.batch_size])
                 self.held = max(0, len(batch) - start - self.batch_size)
             self.held = 0
             if not batch and not self._given_up():
@@ -268,7 +276,53 @@ class Writer:
         deadline = self._stop_deadline
         return deadline is not None and self._failing in RETRIED and time.monotonic() >= deadline
 
-    def _write_held(self, batch: List[tuple]) -> None:
+    def _write_batch(self, batch: List[tuple]) -> None:
+        """Write one batch: each row into the file of its request's start time when the path is dated."""
+        # One reading of the clocks' offset for the whole batch: a row's start time decides its
+        # file, and it must be the start time the row is written with.
+        wall_offset = time.time() - time.perf_counter()
+        if self.dated is None:
+            self._write_held(batch, wall_offset)
+            return
+        for file, period, records in self._by_file(batch, wall_offset):
+            self._use_file(file, period)
+            self._write_held(records, wall_offset)
+
+    def _by_file(self, batch: List[tuple], wall_offset: float) -> List[Tuple[str, Tuple[float, float], List[tuple]]]:
+        """The batch split by dated file, oldest period first, so the writer ends on the newest."""
+        first, last = self._period
+        current: List[tuple] = []
+        others: Dict[str, list] = {}
+        for record in batch:
+            start_ms = (record[2] + wall_offset) * 1000  # record[2]: perf_counter at the start
+            if first <= start_ms < last:
+                current.append(record)
+            else:
+                file = self.dated.path_for(start_ms)
+                group = others.get(file)
+                if group is None:
+                    group = others[file] = [self.dated.bounds(start_ms), []]
+                group[1].append(record)
+        groups = [(file, period, records) for file, (period, records) in others.items()]
+        if current:
+            groups.append((self.file, self._period, current))
+        return sorted(groups, key=lambda group: group[1][0])
+
+    def _use_file(self, file: str, period: Tuple[float, float]) -> None:
+        """Write to ``file`` from now on: another connection, and cached ids start over."""
+        if file == self.file:
+            return
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+        self._forget_ids(self._shapers)
+        self.file, self._period = file, period
+        if period[0] > self._newest_period:
+            self._newest_period = period[0]
+            if self.keep_files is not None:
+                self.dated.delete_beyond(self.keep_files, current=file)
+
+    def _write_held(self, batch: List[tuple], wall_offset: float) -> None:
         """Write one batch, holding and retrying it while its failure is one waiting can cure."""
         delay = _FIRST_RETRY_DELAY
         while True:
@@ -277,7 +331,7 @@ class Writer:
                 # The count cannot reach log_counters either (the file is what fails): stderr says it.
                 self.counters.count(self._failing, len(batch))
                 return
-            error = self._write(batch)
+            error = self._write(batch, wall_offset)
             if error is None:
                 return
             reason = self._failed(error, len(batch))
@@ -291,9 +345,8 @@ class Writer:
             time.sleep(pause)
             delay = min(delay * 2, self.retry_delay)
 
-    def _write(self, batch: List[tuple]) -> Optional[Exception]:
+    def _write(self, batch: List[tuple], wall_offset: float) -> Optional[Exception]:
         """One attempt at one batch, in one transaction; the error when it failed."""
-        wall_offset = time.time() - time.perf_counter()
         shapers = set()
         # Shaping counts bad records and bucketed values as it goes; an attempt that rolls back is
         # tried again, so its counts are taken back with it.
@@ -349,9 +402,16 @@ class Writer:
             self._conn = None
             self._forget_ids(self._shapers)
         if self._conn is None:
-            ensure_file(self.path)
-            self._inode = file_identity(self.path)
-            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000)
+            if self.file is None:
+                # Dated, and no row written yet (counters to store): the file of this moment.
+                now_ms = time.time() * 1000
+                self._use_file(self.dated.path_for(now_ms), self.dated.bounds(now_ms))
+            if self.dated is not None:
+                # A pattern may date its directories too (logs/%Y/%m.db): made as they come.
+                os.makedirs(os.path.dirname(os.path.abspath(self.file)), mode=0o700, exist_ok=True)
+            ensure_file(self.file)
+            self._inode = file_identity(self.file)
+            conn = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
                 schema.ensure_schema(conn)
@@ -382,7 +442,7 @@ class Writer:
         if now - self._checked_at < 1.0:
             return True
         self._checked_at = now
-        return file_identity(self.path) == self._inode
+        return file_identity(self.file) == self._inode
 
     def _rollback(self) -> None:
         if self._conn is not None:
@@ -429,7 +489,7 @@ def writer_for(path: str, **options: Any) -> Writer:
     with _writers_lock:
         writer = _writers.get(key)
         if writer is None:
-            check_writable(path)
+            check_writable(DatedPath(path).root_file() if is_dated(path) else path)
             writer = _writers[key] = Writer(path, **options)
         return writer
 
