@@ -43,6 +43,7 @@ setup(
             "asgiref>=3.7",
             "uvicorn>=0.20",
             "httptools",  # benchmarks/logger_http.py serves every variant with it, as 0.1.1's venv has it
+            "uvloop",  # benchmarks/logger_http.py --server standard: uvicorn[standard]'s loop
             "pyyaml",
             "starlette",
             "django>=4.2",

@@ -1,6 +1,7 @@
 """Throughput and p99 under real uvicorn with wrk: bare, our logger, asgi-log-to-sqlite 0.1.1, uvicorn's access log.
 
     python3 scripts/dev.py bench logger_http [--rounds 5] [--seconds 5] [--connections 16]
+                                             [--server httptools|standard] [--against REV]
 
 Two apps: a hello-world and Datasette's table JSON (demo.db's numbers table, 50 rows). Each
 variant is a fresh single-worker uvicorn process on 127.0.0.1; variants run interleaved, round by
@@ -12,6 +13,10 @@ of medians to bare, and "paired": the median of each round's ratio to that round
   old         asgi-log-to-sqlite 0.1.1 from PyPI, in .venvs/asgi-log-to-sqlite-0.1.1 (hello-world only:
               0.1.1 needs sqlite-utils 2.x, which Datasette cannot be installed beside)
   accesslog   uvicorn's own access log, to a file (stdout redirected), no SQLite
+  before      with --against REV: our logger as it was at that git revision (a temporary worktree)
+
+--server standard serves every variant as `pip install uvicorn[standard]` does, with httptools and
+uvloop; the default is httptools on asyncio, the pinned figure docs/performance.md quotes.
 
 Besides req/s and p99 it reports the server process's CPU time per request (all threads, from
 /proc), which is steadier than req/s on a shared machine: "added" is what logging costs per request.
@@ -37,6 +42,8 @@ HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
 OLD_VENV = ROOT / ".venvs" / "asgi-log-to-sqlite-0.1.1"
 PINNED_SERVER = True  # --server-anywhere turns it off
+LOOP = "asyncio"  # --server standard: uvloop
+BEFORE_TREE = None  # --against REV: the worktree holding that revision
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 
 
@@ -59,11 +66,14 @@ def start_server(variant: str, app: str, workdir: pathlib.Path, db: pathlib.Path
     log_file = workdir / f"{variant}-{app}-{port}.db"
     access = ["--no-access-log"]
     stdout = subprocess.DEVNULL
-    if variant in ("ours", "old"):
+    if variant in ("ours", "old", "before"):
         env["BENCH_LOG_FILE"] = str(log_file)
     if variant == "old":
         bin_dir = ensure_old_venv().parent
         env["PYTHONPATH"] = str(HERE)  # 0.1.1's asgi_log_to_sqlite, not ours
+    if variant == "before":
+        # Ahead of the editable install (whose finder comes last), so that revision's package is imported.
+        env["PYTHONPATH"] = f"{HERE}{os.pathsep}{BEFORE_TREE}"
     if variant == "accesslog":
         access = ["--access-log", "--log-level", "info"]
         stdout = open(workdir / f"access-{port}.log", "w")
@@ -71,7 +81,7 @@ def start_server(variant: str, app: str, workdir: pathlib.Path, db: pathlib.Path
     # on CPU 0, so the two do not trade places on one core between runs.
     process = subprocess.Popen(
         [*(PIN_SERVER if PINNED_SERVER else []), str(bin_dir / "uvicorn"), f"apps:{app}_app", "--host", "127.0.0.1", "--port", str(port),
-         "--http", "httptools", "--loop", "asyncio", *access],
+         "--http", "httptools", "--loop", LOOP, *access],
         env=env, cwd=HERE, stdout=stdout, stderr=subprocess.STDOUT,
     )
     wait_listening(process, port, f"{variant} {app} server")
@@ -106,9 +116,18 @@ def main() -> None:
     parser.add_argument("--server-anywhere", action="store_true",
                         help="let the server's threads run on either core (wrk stays on CPU 0): the writer "
                              "thread's SQLite work, done without the GIL, may then use the load generator's spare time")
+    parser.add_argument("--server", choices=["httptools", "standard"], default="httptools",
+                        help="standard: httptools and uvloop, as uvicorn[standard] runs (default: httptools on asyncio)")
+    parser.add_argument("--against", metavar="REV", help="also run our logger as of this git revision (variant 'before')")
+    parser.add_argument("--variants", help="comma-separated subset of the variants, for example bare,ours,before")
     args = parser.parse_args()
-    global PINNED_SERVER
+    global PINNED_SERVER, LOOP, BEFORE_TREE
     PINNED_SERVER = not args.server_anywhere
+    LOOP = "uvloop" if args.server == "standard" else "asyncio"
+    if args.against:
+        BEFORE_TREE = pathlib.Path(tempfile.mkdtemp(prefix="bench-before-")) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(BEFORE_TREE), args.against], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     binary = ensure_tool("wrk", "wrk")
     workdir = pathlib.Path(tempfile.mkdtemp(prefix="bench-http-"))
     db = workdir / "demo.db"
@@ -118,9 +137,13 @@ def main() -> None:
         "hello": ("/", ["bare", "ours", "old", "accesslog"]),
         "datasette": ("/demo/numbers.json?_size=50", ["bare", "ours", "accesslog"]),
     }
+    if args.against:
+        plans["hello"][1].insert(2, "before")
     results = {}
     for app in args.apps.split(","):
         path, variants = plans[app]
+        if args.variants:
+            variants = [v for v in variants if v in args.variants.split(",")]
         for round_number in range(args.rounds):
             # Rotate who goes first: a slot that is always first (or after the same neighbour)
             # picks up the machine's drift as if it were the variant's own cost.
@@ -139,7 +162,9 @@ def main() -> None:
         bare_rps = statistics.median(r[0] for r in results[(app, "bare")])
         bare_p99 = statistics.median(r[1] for r in results[(app, "bare")])
         where = "server on either core" if args.server_anywhere else "server on CPU 1"
-        print(f"\n{app} ({path}), wrk -t1 -c{args.connections} -d{args.seconds}s on CPU 0, {where}, "
+        server = "uvicorn[standard] (httptools, uvloop)" if args.server == "standard" else "uvicorn httptools, asyncio"
+        before = f", before = {args.against}" if args.against else ""
+        print(f"\n{app} ({path}), {server}, wrk -t1 -c{args.connections} -d{args.seconds}s on CPU 0, {where}{before}, "
               f"{args.rounds} interleaved rounds, medians:")
         bare_cpu = statistics.median(r[3] for r in results[(app, "bare")])
         print(f"  {'variant':10} {'req/s':>10} {'ratio':>7} {'paired':>7} {'p99 ms':>8} {'p99 ratio':>9} {'CPU us/req':>10} {'added':>7}  non-2xx")
@@ -161,6 +186,8 @@ def main() -> None:
                 conn.close()
                 print(f"  ours: {log.name}: {rows} rows written, {counted} counted as not written")
     shutil.rmtree(workdir, ignore_errors=True)
+    if BEFORE_TREE is not None:
+        subprocess.run(["git", "worktree", "remove", "--force", str(BEFORE_TREE)], cwd=ROOT, check=False)
 
 
 if __name__ == "__main__":
