@@ -1,0 +1,124 @@
+"""How long the writer keeps another thread waiting for the GIL while it drains a backlog.
+
+    python3 scripts/dev.py bench gil_hold [--against REV] [--rows 20000] [--rounds 5]
+
+An event loop under load is "another thread": while the writer runs Python, the loop cannot answer
+a request. Here a ticker thread asks for the GIL every 0.2 ms (it sleeps, then wakes) and records how
+late each wake-up was, while the writer drains ``--rows`` queued records of varied requests (a few
+hundred paths and agents, as logger_inprocess builds them). The longest lateness is the longest
+stretch the writer held the GIL; Python forces a hand-over after ``sys.getswitchinterval()`` (5 ms),
+so no stretch can be longer than that, plus the ticker's own wake-up.
+
+Each round runs every variant in a fresh process, the order rotating; the report gives, per
+variant, the median over rounds of the longest lateness, of the 99.9th percentile lateness, and of
+the writer's rows/s during the drain.
+
+--against REV runs a git revision too (a temporary worktree), in the same run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = pathlib.Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def child(rows: int) -> None:
+    """Runs in a fresh process with the tree under test first on sys.path; prints one JSON result."""
+    import threading
+    import time
+
+    from asgi_log_to_sqlite.record import Shaper
+    from asgi_log_to_sqlite.writer import Writer
+
+    tmp = tempfile.mkdtemp()
+    writer = Writer(os.path.join(tmp, "log.db"), queue_size=rows + 10)
+    shaper = Shaper()
+    t0 = time.perf_counter()
+
+    def scope(i: int) -> dict:
+        headers = [(b"host", b"bench"), (b"user-agent", f"agent-{i % 300}".encode()), (b"accept", b"*/*")]
+        return {"type": "http", "method": "GET", "path": f"/page/{i % 500}", "query_string": b"",
+                "headers": headers, "client": ("127.0.0.1", 5000 + i % 1000)}
+
+    records = [(shaper, scope(i), t0, t0 + 0.001, t0 + 0.0005, 200, [(b"content-type", b"text/plain")], 13, 0, 0)
+               for i in range(rows)]
+    writer.submit(records[0])
+    writer.flush(30)  # schema, statements and first lookups out of the way
+    late = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            asked = time.perf_counter()
+            time.sleep(0.0002)
+            late.append(time.perf_counter() - asked - 0.0002)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.05)
+    late.clear()
+    start = time.perf_counter()
+    for record in records:
+        writer.submit(record)
+    writer.flush(600)
+    elapsed = time.perf_counter() - start
+    stop.set()
+    ticker.join()
+    writer.close()
+    late.sort()
+    print(json.dumps({"max_ms": late[-1] * 1000, "p999_ms": late[int(len(late) * 0.999)] * 1000,
+                      "rows_per_s": rows / elapsed}))
+
+
+def run(tree: pathlib.Path, rows: int) -> dict:
+    env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE}")
+    out = subprocess.run([sys.executable, __file__, "--child", str(rows)], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--against", metavar="REV", help="also run this git revision, in the same run")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(args.child)
+        return
+    trees = {"this tree": ROOT}
+    worktree = None
+    if args.against:
+        worktree = pathlib.Path(tempfile.mkdtemp(prefix="bench-gil-")) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.against], cwd=ROOT, check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        trees[args.against] = worktree
+    results = {name: [] for name in trees}
+    try:
+        names = list(trees)
+        for round_number in range(args.rounds):
+            shift = round_number % len(names)
+            for name in names[shift:] + names[:shift]:
+                results[name].append(run(trees[name], args.rows))
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
+    print(f"writer draining {args.rows:,} queued records beside a thread that wants the GIL every 0.2 ms; "
+          f"switch interval {sys.getswitchinterval() * 1000:.0f} ms; medians of {args.rounds} rounds")
+    print(f"  {'variant':12} {'longest wait ms':>16} {'p99.9 wait ms':>14} {'rows/s':>9}")
+    for name, runs in results.items():
+        print(f"  {name:12} {statistics.median(r['max_ms'] for r in runs):16.2f} "
+              f"{statistics.median(r['p999_ms'] for r in runs):14.2f} {statistics.median(r['rows_per_s'] for r in runs):9.0f}")
+
+
+if __name__ == "__main__":
+    main()
