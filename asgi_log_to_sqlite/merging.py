@@ -1,0 +1,604 @@
+"""Merge log files into one, and split one into dated files: set-based SQL between ATTACHed databases.
+
+A destination keeps a ledger, ``log_merged_sources``: one row per source file (its ``log_meta``
+file_id) and window of start times it took rows from (the whole file for merge, one period for
+rotate), with the highest ``request_log`` id it copied. Running again copies only the rows above
+that id, so nothing is added twice, and a source that grew contributes its new rows only.
+
+Rollups: on a source's first merge its rollup tables are added as they are (they also count the
+rows it pruned), and the raw rows copied up to the id read in that same transaction are not added
+again; rows beyond that id are added to the destination's rollups as they are copied.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import pathlib
+import sqlite3
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import sqlite_utils
+
+from . import rollups
+from .rotation import DatedPath, is_dated
+from .schema import LOOKUPS, SCHEMA_VERSION, create_file
+
+# Rows copied per transaction: a live logger on the destination waits at most one chunk (tens of ms).
+CHUNK_ROWS = 5_000
+DAY_MS = 86_400_000
+# The window of a whole-file merge: every start time there is.
+WHOLE = (-(2 ** 63), 2 ** 63 - 1)
+LEDGER = "log_merged_sources"
+LEGACY = "requests_0_1"
+
+Progress = Callable[[int, int], None]   # (rows copied by this chunk, rows this run copies in all)
+
+
+class MergeError(ValueError):
+    """A source or destination that cannot be merged or rotated; the message is one line naming it."""
+
+
+def merge_files(destination: str, sources: Sequence[str], progress: Optional[Progress] = None,
+                chunk_rows: int = CHUNK_ROWS) -> List[dict]:
+    """Add the rows, lookups, counters and rollups of ``sources`` to ``destination`` (created if missing).
+
+    Returns one summary per source: rows and 0.1.1 rows copied, counters added, how rollups were handled.
+    """
+    for source in sources:
+        _check_log(source)
+        if os.path.exists(destination) and os.path.samefile(source, destination):
+            raise MergeError(f"{source}: is the destination itself; give another file to merge into")
+    _prepare(destination)
+    planned: list = []
+    transfers = [_Transfer(destination, source, WHOLE, chunk_rows).plan(planned) for source in sources]
+    total = sum(transfer.pending for transfer in transfers)
+    return [transfer.run(progress, total) for transfer in transfers]
+
+
+def rotate_file(source: str, pattern: str, progress: Optional[Progress] = None, *,
+                remove_source: bool = False, chunk_rows: int = CHUNK_ROWS) -> List[dict]:
+    """Split ``source`` into the dated files of ``pattern`` (rows by start time, UTC), one summary per file.
+
+    Each file is a whole log: the lookups its rows use, its period's rollups, its share of the
+    counters. Files that exist already (a live writer's) are added to. ``remove_source`` deletes the
+    source afterwards, and only when every one of its rows reached a dated file.
+    """
+    _check_log(source)
+    if not is_dated(pattern):
+        raise MergeError(f"{pattern!r}: no date directive; give a pattern such as logs/requests-%Y-%m.db")
+    try:
+        dated = DatedPath(pattern)
+    except ValueError as error:
+        raise MergeError(str(error)) from None
+    if dated.period is None:
+        raise MergeError(f"{pattern!r}: {{hostname}} alone names one file; add a date, as in logs/{{hostname}}-%Y-%m.db")
+    periods = _periods(source, dated)
+    for path, _ in periods:
+        if os.path.exists(path) and os.path.samefile(path, source):
+            raise MergeError(f"{pattern!r}: names the source {source} itself; rotate into other files")
+    planned: list = []
+    transfers = []
+    for path, found in periods:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        _prepare(path)
+        transfers.append(_Transfer(path, source, found["window"], chunk_rows, found["ids"], found["legacy"]).plan(planned))
+    total = sum(transfer.pending for transfer in transfers)
+    summaries = [{"file": transfer.destination, "first": _iso(transfer.window[0]), **transfer.run(progress, total)}
+                 for transfer in transfers]
+    if remove_source:
+        _remove_rotated(source, summaries)
+    return summaries
+
+
+class _Transfer:
+    """The rows of one source whose start time lies in ``window``, into one destination file.
+
+    ``ids`` and ``legacy``: the (lowest, highest) ids of the source's rows in the window, when known
+    (rotate finds them), so that each period's copy reads only its stretch of the source.
+    """
+
+    def __init__(self, destination: str, source: str, window: Tuple[int, int], chunk_rows: int,
+                 ids: Optional[Tuple[int, int]] = None, legacy: Optional[Tuple[int, int]] = None):
+        self.destination, self.source, self.window, self.chunk_rows = destination, source, window, chunk_rows
+        self.ids, self.legacy = ids, legacy
+        self.pending = 0
+
+    # ---- before anything is written ------------------------------------------------------
+    def plan(self, planned: list) -> "_Transfer":
+        """Check that nothing would be counted twice, and count the rows to copy; writes nothing.
+
+        ``planned``: what the transfers planned before this one in the same run will record.
+        """
+        with self._open() as conn:
+            own_id, self.file_id = _file_id(conn, "main"), _file_id(conn, "src")
+            if self.file_id == own_id:
+                raise MergeError(f"{self.source}: is the destination's own log (file_id {own_id}), or a copy of it")
+            entry = self._entry(conn)
+            last = entry["last_row_id"] if entry else 0
+            newest = conn.execute("SELECT coalesce(max(id), 0) FROM src.request_log").fetchone()[0]
+            if newest < last:
+                raise MergeError(
+                    f"{self.source}: its newest row id ({newest}) is below the {last} recorded when it was last "
+                    f"merged into {self.destination}: its rows were all pruned and their numbering restarted, "
+                    "or it is an older copy of that file")
+            for origin, window, via in [(self.file_id, self.window, None)] + [c[:3] for c in self._carried(conn)]:
+                if origin == own_id:
+                    raise MergeError(f"{self.source}: holds rows merged from {self.destination} itself; "
+                                     "merging them back would count them twice")
+                clash = self._clash(conn, origin, window, via, planned)
+                if clash:
+                    raise MergeError(f"{self.source}: holds rows of log file {origin} that {self.destination} "
+                                     f"already has {clash}; merging would count them twice")
+                planned.append((self.destination, origin, window, via))
+            low, high = self._id_range(conn, last)
+            self.pending = conn.execute(
+                "SELECT count(*) FROM src.request_log WHERE id > ? AND id <= ? AND start_ms >= ? AND start_ms < ?",
+                (low, high, *self.window)).fetchone()[0]
+        return self
+
+    def _clash(self, conn, origin: str, window: Tuple[int, int], via: Optional[str], planned: list) -> Optional[str]:
+        """How the destination already holds rows of ``origin`` in ``window`` other than through ``via``."""
+        lo, hi = window
+        for first, last, their_via, path in conn.execute(
+                f"SELECT first_ms, last_ms, via, path FROM main.{LEDGER} WHERE file_id = ? AND first_ms < ? AND ? < last_ms",
+                (origin, hi, lo)):
+            if (first, last) != window or their_via != via:
+                return f"from {path}" if their_via is None else f"through log file {their_via}"
+        for destination, other, (first, last), other_via in planned:
+            # The same file twice in one run is harmless (the second adds nothing); two routes to one origin are not.
+            if (destination == self.destination and other == origin and first < hi and lo < last
+                    and ((first, last), other_via) != (window, via)):
+                return "from another file given in this same run"
+        return None
+
+    def _carried(self, conn) -> List[tuple]:
+        """The source's own merged sources cut to this window, recorded by the destination too.
+
+        Each is (origin, window, via, path, last_row_id, rows).
+        """
+        if not _has_table(conn, "src", LEDGER):
+            return []
+        lo, hi = self.window
+        carried = []
+        for origin, first, last, path, last_row_id, rows in conn.execute(
+                f"SELECT file_id, first_ms, last_ms, path, last_row_id, rows FROM src.{LEDGER}"):
+            first, last = max(first, lo), min(last, hi)
+            if first < last:
+                carried.append((origin, (first, last), self.file_id, path, last_row_id, rows))
+        return carried
+
+    def _entry(self, conn) -> Optional[dict]:
+        cursor = conn.execute(f"SELECT * FROM main.{LEDGER} WHERE {_KEY}", (self.file_id, *self.window))
+        row = cursor.fetchone()
+        return None if row is None else dict(zip([c[0] for c in cursor.description], row))
+
+    def _id_range(self, conn, last: int) -> Tuple[int, int]:
+        """(exclusive, inclusive) bounds of the source ids still to copy."""
+        newest = conn.execute("SELECT coalesce(max(id), 0) FROM src.request_log").fetchone()[0]
+        if self.ids is None:
+            return last, newest
+        return max(last, self.ids[0] - 1), max(last, min(newest, self.ids[1]))
+
+    # ---- copying -------------------------------------------------------------------------
+    def run(self, progress: Optional[Progress], total: int) -> dict:
+        """Copy what ``plan`` found, in chunked transactions; returns what was done."""
+        with self._open() as conn:
+            first_merge = self._entry(conn) is None
+            rollup_rows = self._begin(conn) if first_merge else 0
+            entry = self._entry(conn)
+            copied = self._copy_rows(conn, entry, progress, total)
+            legacy = self._copy_legacy(conn, entry) if _has_table(conn, "src", LEGACY) else 0
+            counted = self._finish(conn)
+        return {"source": self.source, "file_id": self.file_id, "first_merge": first_merge, "rows": copied,
+                "legacy_rows": legacy, "counters": counted, "rollup_rows": rollup_rows}
+
+    def _begin(self, conn) -> int:
+        """The first transaction for a new source: its rollups (of the window), and its row in the ledger.
+
+        Returns the rollup rows merged (hourly and daily).
+        """
+        with _transaction(conn):
+            merged = {}
+            if _has_table(conn, "src", "rollup_hourly"):
+                schema = "src" if self.window == WHOLE else self._rollups_of_window(conn)
+                merged = rollups.merge_from(conn, schema, self._map_rollup_ids(conn, schema))
+            # Read in the transaction that read the rollups: the rows up to this id are counted in them.
+            rolled_up_to = conn.execute("SELECT coalesce(max(id), 0) FROM src.request_log").fetchone()[0]
+            conn.execute(
+                f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, rolled_up_to, counters, merged_at) "
+                "VALUES (?, ?, ?, NULL, ?, ?, '{}', ?)",
+                (self.file_id, *self.window, os.path.abspath(self.source), rolled_up_to, _now()))
+        return merged.get("rollup_hourly", 0) + merged.get("rollup_daily", 0)
+
+    def _rollups_of_window(self, conn) -> str:
+        """The source's rollup rows of this window, copied into the in-memory schema ``period``.
+
+        A row goes to the window holding the start of its hour or day, so that each goes to one file.
+        """
+        for table, unit_ms, where in _ROLLUP_TABLES:
+            conn.execute(f"DROP TABLE IF EXISTS period.{table}")
+            conn.execute(f"CREATE TABLE period.{table} AS SELECT * FROM src.{table} WHERE {where}", self.window)
+        return "period"
+
+    def _map_rollup_ids(self, conn, schema: str) -> Dict[str, str]:
+        """The lookup values the rollups of ``schema`` name, put in main and mapped: merge_from's id_maps."""
+        for lookup, pairs in rollups.REFERENCES.items():
+            ids = " UNION ".join(f"SELECT [{column}] FROM {schema}.[{table}]" for table, column in pairs)
+            self._map(conn, lookup, f"WHERE s.id IN ({ids})")
+        return {lookup: f"temp.map_{lookup}" for lookup in rollups.REFERENCES}
+
+    def _copy_rows(self, conn, entry: dict, progress: Optional[Progress], total: int) -> int:
+        lo, hi = self.window
+        last, newest = self._id_range(conn, entry["last_row_id"])
+        rolled_up_to, done = entry["rolled_up_to"], 0
+        update = _CountsOnly().update
+        references = _references(conn, "main", "request_log")
+        condition = "{s}id > ?1 AND {s}id <= ?2 AND {s}start_ms >= ?3 AND {s}start_ms < ?4"
+        insert = _remapping_insert(conn, "request_log", references, condition.format(s="s."))
+        condition = condition.format(s="")
+        while last < newest:
+            # A chunk lies wholly at or below rolled_up_to (its rows are in the rollups already) or above it.
+            ceiling = min(newest, rolled_up_to) if last < rolled_up_to else newest
+            found = conn.execute(
+                "SELECT id FROM src.request_log WHERE id > ? AND id <= ? AND start_ms >= ? AND start_ms < ? "
+                "ORDER BY id LIMIT 1 OFFSET ?", (last, ceiling, lo, hi, self.chunk_rows - 1)).fetchone()
+            upper = found[0] if found else ceiling
+            parameters = (last, upper, lo, hi)
+            with _transaction(conn):
+                self._map_used(conn, references, "request_log", condition, parameters)
+                before = conn.execute("SELECT coalesce(max(id), 0) FROM main.request_log").fetchone()[0]
+                rows = conn.execute(insert, parameters).rowcount
+                if rows and upper > rolled_up_to:
+                    update(conn, before + 1, before + rows)
+                conn.execute(f"UPDATE main.{LEDGER} SET last_row_id = ?, rows = rows + ? WHERE {_KEY}",
+                             (upper, rows, self.file_id, lo, hi))
+            last, done = upper, done + rows
+            if progress is not None and rows:
+                progress(rows, total)
+        return done
+
+    def _copy_legacy(self, conn, entry: dict) -> int:
+        """The 0.1.1 table, kept as 0.1.1 stored it (as the upgrade keeps it), its lookup ids remapped."""
+        lo, hi = self.window
+        last = entry["legacy_rowid"]
+        newest = conn.execute(f"SELECT coalesce(max(rowid), 0) FROM src.{LEGACY}").fetchone()[0]
+        if self.legacy is not None:
+            last, newest = max(last, self.legacy[0] - 1), min(newest, self.legacy[1])
+        elif self.ids is not None:
+            return 0  # rotate found no 0.1.1 rows in this period
+        if last >= newest:
+            return 0
+        if not _has_table(conn, "main", LEGACY):
+            with _transaction(conn):
+                self._create_legacy(conn)
+        references = _references(conn, "src", LEGACY)
+        condition = "{s}rowid > ?1 AND {s}rowid <= ?2 AND {s}start * 1000 >= ?3 AND {s}start * 1000 < ?4"
+        insert = _remapping_insert(conn, LEGACY, references, condition.format(s="s."))
+        condition = condition.format(s="")
+        done = 0
+        while last < newest:
+            upper = min(newest, last + self.chunk_rows)
+            parameters = (last, upper, lo, hi)
+            with _transaction(conn):
+                self._map_used(conn, references, LEGACY, condition, parameters)
+                done += conn.execute(insert, parameters).rowcount
+                conn.execute(f"UPDATE main.{LEDGER} SET legacy_rowid = ? WHERE {_KEY}", (upper, self.file_id, lo, hi))
+            last = upper
+        return done
+
+    @staticmethod
+    def _create_legacy(conn) -> None:
+        # The source's DDL, verbatim: the 0.1.1 table, and the requests view that reads it beside request_log.
+        table = conn.execute("SELECT sql FROM src.sqlite_master WHERE type = 'table' AND name = ?", (LEGACY,)).fetchone()
+        view = conn.execute("SELECT sql FROM src.sqlite_master WHERE type = 'view' AND name = 'requests'").fetchone()
+        conn.execute(table[0])
+        if view is not None:
+            conn.execute("DROP VIEW IF EXISTS main.requests")
+            conn.execute(view[0])
+
+    def _finish(self, conn) -> int:
+        """Counters added since the last run, and the source's own merged sources, into the ledger.
+
+        log_counters cannot be split by time: for rotate, each reason goes to the period of its
+        first_ms, which never changes, so that running again adds to the same file.
+        """
+        lo, hi = self.window
+        key = (self.file_id, lo, hi)
+        with _transaction(conn):
+            seen = json.loads(conn.execute(f"SELECT counters FROM main.{LEDGER} WHERE {_KEY}", key).fetchone()[0] or "{}")
+            added = 0
+            for reason, count, first_ms, last_ms, last_error in conn.execute(
+                    "SELECT reason, count, first_ms, last_ms, last_error FROM src.log_counters "
+                    "WHERE coalesce(first_ms, 0) >= ? AND coalesce(first_ms, 0) < ?", (lo, hi)).fetchall():
+                delta = count - seen.get(reason, 0)
+                seen[reason] = count
+                if delta > 0:
+                    conn.execute(_ADD_COUNT, (reason, delta, first_ms, last_ms, last_error))
+                    added += delta
+            conn.execute(f"UPDATE main.{LEDGER} SET counters = ?, merged_at = ?, path = ? WHERE {_KEY}",
+                         (json.dumps(seen, sort_keys=True), _now(), os.path.abspath(self.source), *key))
+            if _has_table(conn, "src", "rollup_hourly"):
+                # Sets: adding the source's visitors again adds none twice, and covers its copied rows.
+                for table, unit_ms, where in _ROLLUP_TABLES[2:4]:
+                    conn.execute(f"INSERT OR IGNORE INTO main.{table} SELECT * FROM src.{table} WHERE {where}", (lo, hi))
+            for origin, (first, last), via, path, last_row_id, rows in self._carried(conn):
+                conn.execute(
+                    f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, last_row_id, rows, merged_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id, first_ms, last_ms) DO UPDATE SET "
+                    "last_row_id = excluded.last_row_id, rows = excluded.rows, merged_at = excluded.merged_at",
+                    (origin, first, last, via, path, last_row_id, rows, _now()))
+        return added
+
+    # ---- lookup ids ----------------------------------------------------------------------
+    def _map_all(self, conn) -> Dict[str, str]:
+        """Every lookup value of the source put in the destination, and temp.map_<table> (old_id -> new_id)."""
+        for table in LOOKUPS:
+            self._map(conn, table, "")
+        return {table: f"temp.map_{table}" for table in LOOKUPS}
+
+    def _map_used(self, conn, references: Dict[str, str], table: str, condition: str, parameters: tuple) -> None:
+        """The lookup values used by the rows of ``table`` that match ``condition``, mapped as in _map_all."""
+        used: Dict[str, List[str]] = {}
+        for column, lookup in references.items():
+            used.setdefault(lookup, []).append(column)
+        for lookup, columns in used.items():
+            ids = " UNION ".join(f"SELECT [{column}] FROM src.[{table}] WHERE {condition}" for column in columns)
+            self._map(conn, lookup, f"WHERE s.id IN ({ids})", parameters)
+
+    @staticmethod
+    def _map(conn, table: str, where: str, parameters: tuple = ()) -> None:
+        # In the source's id order, so that new values get ids in the order the source first saw them.
+        columns = ", ".join(f"[{c}]" for c in _shared_columns(conn, table) if c != "id")
+        conn.execute(f"DELETE FROM temp.map_{table}")
+        conn.execute(f"INSERT INTO main.[{table}] ({columns}) SELECT {columns} FROM src.[{table}] s "
+                     f"{where or 'WHERE true'} ORDER BY s.id ON CONFLICT (name) DO NOTHING", parameters)
+        conn.execute(f"INSERT INTO temp.map_{table} (old_id, new_id) SELECT s.id, m.id FROM src.[{table}] s "
+                     f"JOIN main.[{table}] m ON m.name = s.name {where}", parameters)
+
+    def _open(self) -> "_Attached":
+        return _Attached(self.destination, self.source)
+
+
+class _CountsOnly(rollups.Rollups):
+    """The rollups of copied rows without their visitors: the source's visitor sets are merged whole instead.
+
+    Hashing them again here would use the destination's salt, and count a visitor twice.
+    """
+
+    def add_visitors(self, conn: sqlite3.Connection, visits) -> int:
+        return 0
+
+
+# The rollup tables, the length of their unit in ms, and which rows belong to a window (bind lo, hi).
+_ROLLUP_TABLES = [
+    (table, unit_ms, f"[{unit}] * {unit_ms} >= ?1 AND [{unit}] * {unit_ms} < ?2")
+    for table, unit, unit_ms in (("rollup_hourly", "hour", rollups.HOUR_MS), ("rollup_daily", "day", DAY_MS),
+                                 ("rollup_visitors_hourly", "hour", rollups.HOUR_MS),
+                                 ("rollup_visitors_daily", "day", DAY_MS), ("rollup_salts", "day", DAY_MS))
+]
+# A source's own row in a destination's ledger (bind file_id, first_ms, last_ms).
+_KEY = "file_id = ? AND first_ms = ? AND last_ms = ? AND via IS NULL"
+
+
+class _Attached:
+    """A connection to the destination with the source ATTACHed read-only as ``src``, for a with block."""
+
+    def __init__(self, destination: str, source: str):
+        self.destination, self.source = destination, source
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.conn = _connect(self.destination)
+        try:
+            self.conn.execute("ATTACH DATABASE ? AS src", (_uri(self.source, "ro"),))
+            self.conn.execute("ATTACH DATABASE ':memory:' AS period")
+        except BaseException:
+            self.conn.close()
+            raise
+        return self.conn
+
+    def __exit__(self, *exc) -> None:
+        self.conn.close()
+
+
+_ADD_COUNT = (
+    "INSERT INTO main.log_counters (reason, count, first_ms, last_ms, last_error) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (reason) DO UPDATE SET count = count + excluded.count, "
+    "first_ms = min(coalesce(first_ms, excluded.first_ms), coalesce(excluded.first_ms, first_ms)), "
+    "last_ms = max(coalesce(last_ms, excluded.last_ms), coalesce(excluded.last_ms, last_ms)), "
+    "last_error = CASE WHEN coalesce(excluded.last_ms, 0) >= coalesce(last_ms, 0) "
+    "THEN coalesce(excluded.last_error, last_error) ELSE last_error END"
+)
+
+
+def _remapping_insert(conn: sqlite3.Connection, table: str, references: Dict[str, str], condition: str) -> str:
+    """INSERT .. SELECT of ``table``'s rows from src into main with every lookup id mapped to main's."""
+    columns = _shared_columns(conn, table)
+    selected, joins = [], []
+    for column in columns:
+        if column in references:
+            alias = f"m_{column}"
+            joins.append(f"LEFT JOIN temp.map_{references[column]} {alias} ON {alias}.old_id = s.[{column}]")
+            selected.append(f"{alias}.new_id")
+        else:
+            selected.append(f"s.[{column}]")
+    order = "s.rowid" if table == LEGACY else "s.id"
+    return (f"INSERT INTO main.[{table}] ({', '.join(f'[{c}]' for c in columns)}) SELECT {', '.join(selected)} "
+            f"FROM src.[{table}] s {' '.join(joins)} WHERE {condition} ORDER BY {order}")
+
+
+def _shared_columns(conn: sqlite3.Connection, table: str) -> List[str]:
+    """Columns of ``table`` in both main and src (main's order), request_log's id left out: main numbers its own."""
+    theirs = {row[1] for row in conn.execute(f"PRAGMA src.table_info([{table}])")}
+    return [row[1] for row in conn.execute(f"PRAGMA main.table_info([{table}])")
+            if row[1] in theirs and not (table == "request_log" and row[1] == "id")]
+
+
+def _references(conn: sqlite3.Connection, schema: str, table: str) -> Dict[str, str]:
+    """column -> lookup table, from the table's declared foreign keys."""
+    return {row[3]: row[2] for row in conn.execute(f"PRAGMA {schema}.foreign_key_list([{table}])") if row[2] in LOOKUPS}
+
+
+def _periods(source: str, dated: DatedPath) -> List[Tuple[str, dict]]:
+    """Every period the source has rows or counters in, oldest first: (file, {window, ids, legacy}).
+
+    Rows are grouped in SQL by a unit that never straddles a period (the UTC day, or the period
+    when it is shorter); only each group's first start time goes through DatedPath. ``ids`` and
+    ``legacy`` are the (lowest, highest) ids of the period's rows, or None.
+    """
+    conn = sqlite3.connect(_uri(source, "ro"), uri=True)
+    try:
+        low = conn.execute("SELECT min(start_ms) FROM request_log").fetchone()[0] or 0
+        first, last = dated.bounds(low)
+        unit = int(min(86_400_000, last - first))
+        queries = {
+            "ids": f"SELECT min(start_ms), min(id), max(id) FROM request_log GROUP BY start_ms / {unit}",
+            "counters": f"SELECT min(first_ms), 0, 0 FROM log_counters WHERE first_ms IS NOT NULL GROUP BY first_ms / {unit}",
+        }
+        if _has_table(conn, "main", "rollup_hourly"):
+            # Hours and days whose raw rows were pruned still have a file, for their rollups.
+            queries["rollups"] = f"SELECT min(hour) * {rollups.HOUR_MS}, 0, 0 FROM rollup_hourly GROUP BY hour * {rollups.HOUR_MS} / {unit}"
+            queries["daily"] = f"SELECT min(day) * {DAY_MS}, 0, 0 FROM rollup_daily GROUP BY day * {DAY_MS} / {unit}"
+        if _has_table(conn, "main", LEGACY):
+            queries["legacy"] = (f"SELECT min(start * 1000), min(rowid), max(rowid) FROM {LEGACY} "
+                                 f"GROUP BY CAST(start * 1000 AS INTEGER) / {unit}")
+        groups = [(kind, *row) for kind, query in queries.items() for row in conn.execute(query)]
+    finally:
+        conn.close()
+    periods: Dict[str, dict] = {}
+    for kind, start, lowest, highest in groups:
+        path = dated.path_for(start)
+        if path not in periods:
+            first, last = dated.bounds(start)
+            periods[path] = {"window": (int(first), int(last)), "ids": None, "legacy": None}
+        if kind in ("ids", "legacy"):
+            known = periods[path][kind]
+            periods[path][kind] = (lowest, highest) if known is None else (min(known[0], lowest), max(known[1], highest))
+    for found in periods.values():
+        # A period with counters only still reads no rows: an empty id range.
+        found["ids"] = found["ids"] or (1, 0)
+    return sorted(periods.items(), key=lambda item: item[1]["window"])
+
+
+def _remove_rotated(source: str, summaries: List[dict]) -> None:
+    """Delete the rotated source and its -wal/-shm, once the dated files hold every one of its rows."""
+    conn = sqlite3.connect(_uri(source, "ro"), uri=True)
+    try:
+        rows = conn.execute("SELECT count(*) FROM request_log").fetchone()[0]
+        legacy = conn.execute(f"SELECT count(*) FROM {LEGACY}").fetchone()[0] if _has_table(conn, "main", LEGACY) else 0
+    finally:
+        conn.close()
+    # Rows copied by earlier runs count too: the ledgers hold every row ever taken from the source.
+    taken = sum(_ledger_rows(summary["file"], summary["file_id"]) for summary in summaries)
+    if taken < rows or sum(summary["legacy_rows"] for summary in summaries) < legacy:
+        raise MergeError(f"{source}: kept: the dated files hold {taken} of its {rows} rows (is something still "
+                         "writing it?); run rotate again, then remove it")
+    for suffix in ("", "-wal", "-shm"):
+        try:
+            os.remove(source + suffix)
+        except FileNotFoundError:
+            pass
+
+
+def _ledger_rows(path: str, file_id: str) -> int:
+    conn = sqlite3.connect(_uri(path, "ro"), uri=True)
+    try:
+        return conn.execute(f"SELECT coalesce(sum(rows), 0) FROM {LEDGER} WHERE file_id = ? AND via IS NULL",
+                            (file_id,)).fetchone()[0]
+    finally:
+        conn.close()
+
+
+def _check_log(path: str, *, upgradable: bool = False) -> None:
+    """Raise MergeError unless ``path`` is a log database of this schema version (any version if ``upgradable``)."""
+    if not os.path.exists(path):
+        raise MergeError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise MergeError(f"{path}: is a directory; give a log database file")
+    conn = sqlite3.connect(_uri(path, "ro"), uri=True)
+    try:
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+    except sqlite3.DatabaseError as error:
+        raise MergeError(f"{path}: not a SQLite database ({error})") from None
+    finally:
+        conn.close()
+    if "request_log" not in tables and not (upgradable and (not tables or "requests" in tables)):
+        raise MergeError(f"{path}: not a request log (it has no request_log table)")
+    if version != SCHEMA_VERSION and not upgradable:
+        raise MergeError(f"{path}: a log of schema version {version}, expected {SCHEMA_VERSION}; upgrade it first "
+                         f"with: python -c 'import asgi_log_to_sqlite; asgi_log_to_sqlite.create_file(\"{path}\")'")
+
+
+def _prepare(destination: str) -> None:
+    """Create the destination log, or bring an existing one to this schema version (as logging to it would)."""
+    if os.path.exists(destination):
+        _check_log(destination, upgradable=True)
+    try:
+        create_file(destination)
+    except ValueError as error:
+        raise MergeError(str(error)) from None
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    """The destination, autocommit, with the ledger and the temp id maps."""
+    conn = sqlite3.connect(_uri(path, "rw"), uri=True, isolation_level=None, timeout=5)
+    conn.execute("PRAGMA busy_timeout = 5000")
+    conn.execute("PRAGMA temp_store = MEMORY")
+    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+    conn.execute(db.create_table_sql(LEDGER, {
+        "file_id": str, "first_ms": int, "last_ms": int, "via": str, "path": str, "last_row_id": int,
+        "rolled_up_to": int, "legacy_rowid": int, "rows": int, "counters": str, "merged_at": str,
+    }, pk=("file_id", "first_ms", "last_ms"), not_null={"first_ms", "last_ms", "last_row_id", "rolled_up_to",
+                                                        "legacy_rowid", "rows"},
+        defaults={"last_row_id": 0, "rolled_up_to": 0, "legacy_rowid": 0, "rows": 0}, if_not_exists=True))
+    for table in LOOKUPS:
+        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS map_{table} (old_id INTEGER PRIMARY KEY, new_id INTEGER NOT NULL)")
+    return conn
+
+
+class _transaction:
+    """BEGIN IMMEDIATE .. COMMIT, or ROLLBACK on any error; retried while another process holds the lock."""
+
+    def __init__(self, conn: sqlite3.Connection):
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def __exit__(self, kind, error, traceback) -> None:
+        if kind is None:
+            self.conn.execute("COMMIT")
+        elif self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+
+def _file_id(conn: sqlite3.Connection, schema: str) -> str:
+    return conn.execute(f"SELECT value FROM {schema}.log_meta WHERE key = 'file_id'").fetchone()[0]
+
+
+def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
+    return conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",
+                        (table,)).fetchone() is not None
+
+
+def _uri(path: str, mode: str) -> str:
+    # From the absolute path, so that '?', '#' or '%' in a file name stay part of the name.
+    return pathlib.Path(path).absolute().as_uri() + f"?mode={mode}"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _iso(ms: float) -> str:
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
