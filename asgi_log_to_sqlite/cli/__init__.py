@@ -7,17 +7,35 @@ exit status 1 (click.ClickException), never a traceback.
 from __future__ import annotations
 
 import importlib
+import sqlite3
 
 import click
 
 
-@click.group()
+class _Command(click.Command):
+    """A command whose SQLite errors no code foresaw are still one line and exit 1, naming the file."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except sqlite3.Error as error:
+            # A file that turns out damaged, or locked past busy_timeout, midway through a command.
+            where = ctx.params.get("file") or "SQLite"
+            raise click.ClickException(f"{where}: {error}") from None
+
+
+class _Group(click.Group):
+    command_class = _Command
+
+
+@click.group(cls=_Group)
 @click.version_option(package_name="datasette-configure-asgi", prog_name="asgi-log-to-sqlite")
 def cli() -> None:
     """Look at, maintain and import the SQLite request logs that AsgiLogToSqlite writes.
 
     Example:
 
+    \b
         asgi-log-to-sqlite stats logs/requests.db
     """
 
