@@ -88,7 +88,7 @@ def rotate_file(source: str, pattern: str, progress: Optional[Progress] = None, 
     summaries = [{"file": transfer.destination, "first": _iso(transfer.window[0]), **transfer.run(progress, total)}
                  for transfer in transfers]
     if remove_source:
-        _remove_rotated(source, summaries)
+        _remove_rotated(source, dated)
     return summaries
 
 
@@ -103,7 +103,7 @@ class _Transfer:
                  ids: Optional[Tuple[int, int]] = None, legacy: Optional[Tuple[int, int]] = None):
         self.destination, self.source, self.window, self.chunk_rows = destination, source, window, chunk_rows
         self.ids, self.legacy = ids, legacy
-        self.pending = 0
+        self.pending = self.pending_legacy = 0   # rows, and 0.1.1 rows, that run() will copy
 
     # ---- before anything is written ------------------------------------------------------
     def plan(self, planned: list) -> "_Transfer":
@@ -136,6 +136,10 @@ class _Transfer:
             self.pending = conn.execute(
                 "SELECT count(*) FROM src.request_log WHERE id > ? AND id <= ? AND start_ms >= ? AND start_ms < ?",
                 (low, high, *self.window)).fetchone()[0]
+            if _has_table(conn, "src", LEGACY) and (self.legacy is not None or self.ids is None):
+                self.pending_legacy = conn.execute(
+                    f"SELECT count(*) FROM src.{LEGACY} WHERE rowid > ? AND start * 1000 >= ? AND start * 1000 < ?",
+                    (entry["legacy_rowid"] if entry else 0, *self.window)).fetchone()[0]
         return self
 
     def _clash(self, conn, origin: str, window: Tuple[int, int], via: Optional[str], planned: list) -> Optional[str]:
@@ -481,33 +485,23 @@ def _periods(source: str, dated: DatedPath) -> List[Tuple[str, dict]]:
     return sorted(periods.items(), key=lambda item: item[1]["window"])
 
 
-def _remove_rotated(source: str, summaries: List[dict]) -> None:
-    """Delete the rotated source and its -wal/-shm, once the dated files hold every one of its rows."""
-    conn = sqlite3.connect(_uri(source, "ro"), uri=True)
-    try:
-        rows = conn.execute("SELECT count(*) FROM request_log").fetchone()[0]
-        legacy = conn.execute(f"SELECT count(*) FROM {LEGACY}").fetchone()[0] if _has_table(conn, "main", LEGACY) else 0
-    finally:
-        conn.close()
-    # Rows copied by earlier runs count too: the ledgers hold every row ever taken from the source.
-    taken = sum(_ledger_rows(summary["file"], summary["file_id"]) for summary in summaries)
-    if taken < rows or sum(summary["legacy_rows"] for summary in summaries) < legacy:
-        raise MergeError(f"{source}: kept: the dated files hold {taken} of its {rows} rows (is something still "
+def _remove_rotated(source: str, dated: DatedPath) -> None:
+    """Delete the rotated source and its -wal/-shm, once the dated files hold every row it has now."""
+    missing = 0
+    for path, found in _periods(source, dated):
+        if not os.path.exists(path):
+            missing += 1
+            continue
+        transfer = _Transfer(path, source, found["window"], CHUNK_ROWS, found["ids"], found["legacy"]).plan([])
+        missing += transfer.pending + transfer.pending_legacy
+    if missing:
+        raise MergeError(f"{source}: kept: {missing} of its rows are not in the dated files yet (is something still "
                          "writing it?); run rotate again, then remove it")
     for suffix in ("", "-wal", "-shm"):
         try:
             os.remove(source + suffix)
         except FileNotFoundError:
             pass
-
-
-def _ledger_rows(path: str, file_id: str) -> int:
-    conn = sqlite3.connect(_uri(path, "ro"), uri=True)
-    try:
-        return conn.execute(f"SELECT coalesce(sum(rows), 0) FROM {LEDGER} WHERE file_id = ? AND via IS NULL",
-                            (file_id,)).fetchone()[0]
-    finally:
-        conn.close()
 
 
 def _check_log(path: str, *, upgradable: bool = False) -> None:

@@ -5,6 +5,7 @@ Both are thin over merging.py; they show a progress bar on stderr when it is a t
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Callable, Iterator, Optional
 
 import click
@@ -20,7 +21,7 @@ _ROTATED = ("file", "first", "rows", "legacy_rows", "rollup_rows", "counters", "
 @contextlib.contextmanager
 def _bar(label: str) -> Iterator[Optional[Callable[[int, int], None]]]:
     """A progress callback for merging.py drawing a click progress bar on a terminal's stderr, else None."""
-    stderr = click.get_text_stream("stderr")
+    stderr = sys.stderr
     if not stderr.isatty():
         yield None
         return
