@@ -25,8 +25,11 @@ from . import rollups
 from .rotation import DatedPath, is_dated
 from .schema import LOOKUPS, SCHEMA_VERSION, create_file
 
-# Rows copied per transaction: a live logger on the destination waits at most one chunk (tens of ms).
-CHUNK_ROWS = 5_000
+# A live logger on the destination waits for at most one chunk's transaction: each is sized to take
+# about CHUNK_SECONDS, from CHUNK_ROWS rows at first (a chunk of rows with many new lookup values is slower).
+CHUNK_SECONDS = 0.05
+CHUNK_ROWS = 2_000
+_CHUNK_LIMITS = (200, 50_000)
 DAY_MS = 86_400_000
 # The window of a whole-file merge: every start time there is.
 WHOLE = (-(2 ** 63), 2 ** 63 - 1)
@@ -41,8 +44,10 @@ class MergeError(ValueError):
 
 
 def merge_files(destination: str, sources: Sequence[str], progress: Optional[Progress] = None,
-                chunk_rows: int = CHUNK_ROWS) -> List[dict]:
+                chunk_rows: Optional[int] = None) -> List[dict]:
     """Add the rows, lookups, counters and rollups of ``sources`` to ``destination`` (created if missing).
+
+    ``chunk_rows``: rows per transaction; by default sized to hold the write lock about CHUNK_SECONDS.
 
     Returns one summary per source: rows and 0.1.1 rows copied, counters added, how rollups were handled.
     """
@@ -58,7 +63,7 @@ def merge_files(destination: str, sources: Sequence[str], progress: Optional[Pro
 
 
 def rotate_file(source: str, pattern: str, progress: Optional[Progress] = None, *,
-                remove_source: bool = False, chunk_rows: int = CHUNK_ROWS) -> List[dict]:
+                remove_source: bool = False, chunk_rows: Optional[int] = None) -> List[dict]:
     """Split ``source`` into the dated files of ``pattern`` (rows by start time, UTC), one summary per file.
 
     Each file is a whole log: the lookups its rows use, its period's rollups, its share of the
@@ -99,9 +104,10 @@ class _Transfer:
     (rotate finds them), so that each period's copy reads only its stretch of the source.
     """
 
-    def __init__(self, destination: str, source: str, window: Tuple[int, int], chunk_rows: int,
+    def __init__(self, destination: str, source: str, window: Tuple[int, int], chunk_rows: Optional[int],
                  ids: Optional[Tuple[int, int]] = None, legacy: Optional[Tuple[int, int]] = None):
-        self.destination, self.source, self.window, self.chunk_rows = destination, source, window, chunk_rows
+        self.destination, self.source, self.window = destination, source, window
+        self.chunk_rows, self.adaptive = chunk_rows or CHUNK_ROWS, chunk_rows is None
         self.ids, self.legacy = ids, legacy
         self.pending = self.pending_legacy = 0   # rows, and 0.1.1 rows, that run() will copy
 
@@ -250,7 +256,7 @@ class _Transfer:
                 "ORDER BY id LIMIT 1 OFFSET ?", (last, ceiling, lo, hi, self.chunk_rows - 1)).fetchone()
             upper = found[0] if found else ceiling
             parameters = (last, upper, lo, hi)
-            with _transaction(conn):
+            with _transaction(conn) as held:
                 self._map_used(conn, references, "request_log", condition, parameters)
                 before = conn.execute("SELECT coalesce(max(id), 0) FROM main.request_log").fetchone()[0]
                 rows = conn.execute(insert, parameters).rowcount
@@ -259,6 +265,7 @@ class _Transfer:
                 conn.execute(f"UPDATE main.{LEDGER} SET last_row_id = ?, rows = rows + ? WHERE {_KEY}",
                              (upper, rows, self.file_id, lo, hi))
             last, done = upper, done + rows
+            self._resize(held.seconds)
             if progress is not None and rows:
                 progress(rows, total)
         return done
@@ -285,12 +292,20 @@ class _Transfer:
         while last < newest:
             upper = min(newest, last + self.chunk_rows)
             parameters = (last, upper, lo, hi)
-            with _transaction(conn):
+            with _transaction(conn) as held:
                 self._map_used(conn, references, LEGACY, condition, parameters)
-                done += conn.execute(insert, parameters).rowcount
+                rows = conn.execute(insert, parameters).rowcount
                 conn.execute(f"UPDATE main.{LEDGER} SET legacy_rowid = ? WHERE {_KEY}", (upper, self.file_id, lo, hi))
-            last = upper
+            last, done = upper, done + rows
+            self._resize(held.seconds)
         return done
+
+    def _resize(self, seconds: float) -> None:
+        """The next chunk's size, from how long this one held the lock (unless the caller fixed it)."""
+        if self.adaptive and seconds > 0:
+            wanted = self.chunk_rows * CHUNK_SECONDS / seconds
+            # At most doubled at a time: one fast chunk of repeated values says little about the next.
+            self.chunk_rows = int(min(max(wanted, _CHUNK_LIMITS[0]), 2 * self.chunk_rows, _CHUNK_LIMITS[1]))
 
     @staticmethod
     def _create_legacy(conn) -> None:
@@ -492,7 +507,7 @@ def _remove_rotated(source: str, dated: DatedPath) -> None:
         if not os.path.exists(path):
             missing += 1
             continue
-        transfer = _Transfer(path, source, found["window"], CHUNK_ROWS, found["ids"], found["legacy"]).plan([])
+        transfer = _Transfer(path, source, found["window"], None, found["ids"], found["legacy"]).plan([])
         missing += transfer.pending + transfer.pending_legacy
     if missing:
         raise MergeError(f"{source}: kept: {missing} of its rows are not in the dated files yet (is something still "
@@ -558,12 +573,13 @@ class _transaction:
     def __init__(self, conn: sqlite3.Connection):
         self.conn = conn
 
-    def __enter__(self) -> None:
+    def __enter__(self) -> "_transaction":
         deadline = time.monotonic() + 30
         while True:
             try:
                 self.conn.execute("BEGIN IMMEDIATE")
-                return
+                self.started = time.perf_counter()
+                return self
             except sqlite3.OperationalError as error:
                 if "locked" not in str(error) or time.monotonic() > deadline:
                     raise
@@ -574,6 +590,7 @@ class _transaction:
             self.conn.execute("COMMIT")
         elif self.conn.in_transaction:
             self.conn.execute("ROLLBACK")
+        self.seconds = time.perf_counter() - self.started   # how long the write lock was held
 
 
 def _file_id(conn: sqlite3.Connection, schema: str) -> str:
