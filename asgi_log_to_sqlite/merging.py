@@ -7,7 +7,11 @@ that id, so nothing is added twice, and a source that grew contributes its new r
 
 Rollups: on a source's first merge its rollup tables are added as they are (they also count the
 rows it pruned), and the raw rows copied up to the id read in that same transaction are not added
-again; rows beyond that id are added to the destination's rollups as they are copied.
+again; rows beyond that id add their counts as they are copied. Visitors are sets of hashes: the
+source's sets are added whole each time, which adds nobody twice.
+
+Lookup ids are mapped per chunk, for the values that chunk's rows use, through temp.map_<table>
+(old_id, new_id): a lookup row the destination's retention removed meanwhile is made again.
 """
 from __future__ import annotations
 
@@ -227,7 +231,7 @@ class _Transfer:
 
         A row goes to the window holding the start of its hour or day, so that each goes to one file.
         """
-        for table, unit_ms, where in _ROLLUP_TABLES:
+        for table, _, where in _ROLLUP_TABLES:
             conn.execute(f"DROP TABLE IF EXISTS period.{table}")
             conn.execute(f"CREATE TABLE period.{table} AS SELECT * FROM src.{table} WHERE {where}", self.window)
         return "period"
@@ -340,8 +344,9 @@ class _Transfer:
                          (json.dumps(seen, sort_keys=True), _now(), os.path.abspath(self.source), *key))
             if _has_table(conn, "src", "rollup_hourly"):
                 # Sets: adding the source's visitors again adds none twice, and covers its copied rows.
-                for table, unit_ms, where in _ROLLUP_TABLES[2:4]:
-                    conn.execute(f"INSERT OR IGNORE INTO main.{table} SELECT * FROM src.{table} WHERE {where}", (lo, hi))
+                for table, unit, where in _ROLLUP_TABLES[2:4]:
+                    conn.execute(f"INSERT OR IGNORE INTO main.{table} ({unit}, is_bot, visitor) "
+                                 f"SELECT {unit}, is_bot, visitor FROM src.{table} WHERE {where}", (lo, hi))
             for origin, (first, last), via, path, last_row_id, rows in self._carried(conn):
                 conn.execute(
                     f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, last_row_id, rows, merged_at) "
@@ -351,14 +356,8 @@ class _Transfer:
         return added
 
     # ---- lookup ids ----------------------------------------------------------------------
-    def _map_all(self, conn) -> Dict[str, str]:
-        """Every lookup value of the source put in the destination, and temp.map_<table> (old_id -> new_id)."""
-        for table in LOOKUPS:
-            self._map(conn, table, "")
-        return {table: f"temp.map_{table}" for table in LOOKUPS}
-
     def _map_used(self, conn, references: Dict[str, str], table: str, condition: str, parameters: tuple) -> None:
-        """The lookup values used by the rows of ``table`` that match ``condition``, mapped as in _map_all."""
+        """The lookup values used by the rows of ``table`` that match ``condition``, put in main and mapped."""
         used: Dict[str, List[str]] = {}
         for column, lookup in references.items():
             used.setdefault(lookup, []).append(column)
@@ -368,6 +367,7 @@ class _Transfer:
 
     @staticmethod
     def _map(conn, table: str, where: str, parameters: tuple = ()) -> None:
+        """Put the source's values of ``table`` matching ``where`` in main, and map them in temp.map_<table>."""
         # In the source's id order, so that new values get ids in the order the source first saw them.
         columns = ", ".join(f"[{c}]" for c in _shared_columns(conn, table) if c != "id")
         conn.execute(f"DELETE FROM temp.map_{table}")
@@ -390,9 +390,9 @@ class _CountsOnly(rollups.Rollups):
         return 0
 
 
-# The rollup tables, the length of their unit in ms, and which rows belong to a window (bind lo, hi).
+# The rollup tables, their time column, and which of their rows belong to a window (bind lo, hi).
 _ROLLUP_TABLES = [
-    (table, unit_ms, f"[{unit}] * {unit_ms} >= ?1 AND [{unit}] * {unit_ms} < ?2")
+    (table, unit, f"[{unit}] * {unit_ms} >= ?1 AND [{unit}] * {unit_ms} < ?2")
     for table, unit, unit_ms in (("rollup_hourly", "hour", rollups.HOUR_MS), ("rollup_daily", "day", DAY_MS),
                                  ("rollup_visitors_hourly", "hour", rollups.HOUR_MS),
                                  ("rollup_visitors_daily", "day", DAY_MS), ("rollup_salts", "day", DAY_MS))

@@ -244,6 +244,16 @@ async def test_a_0_1_1_table_is_copied_with_its_ids_remapped(tmp_path, two_logs)
              "left join user_agents u on u.id = r.user_agent order by start"
     assert rows_of(merged, legacy) == rows_of(old, legacy)
     assert rows_of(merged, "select count(*) from requests") == [(21 + 60,)]
+    # Rotated, the 0.1.1 rows go to the files of their start times too, with the view that reads them.
+    pattern = str(tmp_path / "r" / "%Y-%m.db")
+    rotate_file(merged, pattern)
+    files = DatedPath(pattern).existing()
+    with_legacy = [f for f in files if rows_of(f, "select 1 from sqlite_master where name = 'requests_0_1'")]
+    legacy_month = DatedPath(pattern).path_for(rows_of(old, "select min(start) * 1000 from requests_0_1")[0][0])
+    assert with_legacy == [legacy_month]          # only the file of the 0.1.1 rows' month has the table
+    assert sorted(row for f in with_legacy for row in rows_of(f, legacy)) == rows_of(old, legacy)
+    as_0_1 = "select start, method, http_status, client_ip from requests order by start"
+    assert sorted(row for f in files for row in rows_of(f, as_0_1)) == rows_of(merged, as_0_1)
 
 
 @pytest.mark.asyncio
