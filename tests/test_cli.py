@@ -16,6 +16,7 @@ import sqlite3
 import subprocess
 import threading
 import time
+from unittest import mock
 
 import httpx
 import pytest
@@ -30,10 +31,11 @@ from conftest import BIN, ROOT, TESTS, run, subprocess_env
 DAY_MS = 86_400_000
 BOT = "Googlebot/2.1 (+http://www.google.com/bot.html)"
 HUMAN = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
-# (path, agent, how many): what the log holds, newest requests; /archive rows are moved 3 days back.
-TRAFFIC = [
+# (path, agent, how many): what the log holds. OLD is logged three days ago, TRAFFIC now.
+OLD = [("/archive/2024", HUMAN, 3)]
+TRAFFIC = OLD + [
     ("/", HUMAN, 3), ("/api/items?page=2", HUMAN, 2), ("/api/items/1", BOT, 1), ("/missing", BOT, 2),
-    ("/api/boom", HUMAN, 1), ("/old", HUMAN, 1), ("/health", HUMAN, 2), ("/archive/2024", HUMAN, 3),
+    ("/api/boom", HUMAN, 1), ("/old", HUMAN, 1), ("/health", HUMAN, 2),
 ]
 LOGGED = 13  # every request above but the two excluded /health ones
 
@@ -59,13 +61,12 @@ async def requests(file, traffic, **options):
 @pytest.fixture(scope="module")
 def filled(tmp_path_factory):
     file = tmp_path_factory.mktemp("cli") / "filled.db"
-    asyncio.run(requests(file, TRAFFIC))
-    conn = sqlite3.connect(file)
-    with conn:
-        # Three days old, as if they had been logged then.
-        conn.execute("UPDATE request_log SET start_ms = start_ms - 3 * ? WHERE path_id IN "
-                     "(SELECT id FROM paths WHERE name LIKE '/archive/%')", (DAY_MS,))
-    conn.close()
+    real = time.time
+    # The wall clock three days back while OLD is logged: its rows, and their rollups, are as old as
+    # if they had been logged then.
+    with mock.patch("time.time", lambda: real() - 3 * DAY_MS / 1000):
+        asyncio.run(requests(file, OLD))
+    asyncio.run(requests(file, TRAFFIC[len(OLD):]))
     return file
 
 
@@ -180,6 +181,7 @@ def test_stats_relative_since_and_until(log):
     assert stats_json(log, "--since", "7d")["summary"]["requests"] == LOGGED
     assert stats_json(log, "--until", "2d")["summary"]["requests"] == 3
     assert stats_json(log, "--since", "4d", "--until", "2d")["top_paths"][0]["path"] == "/archive/2024"
+    assert stats_json(log, "--since", "90m")["summary"]["requests"] == LOGGED - 3
 
 
 def test_stats_iso_since_and_a_bare_until_date_includes_that_day(log):
@@ -218,6 +220,39 @@ def test_stats_counts_sampled_rows_by_their_weight(tmp_path):
     assert summary["estimated_requests"] == 2 * summary["requests"]
 
 
+def test_stats_reads_the_rollups_of_hours_whose_raw_rows_were_pruned(tmp_path):
+    path = tmp_path / "pruned.db"
+    asyncio.run(requests(path, [("/gone", HUMAN, 6), ("/missing", BOT, 2), ("/kept", HUMAN, 4)]))
+    before = stats_json(path)
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("DELETE FROM request_log WHERE id <= 8")  # the oldest rows, as retention prunes them
+    conn.close()
+    after = stats_json(path)
+    assert after["summary"]["requests"] == 12 and "from_rollups" in after["summary"]
+    assert {row["path"]: row["requests"] for row in after["top_paths"]} == {"/gone": 6, "/kept": 4, "/missing": 2}
+    assert after["top_4xx_paths"] == [{"path": "/missing", "requests": 2, "statuses": "4xx: 2"}]
+    assert after["status"] == before["status"] and after["traffic"][0]["requests"] == 12
+    assert sum(row["requests"] for row in after["agents"]) == 12
+    for name in ("p50", "p95", "p99"):
+        # The rollups' latency buckets: each within 4.4% (and the 3-decimal rounding of sub-ms times).
+        assert abs(after["duration_ms"][name] - before["duration_ms"][name]) <= 0.05 * before["duration_ms"][name] + 0.001
+    assert "Duration (ms; from hourly rollups" in stats_table(path)
+    # A range that starts inside the hour leaves that cut hour to the raw rows: the 4 kept.
+    hour = time.strftime("%Y-%m-%dT%H:00:00", time.gmtime(newest_start(path)))
+    assert stats_json(path, "--since", hour + ".000Z")["summary"]["requests"] == 12
+    assert stats_json(path, "--since", hour + ".001Z")["summary"]["requests"] == 4
+
+
+def newest_start(path):
+    """When the newest row of ``path`` started, in epoch seconds."""
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute("SELECT max(start_ms) FROM request_log").fetchone()[0] / 1000
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("option, value", [("--since", "yesterday"), ("--until", "7 parsecs"), ("--since", "2024-13-01")])
 def test_stats_bad_time_is_one_line(log, option, value):
     one_line_error(invoke("stats", log, option, value), option, repr(value), "24h")
@@ -237,11 +272,9 @@ def tail_lines(*args):
 
 def test_tail_prints_the_last_rows_like_an_access_log_newest_last(log):
     lines = tail_lines(log, "-n", "4")
-    assert len(lines) == 4
-    # Written last: /old, then (moved back in time, but written after) the /archive rows.
-    assert lines[-1].split()[1:6] == ["127.0.0.0", "GET", "/archive/2024", "200", str(len("/archive/2024"))]
+    assert [line.split()[3] for line in lines] == ["/missing", "/missing", "/api/boom", "/old"]
+    assert lines[-1].split()[1:6] == ["127.0.0.0", "GET", "/old", "302", str(len("/old"))]
     assert lines[-1].endswith(json.dumps(HUMAN))
-    assert lines[0].split()[3] == "/old"
     assert len(tail_lines(log)) == 10
 
 
@@ -312,7 +345,7 @@ def test_tail_follow_prints_rows_written_after_it_started_and_stops_cleanly(log,
                                env=subprocess_env())
     try:
         lines = Lines(process.stdout)
-        lines.wait_for("/archive/2024")  # the newest row: it is following now
+        lines.wait_for("/old")  # the newest row: it is following now
         asyncio.run(requests(log, [("/written-after", BOT, 1)]))
         row = json.loads(lines.wait_for("/written-after"))
         assert row["user_agent"] == BOT
@@ -328,11 +361,11 @@ def test_tail_follow_prints_rows_written_after_it_started_and_stops_cleanly(log,
 
 
 def test_tail_follow_moves_to_a_file_replaced_at_the_path(log, tmp_path):
-    process = subprocess.Popen([str(BIN / "asgi-log-to-sqlite"), "tail", log, "-f", "-n", "0", "--interval", "0.1"],
+    process = subprocess.Popen([str(BIN / "asgi-log-to-sqlite"), "tail", log, "-f", "-n", "1", "--interval", "0.1"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     try:
         lines = Lines(process.stdout)
-        time.sleep(0.5)
+        lines.wait_for("/old")  # following the first file now
         fresh = tmp_path / "fresh.db"
         asyncio.run(requests(fresh, [("/in-the-new-file", HUMAN, 1)]))
         os.replace(fresh, log)  # a rotation by rename

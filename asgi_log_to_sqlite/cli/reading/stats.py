@@ -1,11 +1,12 @@
 """``stats``: the summary of a log a person wants at a glance, from a few grouped scans of request_log."""
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Tuple
 import sqlite3
+from typing import Dict, List, Optional, Tuple
 
 import click
 
+from ... import rollups
 from .. import cli
 from ..output import Section, emit_sections, iso_ms, open_log, output_options, progress, time_option
 from .reasons import meaning
@@ -40,11 +41,17 @@ class _Stats:
     A GROUP BY sorts every row it reads, and the sorter's cost grows with each column it carries:
     so each scan groups by one integer key that packs two (hour and status class, path and error
     status), which measured twice as fast as grouping by the two columns.
+
+    Where retention has pruned raw rows, the hourly rollups still count them: the whole hours of
+    the range up to the last one that has fewer raw rows than its rollups count are read from
+    rollup_hourly instead (``self.pruned``), and the raw scans skip them.
     """
 
     def __init__(self, conn: sqlite3.Connection, since: Optional[int], until: Optional[int], top: int):
         self.conn, self.since, self.until, self.top = conn, since, until, top
         self.where, self.params = _range(since, until)
+        self.raw_where, self.raw_params = self.where, self.params  # the raw rows the rollups do not stand for
+        self.pruned: Optional[Tuple[int, int]] = None  # [first, last) hours read from rollup_hourly
         self.first = self.last = self.longest = None
         self.estimated = self.duration_total = 0.0
         self.timed = 0
@@ -52,9 +59,11 @@ class _Stats:
         self.paths: Dict[int, list] = {}  # path id -> [requests, timed, duration_us, bytes_sent, {error status: n}]
         self.agents: List[tuple] = []
         self.durations: Dict[str, Optional[float]] = {}
+        self.durations_from = "exact, nearest rank"
 
     def steps(self):
-        return (self.read_bounds, self.read_hours, self.read_paths, self.read_agents, self.read_durations)
+        return (self.read_bounds, self.read_hours, self.read_pruned_hours, self.read_paths, self.read_agents,
+                self.read_durations)
 
     def read_bounds(self) -> None:
         self.first, self.last, self.estimated, self.timed, self.duration_total, self.longest = self.conn.execute(
@@ -75,32 +84,86 @@ class _Stats:
             entry[6] += sent
             entry[7] += received
 
+    def read_pruned_hours(self) -> None:
+        """Find the hours whose raw rows were pruned, and take their counts from the rollups."""
+        if getattr(rollups, "percentiles", None) is None or not self.conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE name = 'rollup_hourly'").fetchone():
+            return
+        # Whole hours only: an hour the range cuts has rollups for rows outside the range.
+        low = None if self.since is None else -(-self.since // _HOUR_MS)
+        high = None if self.until is None else self.until // _HOUR_MS
+        where, params = _range(low, high, "hour")
+        kept: Dict[int, list] = {}
+        for hour, status_class, hits, sent in self.conn.execute(
+                f"SELECT hour, status_class, sum(hits), sum(bytes) FROM rollup_hourly {where} "
+                f"GROUP BY hour, status_class", params):
+            entry = kept.setdefault(hour, [0, 0, 0, 0, 0, 0, 0, 0])  # as self.hours; bytes received unknown
+            entry[0] += hits
+            if 1 <= status_class <= 5:
+                entry[status_class] += hits
+            entry[6] += sent
+        pruned = [hour for hour, entry in kept.items() if entry[0] > self.hours.get(hour, (0,))[0]]
+        if not pruned:
+            return
+        first, last = min(kept) if low is None else low, max(pruned) + 1
+        self.pruned = (first, last)
+        for hour in range(first, last):
+            if hour in kept:
+                self.hours[hour] = kept[hour]
+            else:
+                self.hours.pop(hour, None)
+        self.raw_where = (self.where + " AND" if self.where else "WHERE") + " NOT (start_ms >= ? AND start_ms < ?)"
+        self.raw_params = self.params + [first * _HOUR_MS, last * _HOUR_MS]
+
+    def _rollups_in(self, select: str, group: str = "") -> List[tuple]:
+        first, last = self.pruned
+        return self.conn.execute(f"SELECT {select} FROM rollup_hourly WHERE hour >= ? AND hour < ? {group}",
+                                 (first, last)).fetchall()
+
     def read_paths(self) -> None:
         # One group per path, plus one per (path, error status): top paths and top errors from one scan.
         for key, count, timed, duration_us, sent in self.conn.execute(f"""
                 SELECT coalesce(path_id, 0) * 1000 + CASE WHEN http_status >= 400 THEN http_status ELSE 0 END AS key,
                     count(*), count(duration_us), total(duration_us), coalesce(sum(body_size), 0)
-                FROM request_log {self.where} GROUP BY key""", self.params):
+                FROM request_log {self.raw_where} GROUP BY key""", self.raw_params):
             path_id, status = divmod(key, 1000)
-            entry = self.paths.setdefault(path_id, [0, 0, 0, 0, {}])
-            entry[0] += count
-            entry[1] += timed
-            entry[2] += duration_us
-            entry[3] += sent
-            if status:
-                entry[4][status] = count
+            self._add_path(path_id, status, count, timed, duration_us, sent)
+        if self.pruned:
+            # Rollups are kept per route where the request had one, else per path: routes get negative keys.
+            for route_id, path_id, status_class, hits, timed, duration_us, sent in self._rollups_in(
+                    "route_id, path_id, status_class, sum(hits), sum(CASE WHEN bucket >= 0 THEN hits ELSE 0 END), "
+                    "sum(duration_us_sum), sum(bytes)", "GROUP BY route_id, path_id, status_class"):
+                self._add_path(-route_id if route_id else path_id, status_class if status_class >= 4 else 0,
+                               hits, timed, duration_us, sent)
+
+    def _add_path(self, key: int, status: int, count: int, timed: int, duration_us: float, sent: int) -> None:
+        """Add to a path's totals; ``status`` is an error status (404), an error class (4) or 0."""
+        entry = self.paths.setdefault(key, [0, 0, 0, 0, {}])
+        entry[0] += count
+        entry[1] += timed
+        entry[2] += duration_us
+        entry[3] += sent
+        if status:
+            entry[4][status] = entry[4].get(status, 0) + count
 
     def read_agents(self) -> None:
         columns = {row[1] for row in self.conn.execute("PRAGMA table_info(user_agents)")}
         is_bot = "ua.is_bot" if "is_bot" in columns else "NULL"  # a version 1 file has no agent classes
         self.agents = self.conn.execute(f"""
             SELECT ua.name, {is_bot}, g.requests FROM (
-                SELECT user_agent_id, count(*) AS requests FROM request_log {self.where} GROUP BY user_agent_id
-            ) g LEFT JOIN user_agents ua ON ua.id = g.user_agent_id ORDER BY g.requests DESC""", self.params).fetchall()
+                SELECT user_agent_id, count(*) AS requests FROM request_log {self.raw_where} GROUP BY user_agent_id
+            ) g LEFT JOIN user_agents ua ON ua.id = g.user_agent_id ORDER BY g.requests DESC""", self.raw_params).fetchall()
+        if self.pruned:
+            # The rollups keep the bot flag only, an unknown agent counted as not a bot.
+            self.agents += [(None, "rollup bot" if is_bot else "rollup other", hits)
+                            for is_bot, hits in self._rollups_in("is_bot, sum(hits)", "GROUP BY is_bot")]
 
     def read_durations(self) -> None:
-        count = self.timed
         self.durations = dict.fromkeys(("p50", "p95", "p99", "max", "mean"))
+        if self.pruned:
+            self.rollup_durations()
+            return
+        count = self.timed
         if not count:
             return
         # Exact nearest-rank percentiles: one sort (SQLite's sorter spills to disk), read at three ranks.
@@ -115,14 +178,30 @@ class _Stats:
         self.durations["max"] = round(self.longest / 1000, 3)
         self.durations["mean"] = round(self.duration_total / count / 1000, 3)
 
+    def rollup_durations(self) -> None:
+        """Percentiles from the rollups' latency buckets, over every hour the range touches."""
+        self.durations_from = "from hourly rollups: raw rows were pruned; each within 5%"
+        where, params = _range(None if self.since is None else self.since // _HOUR_MS,
+                               None if self.until is None else -(-self.until // _HOUR_MS), "hour")
+        found = rollups.percentiles(self.conn, self.since, self.until, (0.5, 0.95, 0.99))
+        for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+            self.durations[name] = None if found.get(q) is None else round(found[q] / 1000, 3)
+        total, timed, longest = self.conn.execute(
+            f"SELECT total(duration_us_sum), sum(CASE WHEN bucket >= 0 THEN hits ELSE 0 END), max(duration_us_max) "
+            f"FROM rollup_hourly {where}", params).fetchone()
+        if timed:
+            self.durations["max"] = round(longest / 1000, 3)
+            self.durations["mean"] = round(total / timed / 1000, 3)
+
     # -- the report
     def sections(self, file: str) -> List[Section]:
         requests = sum(h[0] for h in self.hours.values())
-        names = self._names("paths", self.paths)
+        names = self._names("paths", [key for key in self.paths if key > 0])
+        names.update({-key: name for key, name in self._names("routes", [-key for key in self.paths if key < 0]).items()})
         return [self.summary(file, requests), self.traffic(), self.status(requests), self.top_paths(requests, names),
                 self.top_errors(names, 400, "top_4xx_paths", "Top 4xx paths"),
                 self.top_errors(names, 500, "top_5xx_paths", "Top 5xx paths"),
-                Section("duration_ms", "Duration (ms; exact, nearest rank)", pairs=self.durations),
+                Section("duration_ms", f"Duration (ms; {self.durations_from})", pairs=self.durations),
                 *self.bots(requests), self.lost()]
 
     def summary(self, file: str, requests: int) -> Section:
@@ -137,9 +216,15 @@ class _Stats:
             "busiest_hour_requests": busiest[1][0] if busiest else None,
             "bytes_sent": sum(h[6] for h in self.hours.values()),
             "bytes_received": sum(h[7] for h in self.hours.values()),
-            "distinct_paths": len(self.paths), "distinct_agents": len(self.agents),
+            "distinct_paths": len(self.paths), "distinct_agents": sum(1 for name, *_ in self.agents if name is not None),
         }
-        if round(self.estimated) != requests:
+        if self.pruned:
+            # Raw rows before this were pruned: these hours are counted from the rollups, which keep no
+            # request sizes, times to the millisecond or agent names.
+            first, last = self.pruned
+            pairs["from_rollups"] = f"{iso_ms(first * _HOUR_MS)[:13]}:00 to {iso_ms(last * _HOUR_MS)[:13]}:00"
+            pairs["first_request"] = iso_ms(min(first * _HOUR_MS, self.first or first * _HOUR_MS))
+        elif round(self.estimated) != requests:
             pairs["estimated_requests"] = round(self.estimated)  # rows were sampled: each weighs 1 / sample_rate
         since = f"since {iso_ms(self.since)}" if self.since is not None else ""
         until = f"until {iso_ms(self.until)}" if self.until is not None else ""
@@ -176,30 +261,40 @@ class _Stats:
         ranked = sorted(self.paths.items(), key=lambda item: -item[1][0])[:self.top]
         rows = []
         for path_id, (count, timed, duration_us, sent, errors) in ranked:
-            c4 = sum(n for status, n in errors.items() if status < 500)
+            c4 = sum(n for status, n in errors.items() if status == 4 or 400 <= status < 500)
             rows.append((names.get(path_id), count, _share(count, requests), c4, sum(errors.values()) - c4,
                          round(duration_us / timed / 1000, 3) if timed else None, sent))
         return Section("top_paths", "Top paths", ("path", "requests", "share_%", "4xx", "5xx", "mean_ms", "bytes_sent"), rows)
 
     def top_errors(self, names: Dict[int, str], low: int, key: str, title: str) -> Section:
         counted = []
+        wanted = low // 100
         for path_id, entry in self.paths.items():
-            statuses = {s: n for s, n in entry[4].items() if low <= s < low + 100 or (low == 500 and s >= 600)}
+            # A status (404), or a class (4) where the rollups of pruned hours keep no more.
+            statuses = {s: n for s, n in entry[4].items() if min(s if s < 10 else s // 100, 5) == wanted}
             if statuses:
                 counted.append((sum(statuses.values()), path_id, statuses))
         counted.sort(key=lambda item: -item[0])
-        rows = [(names.get(path_id), total, ", ".join(f"{s}: {n}" for s, n in sorted(statuses.items(), key=lambda i: -i[1])))
+        rows = [(names.get(path_id), total, ", ".join(f"{s if s >= 10 else f'{s}xx'}: {n}"
+                                                      for s, n in sorted(statuses.items(), key=lambda i: -i[1])))
                 for total, path_id, statuses in counted[:self.top]]
         return Section(key, title, ("path", "requests", "statuses"), rows)
 
     def bots(self, requests: int) -> List[Section]:
         kinds = {"human": [0, 0], "bot": [0, 0], "unknown": [0, 0]}  # requests, distinct agents
-        for _, is_bot, count in self.agents:
+        pruned = {"rollup bot": 0, "rollup other": 0}
+        for name, is_bot, count in self.agents:
+            if is_bot in pruned:
+                pruned[is_bot] += count
+                continue
             kind = kinds["unknown" if is_bot is None else "bot" if is_bot else "human"]
             kind[0] += count
             kind[1] += 1
         rows = [(kind, n, _share(n, requests), agents) for kind, (n, agents) in kinds.items()]
-        bots = [(_short(name), count) for name, is_bot, count in self.agents if is_bot][:self.top]
+        if self.pruned:
+            rows += [("bot, pruned hours", pruned["rollup bot"], _share(pruned["rollup bot"], requests), None),
+                     ("not a bot, pruned hours", pruned["rollup other"], _share(pruned["rollup other"], requests), None)]
+        bots = [(_short(name), count) for name, is_bot, count in self.agents if is_bot and name is not None][:self.top]
         return [Section("agents", "Bots and humans", ("kind", "requests", "share_%", "agents"), rows,
                         note="  unknown: no User-Agent, or an agent not classified yet (user_agents.is_bot is NULL)"),
                 Section("top_bots", "Top bots", ("agent", "requests"), bots)]

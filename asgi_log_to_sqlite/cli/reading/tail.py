@@ -101,9 +101,7 @@ class _Follower:
 
     def open(self) -> None:
         path = self.target()
-        conn = open_log(path)
-        self.close()
-        self.conn, self.path, self.identity, self.last_id = conn, path, file_identity(path), 0
+        self.conn, self.path, self.identity, self.last_id = open_log(path), path, file_identity(path), 0
 
     def newest(self, count: int) -> List[tuple]:
         """The last ``count`` matching rows, oldest first; later reads start after every row there is now."""
@@ -120,6 +118,8 @@ class _Follower:
 
     def new_rows(self) -> List[tuple]:
         """Matching rows written since the last read (up to the newest id, so a rare match costs no rescans)."""
+        if self.conn is None:
+            return []
         self.conn.execute("BEGIN")
         try:
             top = self.conn.execute("SELECT coalesce(max(id), 0) FROM request_log").fetchone()[0]
@@ -134,12 +134,15 @@ class _Follower:
         """Move to the file there is now when it is another one (a new period's, or the file replaced at
         the path), to be read from its first row; True when it moved."""
         path = self.target()
-        if path == self.path and file_identity(path) == self.identity:
+        if self.conn is not None and path == self.path and file_identity(path) == self.identity:
             return False
+        # Closed first: a file replaced by rename leaves the old one's -wal and -shm at the path,
+        # and two connections must not share them for two different databases.
+        self.close()
         try:
             self.open()
         except click.ClickException:
-            return False  # not there (yet), or not a log yet: keep the file we have
+            return False  # not there yet, or not a log yet: look again at the next read
         return True
 
     def close(self) -> None:
