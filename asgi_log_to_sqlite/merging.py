@@ -55,6 +55,8 @@ def merge_files(destination: str, sources: Sequence[str], progress: Optional[Pro
 
     Returns one summary per source: rows and 0.1.1 rows copied, counters added, how rollups were handled.
     """
+    if is_dated(destination):
+        raise MergeError(f"{destination!r}: a dated pattern; merge into one file, or split a file by date with rotate")
     for source in sources:
         _check_log(source)
         if os.path.exists(destination) and os.path.samefile(source, destination):
@@ -133,14 +135,15 @@ class _Transfer:
                     f"{self.source}: its newest row id ({newest}) is below the {last} recorded when it was last "
                     f"merged into {self.destination}: its rows were all pruned and their numbering restarted, "
                     "or it is an older copy of that file")
-            for origin, window, via in [(self.file_id, self.window, None)] + [c[:3] for c in self._carried(conn)]:
+            for origin, window, via, path, *_ in [(self.file_id, self.window, None, None)] + self._carried(conn):
                 if origin == own_id:
                     raise MergeError(f"{self.source}: holds rows merged from {self.destination} itself; "
                                      "merging them back would count them twice")
                 clash = self._clash(conn, origin, window, via, planned)
                 if clash:
-                    raise MergeError(f"{self.source}: holds rows of log file {origin} that {self.destination} "
-                                     f"already has {clash}; merging would count them twice")
+                    whose = "its own" if path is None else f"{path} (file_id {origin})"
+                    raise MergeError(f"{self.source}: holds rows of {whose} that {self.destination} {clash}; "
+                                     "merging would count them twice")
                 planned.append((self.destination, origin, window, via))
             low, high = self._id_range(conn, last)
             self.pending = conn.execute(
@@ -159,12 +162,16 @@ class _Transfer:
                 f"SELECT first_ms, last_ms, via, path FROM main.{LEDGER} WHERE file_id = ? AND first_ms < ? AND ? < last_ms",
                 (origin, hi, lo)):
             if (first, last) != window or their_via != via:
-                return f"from {path}" if their_via is None else f"through log file {their_via}"
+                if their_via is None:
+                    return f"already has from {path}"
+                through = conn.execute(f"SELECT path FROM main.{LEDGER} WHERE file_id = ? AND via IS NULL",
+                                       (their_via,)).fetchone()
+                return f"already has through {through[0] if through else 'log file ' + their_via}"
         for destination, other, (first, last), other_via in planned:
             # The same file twice in one run is harmless (the second adds nothing); two routes to one origin are not.
             if (destination == self.destination and other == origin and first < hi and lo < last
                     and ((first, last), other_via) != (window, via)):
-                return "from another file given in this same run"
+                return "also gets from another file of this run"
         return None
 
     def _carried(self, conn) -> List[tuple]:

@@ -211,7 +211,8 @@ async def test_rows_cannot_come_twice_by_two_routes(tmp_path, two_logs):
     c = str(tmp_path / "c.db")
     merge_files(str(b), [str(a)])                      # b now holds a's rows
     merge_files(c, [str(a)])
-    with pytest.raises(MergeError, match=r"b\.db: holds rows of log file \w+ that .*c\.db already has from .*a\.db"):
+    with pytest.raises(MergeError, match=r"b\.db: holds rows of .*a\.db \(file_id \w+\) that .*c\.db already has "
+                                         r"from .*a\.db; merging would count them twice"):
         merge_files(c, [str(b)])
     with pytest.raises(MergeError, match="merging them back would count them twice"):
         merge_files(str(a), [str(b)])
@@ -223,7 +224,7 @@ async def test_rows_cannot_come_twice_by_two_routes(tmp_path, two_logs):
     # Through b, once, is fine: d records that a's rows came with b, and a given alone later adds nothing new.
     d = str(tmp_path / "d.db")
     merge_files(d, [str(b)])
-    with pytest.raises(MergeError, match="through log file"):
+    with pytest.raises(MergeError, match=r"a\.db: holds rows of its own that .*d\.db already has through .*b\.db;"):
         merge_files(d, [str(a)])
     assert readable(d) == readable(b)
 
@@ -412,6 +413,7 @@ async def test_the_merge_and_rotate_commands(tmp_path, two_logs):
     (["merge", "all.db", "notes.txt"], "notes.txt: not a SQLite database"),
     (["merge", "all.db", "other.db"], "other.db: not a request log (it has no request_log table)"),
     (["merge", "a.db", "a.db"], "a.db: is the destination itself"),
+    (["merge", "logs/%Y-%m.db", "a.db"], "a dated pattern; merge into one file"),
     (["rotate", "a.db", "logs/requests.db"], "'logs/requests.db': no date directive"),
     (["rotate", "a.db", "logs/{hostname}.db"], "{hostname} alone names one file"),
     (["rotate", "a.db", "logs/%Y-%q.db"], "unsupported directive(s) %q"),
