@@ -489,6 +489,21 @@ def test_a_dated_pattern_where_one_file_is_wanted_names_the_newest(tmp_path):
     one_line_error(invoke("stats", pattern), "dated pattern", time.strftime("requests-%Y-%m.db", time.gmtime()))
 
 
+def test_times_take_iso_forms_offsets_and_ages():
+    from asgi_log_to_sqlite.cli.output import parse_time
+
+    may = 1714521600000  # 2024-05-01T00:00:00Z
+    assert parse_time("2024-05-01") == parse_time("2024-05-01T00:00") == parse_time("2024-05-01T00:00:00Z") == may
+    assert parse_time("2024-05-01T02:00:00+02:00") == may
+    assert parse_time("2024-05-01", end=True) == may + DAY_MS
+    assert parse_time("2024-05-01T12:00", end=True) == may + DAY_MS // 2  # a time is exact, even for --until
+    now = 1_800_000_000_000
+    assert [parse_time(age, now_ms=now) for age in ("90s", "90m", "1.5h", "7d", "2w", "now")] == [
+        now - 90_000, now - 5_400_000, now - 5_400_000, now - 7 * DAY_MS, now - 14 * DAY_MS, now]
+    with pytest.raises(ValueError, match="'7 parsecs': expected an ISO date or time"):
+        parse_time("7 parsecs")
+
+
 def test_every_command_help_has_an_example():
     commands = [[]] + [[name] for name in sorted(cli.commands)]
     assert {"stats", "tail", "check"} <= set(cli.commands)

@@ -84,11 +84,11 @@ def _wal_check(file: str) -> tuple:
 def _vacuum_check(conn: sqlite3.Connection, file: str) -> tuple:
     mode = conn.execute("PRAGMA auto_vacuum").fetchone()[0]
     free = conn.execute("PRAGMA freelist_count").fetchone()[0] * conn.execute("PRAGMA page_size").fetchone()[0]
-    if mode == 2:
-        return ("free space", "ok", f"incremental auto-vacuum; {free / 1024 / 1024:,.1f} MB free inside the file")
-    return ("free space", "warning", f"auto_vacuum is {['none', 'full'][mode] if mode < 2 else mode}: space freed by "
-            f"pruning stays in the file ({free / 1024 / 1024:,.1f} MB now); convert it once: "
-            f"asgi-log-to-sqlite vacuum {file}")
+    if mode:  # 2 incremental (what create_file sets), 1 full: either gives freed pages back
+        kind = "incremental" if mode == 2 else "full"
+        return ("free space", "ok", f"{kind} auto-vacuum; {free / 1024 / 1024:,.1f} MB free inside the file")
+    return ("free space", "warning", f"auto_vacuum is none: space freed by pruning stays in the file "
+            f"({free / 1024 / 1024:,.1f} MB free now); convert it once: asgi-log-to-sqlite vacuum {file}")
 
 
 def _size_check(conn: sqlite3.Connection, file: str, max_size_mb: Optional[float]) -> tuple:
@@ -159,6 +159,8 @@ class _integrity_progress:
     def __exit__(self, *exc):
         if self.bar is not None:
             self.conn.set_progress_handler(None, 0)
+            if exc[0] is None:
+                self.bar.update(self.bar.length - self.bar.pos)  # done: the estimate gives way to the fact
             self.bar.__exit__(*exc)
         return False
 

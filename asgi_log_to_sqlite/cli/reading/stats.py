@@ -320,7 +320,7 @@ class _Stats:
 @click.argument("file")
 @time_option("--since", end=False, help="Only requests from WHEN on: 2024-05-01, 2024-05-01T12:00, or an age: 24h, 7d")
 @time_option("--until", end=True, help="Only requests before WHEN (a bare date includes that day)")
-@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), help="Rows in each top list")
+@click.option("--top", default=10, show_default=True, type=click.IntRange(min=1), metavar="N", help="Rows in each top list")
 @output_options
 def stats(file: str, since: Optional[int], until: Optional[int], top: int, fmt: str) -> None:
     """A log at a glance: traffic, status mix, top paths and errors, latency, bots, what was lost.
