@@ -1,15 +1,21 @@
 """Ids of the values in the lookup tables (paths, user_agents, ...) of one database file.
 
-Each value's id is cached in memory. A new value is inserted with ``INSERT ... ON CONFLICT DO
-NOTHING`` then found with ``SELECT``, so processes sharing the file never collide. With
+Each value's id is cached in memory. A value not cached is looked for with ``SELECT``, and a new
+one inserted with ``INSERT ... ON CONFLICT DO NOTHING`` (then found with ``SELECT`` if another
+process inserted it first), so processes sharing the file never collide. With
 ``max_distinct_values`` set, a table that holds that many values takes no new ones: they are
 stored as BUCKET and their rows flagged FLAG_BUCKETED.
+
+A new user agent is classified (agents.Classifier) as its row is inserted, in the same transaction,
+so the rollups of that batch read its bot flag; an agent row still without classes (stored before
+schema version 2, or past a second's parsing budget) is completed the next time a writer looks it up.
 """
 from __future__ import annotations
 
 import sqlite3
 from typing import Dict, Optional, Tuple
 
+from . import agents
 from .counters import Counters
 from .record import FLAG_BUCKETED
 
@@ -18,6 +24,9 @@ BUCKET = "(other)"
 # Ids kept in memory per table; beyond this the cache starts over (a cardinality flood). The
 # shapers' caches in front of this one take the repeats; this one serves shapers that share a file.
 _CACHE_LIMIT = 10_000
+AGENTS = "user_agents"
+# The columns a new user_agents row is inserted with: its text, then agents.Classes.
+_AGENT_COLUMNS = ", ".join(("name",) + agents.COLUMNS)
 
 
 class LookupIds:
@@ -27,6 +36,9 @@ class LookupIds:
         self.counters = counters
         self.max_distinct_values = max_distinct_values
         self.conn: Optional[sqlite3.Connection] = None
+        # What a new user agent's classes come from; None leaves them NULL (benchmarks/agents.py
+        # compares the two).
+        self.classifier: Optional[agents.Classifier] = agents.Classifier()
         self._ids: Dict[str, Dict[str, int]] = {}   # table -> text -> id
         self._sizes: Dict[str, int] = {}            # table -> highest id seen
 
@@ -42,22 +54,52 @@ class LookupIds:
         found = cache.get(name)
         if found is None:
             conn = self.conn
-            if self.max_distinct_values is not None and name != BUCKET and self._full(table):
-                row = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()
-                if row is None:
-                    self.counters.count("bucketed", 1)
-                    return self.id_of(table, BUCKET)[0], FLAG_BUCKETED
-                found = row[0]
+            if table == AGENTS:
+                found = self._agent_id(conn, name)
             else:
-                # ON CONFLICT DO NOTHING then SELECT: another process may have inserted it first.
-                conn.execute(f"INSERT INTO [{table}] (name) VALUES (?) ON CONFLICT (name) DO NOTHING", (name,))
-                found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
-                if found > self._sizes.get(table, 0):
-                    self._sizes[table] = found
+                row = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()
+                found = row[0] if row is not None else self._insert(conn, table, name, (name,))
+            if found is None:
+                self.counters.count("bucketed", 1)
+                return self.id_of(table, BUCKET)[0], FLAG_BUCKETED
             if len(cache) >= _CACHE_LIMIT:
                 cache.clear()
             cache[name] = found
         return found, 0
+
+    def _agent_id(self, conn: sqlite3.Connection, name: str) -> Optional[int]:
+        """The id of a user agent, classified if it is not yet; None when it would be past the limit."""
+        row = conn.execute("SELECT id, browser IS NULL, is_bot FROM user_agents WHERE name = ?", (name,)).fetchone()
+        classifier = self.classifier
+        if row is not None:
+            if row[1] and classifier is not None:
+                # Stored before schema version 2, or past a second's budget: fill in what is missing.
+                classes = classifier.complete(name, row[2])
+                if classes is not None:
+                    conn.execute(agents.SET_CLASSES, (*classes, row[0]))
+            return row[0]
+        if classifier is None:
+            return self._insert(conn, AGENTS, name, (name,))
+        if name != BUCKET and self._full(AGENTS):
+            return None  # checked before classifying: past the limit an agent costs no parse
+        return self._insert(conn, AGENTS, name, (name, *classifier(name)), _AGENT_COLUMNS)
+
+    def _insert(self, conn: sqlite3.Connection, table: str, name: str, values: tuple,
+                columns: str = "name") -> Optional[int]:
+        """Insert a value not found in its table and return its id; None past max_distinct_values."""
+        if name != BUCKET and self._full(table):
+            return None
+        # ON CONFLICT DO NOTHING: another process may have inserted it since the SELECT.
+        cursor = conn.execute(
+            f"INSERT INTO [{table}] ({columns}) VALUES ({', '.join('?' * len(values))}) ON CONFLICT (name) DO NOTHING",
+            values)
+        if cursor.rowcount == 1:
+            found = cursor.lastrowid
+        else:
+            found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
+        if found > self._sizes.get(table, 0):
+            self._sizes[table] = found
+        return found
 
     def forget(self) -> None:
         """Drop every cached id: after a rollback, or when the file was replaced."""
@@ -65,7 +107,10 @@ class LookupIds:
         self._sizes.clear()
 
     def _full(self, table: str) -> bool:
-        """Whether a lookup table holds max_distinct_values values (ids count up from 1, never reused)."""
+        """Whether a lookup table holds max_distinct_values values, when that is set (ids count up
+        from 1, never reused)."""
+        if self.max_distinct_values is None:
+            return False
         size = self._sizes.get(table)
         if size is None:
             size = self._sizes[table] = self.conn.execute(f"SELECT coalesce(max(id), 0) FROM [{table}]").fetchone()[0]
