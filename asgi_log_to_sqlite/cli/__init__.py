@@ -20,7 +20,8 @@ class _Command(click.Command):
             return super().invoke(ctx)
         except sqlite3.Error as error:
             # A file that turns out damaged, or locked past busy_timeout, midway through a command.
-            where = ctx.params.get("file") or "SQLite"
+            file = ctx.params.get("file")
+            where = file if isinstance(file, str) else "SQLite"
             raise click.ClickException(f"{where}: {error}") from None
 
 
