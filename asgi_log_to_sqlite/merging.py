@@ -195,6 +195,10 @@ class _Transfer:
         row = cursor.fetchone()
         return None if row is None else dict(zip([c[0] for c in cursor.description], row))
 
+    def _taken(self, conn, column: str) -> int:
+        """How far the ledger says this source has been copied (read inside a transaction, it is exact)."""
+        return conn.execute(f"SELECT {column} FROM main.{LEDGER} WHERE {_KEY}", (self.file_id, *self.window)).fetchone()[0]
+
     def _id_range(self, conn, last: int) -> Tuple[int, int]:
         """(exclusive, inclusive) bounds of the source ids still to copy."""
         newest = conn.execute("SELECT coalesce(max(id), 0) FROM src.request_log").fetchone()[0]
@@ -222,6 +226,8 @@ class _Transfer:
         """
         with _transaction(conn):
             merged = {}
+            if self._entry(conn) is not None:
+                return 0   # another merge of this source began first
             if _has_table(conn, "src", "rollup_hourly"):
                 schema = "src" if self.window == WHOLE else self._rollups_of_window(conn)
                 merged = rollups.merge_from(conn, schema, self._map_rollup_ids(conn, schema))
@@ -260,6 +266,9 @@ class _Transfer:
         insert = _remapping_insert(conn, "request_log", references, condition.format(s="s."))
         condition = condition.format(s="")
         while last < newest:
+            last = max(last, self._taken(conn, "last_row_id"))
+            if last >= newest:
+                break
             # A chunk lies wholly at or below rolled_up_to (its rows are in the rollups already) or above it.
             ceiling = min(newest, rolled_up_to) if last < rolled_up_to else newest
             found = conn.execute(
@@ -268,6 +277,8 @@ class _Transfer:
             upper = found[0] if found else ceiling
             parameters = (last, upper, lo, hi)
             with _transaction(conn) as held:
+                if self._taken(conn, "last_row_id") > last:
+                    continue   # another merge of this source ran meanwhile: go on from where it got to
                 self._map_used(conn, references, "request_log", condition, parameters)
                 before = conn.execute("SELECT coalesce(max(id), 0) FROM main.request_log").fetchone()[0]
                 rows = conn.execute(insert, parameters).rowcount
@@ -304,6 +315,9 @@ class _Transfer:
             upper = min(newest, last + self.chunk_rows)
             parameters = (last, upper, lo, hi)
             with _transaction(conn) as held:
+                if self._taken(conn, "legacy_rowid") > last:
+                    last = self._taken(conn, "legacy_rowid")
+                    continue
                 self._map_used(conn, references, LEGACY, condition, parameters)
                 rows = conn.execute(insert, parameters).rowcount
                 conn.execute(f"UPDATE main.{LEDGER} SET legacy_rowid = ? WHERE {_KEY}", (upper, self.file_id, lo, hi))

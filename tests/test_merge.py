@@ -5,6 +5,7 @@ import contextlib
 import os
 import shutil
 import sqlite3
+import threading
 import time
 
 import pytest
@@ -270,6 +271,31 @@ async def test_merging_beside_a_live_logger_loses_no_row_on_either_side(tmp_path
                            "where p.name like '/live/%'") == [(100,)]
     assert sum(readable(merged).values()) == 200
     sound(merged)
+
+
+@pytest.mark.asyncio
+async def test_two_merges_of_the_same_sources_at_once_add_each_row_once(tmp_path, two_logs):
+    a, b = await two_logs()
+    merged = str(tmp_path / "all.db")
+    create_file(merged)
+    errors = []
+
+    def merge():
+        try:
+            # A pause after each chunk, so that the two runs take turns chunk by chunk.
+            merge_files(merged, [str(a), str(b)], lambda rows, total: time.sleep(0.005), chunk_rows=3)
+        except Exception as error:   # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=merge) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert readable(merged) == union(a, b)
+    assert rollup_totals(merged) == rollup_totals(a, b)
+    assert counters(merged) == counters(a, b)
 
 
 # ---- rotate ------------------------------------------------------------------------------------
