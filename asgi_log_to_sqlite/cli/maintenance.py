@@ -9,6 +9,7 @@ import math
 import os
 import shutil
 import sqlite3
+import sys
 from typing import Any, Callable, Optional
 
 import click
@@ -152,7 +153,7 @@ class _Bars:
     _LABELS = {"rows": "Deleting rows", "vacuum": "Returning space", "convert": "Rewriting the file"}
 
     def __init__(self):
-        self.stream = click.get_text_stream("stderr")
+        self.stream = sys.stderr
         self.phase: Optional[str] = None
         self.bar: Any = None
         self.done = 0
