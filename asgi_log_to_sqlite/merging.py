@@ -34,7 +34,7 @@ from .schema import LOOKUPS, SCHEMA_VERSION, create_file
 CHUNK_SECONDS = 0.05
 CHUNK_ROWS = 2_000
 _CHUNK_LIMITS = (200, 50_000)
-DAY_MS = 86_400_000
+HOUR_MS, DAY_MS = 3_600_000, 86_400_000   # the units of the rollup tables' hour and day columns
 # The window of a whole-file merge: every start time there is.
 WHOLE = (-(2 ** 63), 2 ** 63 - 1)
 LEDGER = "log_merged_sources"
@@ -414,8 +414,8 @@ class _CountsOnly(rollups.Rollups):
 # The rollup tables, their time column, and which of their rows belong to a window (bind lo, hi).
 _ROLLUP_TABLES = [
     (table, unit, f"[{unit}] * {unit_ms} >= ?1 AND [{unit}] * {unit_ms} < ?2")
-    for table, unit, unit_ms in (("rollup_hourly", "hour", rollups.HOUR_MS), ("rollup_daily", "day", DAY_MS),
-                                 ("rollup_visitors_hourly", "hour", rollups.HOUR_MS),
+    for table, unit, unit_ms in (("rollup_hourly", "hour", HOUR_MS), ("rollup_daily", "day", DAY_MS),
+                                 ("rollup_visitors_hourly", "hour", HOUR_MS),
                                  ("rollup_visitors_daily", "day", DAY_MS), ("rollup_salts", "day", DAY_MS))
 ]
 # A source's own row in a destination's ledger (bind file_id, first_ms, last_ms).
@@ -498,7 +498,7 @@ def _periods(source: str, dated: DatedPath) -> List[Tuple[str, dict]]:
         }
         if _has_table(conn, "main", "rollup_hourly"):
             # Hours and days whose raw rows were pruned still have a file, for their rollups.
-            queries["rollups"] = f"SELECT min(hour) * {rollups.HOUR_MS}, 0, 0 FROM rollup_hourly GROUP BY hour * {rollups.HOUR_MS} / {unit}"
+            queries["rollups"] = f"SELECT min(hour) * {HOUR_MS}, 0, 0 FROM rollup_hourly GROUP BY hour * {HOUR_MS} / {unit}"
             queries["daily"] = f"SELECT min(day) * {DAY_MS}, 0, 0 FROM rollup_daily GROUP BY day * {DAY_MS} / {unit}"
         if _has_table(conn, "main", LEGACY):
             queries["legacy"] = (f"SELECT min(start * 1000), min(rowid), max(rowid) FROM {LEGACY} "
