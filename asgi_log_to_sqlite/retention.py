@@ -45,6 +45,7 @@ HOLD_TARGET_S = 0.005    # each write transaction aims at holding the lock this 
 SLICE_S = 0.2            # the most one run() call works before the writer takes its queue again
 CHECK_EVERY_S = 1.0      # how often the writer looks when nothing is under way
 ORPHANS_EVERY_S = 60.0   # how often at most the writer looks for unused lookup values
+CHECKPOINT_FRAMES = 1000  # pages in the -wal between checkpoints, as SQLite's auto-checkpoint has it
 KEEP_ROWS_SLACK = 0.01   # the writer prunes by count once this share over keep_rows (the CLI at once)
 LEGACY = "requests_0_1"
 META_PRUNED = "retention.pruned_rows"            # log_meta: rows retention has deleted, ever
@@ -95,6 +96,8 @@ class _Pace:
         self.sizes = sizes  # kind -> units per transaction, kept from one slice to the next
         self.deadline = deadline
         self.progress = progress
+        self.since_checkpoint = 0
+        self.checkpoint_every = 1  # transactions, resized so that about CHECKPOINT_FRAMES build up in between
 
     def out_of_time(self) -> bool:
         return time.monotonic() >= self.deadline
@@ -120,12 +123,20 @@ class _Pace:
     def held(self, kind: str, size: int, units: int, seconds: float, lowest: int, highest: int) -> None:
         self.report.transactions += 1
         self.report.longest_hold = max(self.report.longest_hold, seconds)
-        # Checkpoints outside the lock (auto-checkpoint is off for the round): one run by a COMMIT
-        # would count its copying as holding the lock, which it does not.
-        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        self.since_checkpoint += 1
+        if self.since_checkpoint >= self.checkpoint_every:
+            self.checkpoint()
         if units >= size // 2:  # a short last chunk says nothing about the rate
             wanted = int(units * HOLD_TARGET_S / max(seconds, 1e-6))
             self.sizes[kind] = max(lowest, min(highest, wanted, size * 2))
+
+    def checkpoint(self) -> None:
+        """A passive checkpoint between transactions, outside the lock (auto-checkpoint is off for
+        the round: run by a COMMIT, its copying would count as holding the lock, which it does not)."""
+        frames = self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        per_transaction = max(1.0, frames / max(1, self.since_checkpoint))
+        self.checkpoint_every = max(1, min(64, int(CHECKPOINT_FRAMES / per_transaction)))
+        self.since_checkpoint = 0
 
     def tick(self, phase: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -261,6 +272,8 @@ class Retention:
         self._phase = "vacuum"
         if not _vacuum(conn, pace):
             return False
+        if report.transactions:
+            pace.checkpoint()  # the file shrinks at a checkpoint
         report.bytes_after = _file_bytes(conn)
         now = time.monotonic()
         report.seconds += now - self._started
@@ -432,7 +445,9 @@ def vacuum_free_pages(conn: sqlite3.Connection, progress: Optional[Progress] = N
     report = Report(bytes_before=_file_bytes(conn))
     started = time.monotonic()
     with _pruning(conn):
-        _vacuum(conn, _Pace(conn, report, {}, progress=progress))
+        pace = _Pace(conn, report, {}, progress=progress)
+        _vacuum(conn, pace)
+        pace.checkpoint()
     report.bytes_after, report.seconds = _file_bytes(conn), time.monotonic() - started
     return report
 
@@ -479,13 +494,17 @@ def _pruning(conn: sqlite3.Connection) -> Iterator[None]:
     """
     automatic = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
     synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
+    limit = conn.execute("PRAGMA journal_size_limit").fetchone()[0]
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("PRAGMA synchronous = NORMAL")
+    if limit < 0:
+        conn.execute(f"PRAGMA journal_size_limit = {4 * 2**20}")  # the -wal shrinks back after the round, as the writer's does
     try:
         yield
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {int(automatic)}")
         conn.execute(f"PRAGMA synchronous = {int(synchronous)}")
+        conn.execute(f"PRAGMA journal_size_limit = {int(limit)}")
 
 
 def _main_file(conn: sqlite3.Connection) -> str:
