@@ -1,0 +1,819 @@
+"""Import nginx and Apache access logs (combined and common formats) into a log database.
+
+Each line becomes a request_log row under the live logger's rules: the client address reduced by
+privacy.AddressPolicy, secret query parameters and referers redacted by privacy.QueryRedactor,
+odd bytes backslash-escaped (FLAG_REPLACED), values cut at 1000 characters (FLAG_TRUNCATED); every
+row carries FLAG_IMPORTED. Lines are written in chunks of about CHUNK_BYTES, one BEGIN IMMEDIATE
+transaction each, which also updates the rollups and records how far the source has been read.
+
+A source is known by the sha256 of its first line. Its row in ``import_sources`` holds how many
+lines were imported, the sha256 of those bytes, and the sha256 at 1, 2, 4, 8... lines. A log read
+again is checked against these: a log that grew is continued after its last imported line, a
+gzipped or renamed copy is recognised, and one that only shares a first line is imported whole.
+"""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import re
+import sqlite3
+import stat
+import sys
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from urllib.parse import unquote_to_bytes
+
+import sqlite_utils
+
+from . import schema
+from .counters import Counters
+from .inserts import insert_sql, statement_sizes
+from .lookups import BUCKET, LookupIds
+from .privacy import AddressPolicy, QueryRedactor
+from .record import FLAG_BUCKETED, FLAG_IMPORTED, FLAG_REPLACED, FLAG_TRUNCATED
+from .rollups import Rollups
+
+FORMATS = ("auto", "combined", "common")
+# Decompressed bytes of complete lines per transaction: about 10,000 combined lines, so the
+# write lock is held for a few tens of milliseconds at a time beside a live logger.
+CHUNK_BYTES = 2 * 1024 * 1024
+MAX_VALUE_LENGTH = 1000
+SHOWN_UNPARSED = 5
+_BLOCK = 1024 * 1024
+# Distinct raw values kept per kind before a cache starts over (a scanner's flood of paths).
+_CACHE_LIMIT = 200_000
+# The columns an imported row binds; the others (headers a log does not carry) stay NULL.
+COLUMNS = ("start_ms", "http_status", "body_size", "flags", "method_id", "path_id", "query_string_id",
+           "user_agent_id", "referer_id", "client_ip_id")
+TIMED_COLUMNS = COLUMNS + ("duration_us",)
+
+# host ident user [10/Oct/2000:13:55:36 -0700] "request" status size, then "referer" "agent" for
+# combined, then an optional duration; the time in three groups (minute, second, zone). nginx
+# writes '"' and '\\' as \x22 and \x5C, so a quoted field of nginx's is [^"\\]*; a line with a
+# backslash in a field (Apache writes \") takes the slower escape-aware pattern.
+_HEAD = rb'(\S+) \S+ \S+ \[(\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d):(\d\d) ([+-]\d{4})\] %s (\d{3}) (\d{1,18}|-)'
+_DURATION = rb'(?: (\d{1,12}(?:\.\d{1,9})?))?'
+# Fields past the duration are ignored in combined lines: nginx's default "main" format adds
+# "$http_x_forwarded_for". The empty groups of common stand for referer and agent, so that both
+# formats give the same ten groups.
+_ENDS = {"combined": (rb" %s %s" + _DURATION, rb"(?= |\Z)", rb"(?: [^\n]*)?\r?\n"),
+         "common": (rb"(){0}(){0}" + _DURATION, rb"\Z", rb"\r?\n")}
+
+
+def _pattern(log_format: str, quoted: bytes, *, chunk: bool) -> "re.Pattern[bytes]":
+    """One format's pattern: of one line, or (``chunk``) of each line in a chunk's bytes."""
+    fields, line_end, chunk_end = _ENDS[log_format]
+    text = _HEAD.replace(b"%s", quoted) + fields.replace(b"%s", quoted)
+    return re.compile(text + (chunk_end if chunk else line_end), 0 if chunk else re.S)
+
+
+_LINE_PATTERNS = {(log_format, escaped): _pattern(log_format, rb'"((?:[^"\\]|\\.)*)"' if escaped else rb'"([^"\\]*)"',
+                                                  chunk=False)
+                  for log_format in _ENDS for escaped in (True, False)}
+_CHUNK_PATTERNS = {log_format: _pattern(log_format, rb'"([^"\\\n]*)"', chunk=True) for log_format in _ENDS}
+_SECONDS = {b"%02d" % second: second * 1000 for second in range(61)}  # 60: a leap second
+_STATUSES = {b"%03d" % status: status for status in range(1000)}
+_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,31}) (.+?)(?: HTTP/\d(?:\.\d)?)?\Z", re.S)
+_IPV4 = re.compile(rb"((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){2})\.(\d{1,3})")
+_BACKSLASH = re.compile(rb"\\(x[0-9A-Fa-f]{2}|.)", re.S)
+_ESCAPES = {b'"': b'"', b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"v": b"\v", b"f": b"\f"}
+_MONTHS = {name.encode(): number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_EPOCH = datetime.datetime(1970, 1, 1)
+_NOTHING = (0, 0)
+# Magic bytes of compressions we do not read, and the command that does.
+_OTHER_COMPRESSION = ((b"BZh", "bzip2", "bzcat"), (b"\xfd7zXZ\x00", "xz", "xzcat"), (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"))
+
+_SOURCES_TABLE = {"id": int, "first_line": str, "name": str, "lines": int, "bytes": int, "sha256": str,
+                  "checkpoints": str, "rows": int, "unparsed": int, "first_ms": int, "last_ms": int}
+
+
+class LogError(Exception):
+    """A log that cannot be imported (missing, compressed otherwise, cut short, busy): one line for the user."""
+
+
+@dataclass
+class ImportResult:
+    """What importing one log did. ``lines`` = already_imported + imported + unparsed."""
+
+    log: str
+    lines: int = 0
+    imported: int = 0
+    already_imported: int = 0
+    unparsed: int = 0
+    unparsed_lines: List[Tuple[int, str]] = field(default_factory=list)  # (line number, text), the first few
+    held: bool = False  # a last line without a newline, in a file that may still grow: read next time
+
+
+class _Fingerprint:
+    """The sha256 of a source's lines so far, with the digests after 1, 2, 4, 8... lines."""
+
+    def __init__(self, lines: int = 0, size: int = 0, digest=None, checkpoints: Optional[Dict[int, str]] = None):
+        self.hash = digest or hashlib.sha256()
+        self.lines, self.bytes = lines, size
+        self.checkpoints: Dict[int, str] = dict(checkpoints or {})
+
+    def copy(self) -> "_Fingerprint":
+        return _Fingerprint(self.lines, self.bytes, self.hash.copy(), self.checkpoints)
+
+    def feed(self, piece: bytes, start: int = 0, until: Optional[int] = None) -> int:
+        """Hash whole lines of ``piece`` from ``start`` until line ``until`` or the piece's end,
+        noting the digest at each power of two; returns the offset reached."""
+        end = len(piece)
+        view = memoryview(piece)
+        while start < end:
+            target = 1 << self.lines.bit_length()  # the next power of two
+            if until is not None and until < target:
+                target = until
+            wanted = target - self.lines
+            available = piece.count(b"\n", start, end) + (piece[end - 1] != 10)  # a last line may lack "\n"
+            if available <= wanted:
+                stop, got = end, available
+            else:
+                stop, got = start, wanted
+                for _ in range(wanted):
+                    stop = piece.find(b"\n", stop, end) + 1
+            self.hash.update(view[start:stop])
+            self.lines += got
+            self.bytes += stop - start
+            start = stop
+            if self.lines & (self.lines - 1) == 0:
+                self.checkpoints[self.lines] = self.hash.hexdigest()
+            if self.lines == until:
+                break
+        return start
+
+
+@dataclass
+class _Candidate:
+    """An import_sources row whose first line matches the log being read."""
+
+    id: int
+    lines: int
+    bytes: int
+    sha256: str
+    checkpoints: Dict[int, str]
+
+    def next_stop(self, lines: int) -> int:
+        later = [n for n in self.checkpoints if lines < n < self.lines]
+        return min(later) if later else self.lines
+
+
+class _Reader:
+    """A log's decompressed bytes as pieces of complete lines; gzip found by its magic bytes."""
+
+    def __init__(self, name: str, chunk_bytes: int):
+        self.name = name
+        self.chunk_bytes = chunk_bytes
+        self.stdin = name == "-"
+        self.growable = False
+        self.held = False
+        self.position = 0  # bytes of the file (compressed, if it is) read so far: for a progress bar
+        self._replay = None
+        # Standard input cannot be read twice: its bytes are kept until it is known whether lines
+        # skipped as already imported must be read after all (see Importer._skip).
+        self._spool = tempfile.SpooledTemporaryFile(max_size=64 * 1024 * 1024) if self.stdin else None
+        self._open()
+
+    def _open(self) -> None:
+        if self.stdin:
+            self._raw = sys.stdin.buffer
+        else:
+            try:
+                self._raw = open(self.name, "rb")
+            except FileNotFoundError:
+                raise LogError(f"{self.name}: no such file") from None
+            except IsADirectoryError:
+                raise LogError(f"{self.name}: is a directory; give an access log file") from None
+            except OSError as error:
+                raise LogError(f"{self.name}: cannot be read ({error.strerror})") from None
+            self.growable = stat.S_ISREG(os.fstat(self._raw.fileno()).st_mode)
+        head = self._raw.read(_BLOCK)
+        self.position = len(head)
+        self.gzip = head[:2] == b"\x1f\x8b"
+        for magic, kind, command in _OTHER_COMPRESSION:
+            if head.startswith(magic):
+                self.close()
+                raise LogError(f"{self.name}: compressed with {kind}, which is not read here; "
+                               f"pipe it in instead: {command} {self.name} | asgi-log-to-sqlite import FILE -")
+        self.growable = self.growable and not self.gzip
+        self._head, self._z, self._fed = head, zlib.decompressobj(wbits=31), False
+        self._carry, self._pushed, self._eof = b"", None, False
+
+    def close(self) -> None:
+        if not self.stdin:
+            self._raw.close()
+        for spooled in (self._spool, self._replay):
+            if spooled is not None:
+                spooled.close()
+        self._spool = self._replay = None
+
+    def keep_no_more(self) -> None:
+        """Stop keeping standard input's bytes: nothing read so far will be read again."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+
+    def rewind(self, offset: int) -> None:
+        """Read again from decompressed byte ``offset``."""
+        self._carry, self._pushed, self._eof, self.held = b"", None, False, False
+        if self.stdin:
+            spool = self._spool
+            self._spool = None
+            spool.seek(offset)
+            self._replay = spool
+            return
+        self._raw.close()
+        self._open()
+        if not self.gzip:
+            self._raw.seek(offset)
+            self._head, self.position = b"", offset
+            return
+        while offset:
+            block = self._block()
+            if block is None:
+                return
+            if len(block) > offset:
+                self._carry = block[offset:]
+                return
+            offset -= len(block)
+
+    def unread(self, rest: bytes) -> None:
+        self._pushed = rest
+
+    def piece(self) -> Optional[bytes]:
+        """The next complete lines, about chunk_bytes of them; None at the end."""
+        if self._pushed is not None:
+            piece, self._pushed = self._pushed, None
+            return piece
+        buffer = self._carry
+        while True:
+            if len(buffer) >= self.chunk_bytes:
+                # Whole lines, up to chunk_bytes of them (or one longer line).
+                cut = buffer.rfind(b"\n", 0, self.chunk_bytes) + 1 or buffer.find(b"\n", self.chunk_bytes) + 1
+                if cut:
+                    self._carry = buffer[cut:]
+                    return buffer[:cut]
+            block = self._block()
+            if block is None:
+                break
+            buffer += block
+        self._carry = b""
+        cut = buffer.rfind(b"\n") + 1
+        if cut < len(buffer) and (self.growable or self._eof == "truncated"):
+            # A plain file may be mid-write: its last line is read whole by the next import.
+            buffer, self.held = buffer[:cut], True
+        if not buffer and self._eof == "truncated":
+            raise LogError(f"{self.name}: the gzip data ends early (a file cut short, or still being written); "
+                           "the lines before that point were imported")
+        return buffer or None
+
+    def _block(self) -> Optional[bytes]:
+        if self._replay is not None:
+            block = self._replay.read(_BLOCK)
+            if block:
+                return block
+            self._replay.close()
+            self._replay = None
+        if self._eof:
+            return None
+        block = self._gunzip() if self.gzip else self._plain()
+        if block is not None and self._spool is not None:
+            self._spool.write(block)
+        return block
+
+    def _plain(self) -> Optional[bytes]:
+        if self._head:
+            block, self._head = self._head, b""
+            return block
+        block = self._raw.read(_BLOCK)
+        self.position += len(block)
+        if not block:
+            self._eof = True
+            return None
+        return block
+
+    def _gunzip(self) -> Optional[bytes]:
+        while True:
+            data, self._head = self._head, b""
+            if not data:
+                data = self._raw.read(_BLOCK)
+                self.position += len(data)
+            if not data:
+                self._eof = "truncated" if self._fed else True
+                return None
+            try:
+                out = self._z.decompress(data, 4 * _BLOCK)  # bounded: a small file may expand a thousandfold
+            except zlib.error as error:
+                raise LogError(f"{self.name}: not valid gzip data ({error})") from None
+            self._fed = True
+            self._head = self._z.unconsumed_tail
+            if self._z.eof:
+                # Another gzip member may follow (cat a.gz b.gz); zero padding ends the file.
+                rest = self._z.unused_data + self._head
+                self._z, self._fed = zlib.decompressobj(wbits=31), False
+                self._head = b"" if not rest.strip(b"\0") else rest
+            if out:
+                return out
+
+
+class Importer:
+    """Imports access logs into the log file ``path`` on one connection of its own.
+
+    Safe beside a live logger of the same file: each chunk is one BEGIN IMMEDIATE transaction,
+    retried while the file is locked.
+    """
+
+    def __init__(self, path: str, *, log_format: str = "auto", client_ip: str = "truncate",
+                 redact_params: Sequence[str] = (), max_distinct_values: Optional[int] = None,
+                 visitors: bool = False, chunk_bytes: int = CHUNK_BYTES, busy_timeout_ms: int = 5_000, lock_deadline_s: float = 60.0):
+        if log_format not in FORMATS:
+            raise ValueError(f"format {log_format!r}: expected one of {', '.join(FORMATS)}")
+        if isinstance(redact_params, str):
+            raise ValueError(f"redact_params={redact_params!r}: expected a list of parameter names, not one string")
+        self.path = path
+        self.addresses = AddressPolicy(client_ip)
+        self._by_subnet = self.addresses.mode == "truncate" and self.addresses.ipv4_prefix <= 24
+        self.redactor = QueryRedactor(redact_params)
+        self.chunk_bytes = chunk_bytes
+        self.lock_deadline_s = lock_deadline_s
+        if log_format == "auto":
+            order = ("combined", "common")
+        else:
+            order = (log_format,)
+        # Each line of a chunk the pattern of its first format takes in one pass (finditer); the
+        # others are tried line by line, with and without backslash escapes, in order.
+        self._lines_of = _CHUNK_PATTERNS[order[0]].finditer
+        self._slow = [_LINE_PATTERNS[name, escaped].match for name in order for escaped in (True, False)]
+        self.counters = Counters(path, (
+            f"a lookup table reached max_distinct_values={max_distinct_values}; new values are stored as "
+            f"{BUCKET!r} on rows flagged {FLAG_BUCKETED}, and counted in its log_counters table"))
+        self.lookups = LookupIds(self.counters, max_distinct_values)
+        # Days that are over have no salt left in the file: ``visitors`` gives each one a salt
+        # held in memory for this import only, so that their distinct visitors are counted.
+        self.rollups = Rollups(visitors_of_closed_days=visitors)
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        try:
+            self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+            tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            if tables and "request_log" not in tables:
+                raise LogError(f"{path}: not a request log (it has tables, but no request_log)")
+            schema.ensure_schema(self.conn)
+            self.conn.execute("PRAGMA synchronous = NORMAL")
+            self.lookups.conn = self.conn
+            self._locked(self._create_table)
+        except BaseException:
+            self.conn.close()
+            raise
+        self._forget()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "Importer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # ---- one log -------------------------------------------------------------------------------
+    def import_log(self, name: str, progress: Optional[Callable[[int], None]] = None) -> ImportResult:
+        """Import one access log (a path, or "-" for standard input).
+
+        ``progress`` is called after each chunk with the bytes of the log read so far (of the
+        compressed file, for a gzipped one).
+        """
+        reader = _Reader(name, self.chunk_bytes)
+        try:
+            return self._import(reader, progress or (lambda done: None))
+        finally:
+            reader.close()
+
+    def _import(self, reader: _Reader, progress: Callable[[int], None]) -> ImportResult:
+        result = ImportResult(reader.name)
+        first = reader.piece()
+        if first is None:
+            result.held = reader.held
+            return result
+        first_line = hashlib.sha256(first[:first.find(b"\n") + 1 or len(first)]).hexdigest()
+        candidates = self._candidates(first_line)
+        reader.unread(first)
+        fingerprint, source_id = _Fingerprint(), None
+        if candidates:
+            found = self._skip(reader, fingerprint, candidates)
+            if found is None:  # every line read was imported before, as part of a longer log
+                result.lines = result.already_imported = fingerprint.lines
+                progress(reader.position)
+                return result
+            source_id, fingerprint = found
+        reader.keep_no_more()
+        result.lines = result.already_imported = fingerprint.lines
+        while True:
+            piece = reader.piece()
+            if piece is None:
+                break
+            first_number = fingerprint.lines
+            fingerprint.feed(piece)
+            source_id = self._locked(lambda: self._write(piece, first_number, fingerprint, source_id,
+                                                         first_line, len(candidates), name_of(reader.name), result))
+            progress(reader.position)
+        result.held = reader.held
+        return result
+
+    def _skip(self, reader: _Reader, fingerprint: _Fingerprint, candidates: List[_Candidate]):
+        """Read the lines a candidate holds already. Returns (its id, the fingerprint there), or
+        (None, a fresh fingerprint) to import from the first line, or None when the log ended first."""
+        alive, matched = list(candidates), []
+        while alive:
+            piece = reader.piece()
+            if piece is None:
+                return None
+            taken = 0
+            while taken < len(piece) and alive:
+                stop = min(c.next_stop(fingerprint.lines) for c in alive)
+                taken = fingerprint.feed(piece, taken, until=stop)
+                if fingerprint.lines != stop:
+                    continue
+                for candidate in list(alive):
+                    expected = candidate.checkpoints.get(stop)
+                    if expected is not None and fingerprint.checkpoints.get(stop) != expected:
+                        alive.remove(candidate)
+                    elif stop == candidate.lines:
+                        alive.remove(candidate)
+                        if fingerprint.hash.hexdigest() == candidate.sha256:
+                            matched.append((candidate, fingerprint.copy()))
+            if taken < len(piece):
+                reader.unread(piece[taken:])
+        if not matched:
+            reader.rewind(0)
+            return None, _Fingerprint()
+        candidate, there = max(matched, key=lambda found: found[0].lines)
+        if there.bytes != fingerprint.bytes:
+            reader.rewind(there.bytes)
+        return candidate.id, there
+
+    def _write(self, piece: bytes, first_number: int, fingerprint: _Fingerprint, source_id: Optional[int],
+               first_line: str, candidates: int, name: str, result: ImportResult) -> int:
+        """One chunk in one transaction: rows, rollups, counters and the source's progress."""
+        conn = self.conn
+        counted = self.counters.checkpoint()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            flat: list = []
+            unparsed: List[Tuple[int, bytes]] = []
+            self._timed = False
+            rows = self._rows(piece, first_number, flat, unparsed)
+            columns = TIMED_COLUMNS if self._timed else COLUMNS
+            last_id, start = 0, 0
+            for count in statement_sizes(rows):
+                end = start + count * len(columns)
+                last_id = conn.execute(insert_sql(count, columns), flat[start:end]).lastrowid
+                start = end
+            if rows:
+                # One transaction under the write lock: its rows have consecutive ids.
+                self.rollups.update(conn, last_id - rows + 1, last_id)
+            source_id = self._record(source_id, first_number, fingerprint, first_line, candidates, name, rows,
+                                     len(unparsed))
+            stored = self.counters.persist(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self.counters.restore(counted)
+            self._forget()  # ids inserted by the rolled-back transaction are gone
+            raise
+        self.counters.committed(stored)
+        result.lines += rows + len(unparsed)
+        result.imported += rows
+        result.unparsed += len(unparsed)
+        for number, line in unparsed[:SHOWN_UNPARSED - len(result.unparsed_lines)]:
+            result.unparsed_lines.append((number, line[:300].decode("utf-8", "backslashreplace")))
+        return source_id
+
+    def _record(self, source_id: Optional[int], before: int, fingerprint: _Fingerprint, first_line: str,
+                candidates: int, name: str, rows: int, unparsed: int) -> int:
+        """Store how far the source is imported; refuse when another import of it moved it meanwhile."""
+        conn, now = self.conn, int(time.time() * 1000)
+        progress = (fingerprint.lines, fingerprint.bytes, fingerprint.hash.hexdigest(),
+                    json.dumps(fingerprint.checkpoints), name, rows, unparsed, now)
+        if source_id is None:
+            if conn.execute("SELECT count(*) FROM import_sources WHERE first_line = ?", (first_line,)).fetchone()[0] != candidates:
+                raise LogError(f"{name}: another import of this log started meanwhile; run this one again "
+                               "once it has finished, and it goes on from where that one stopped")
+            return conn.execute(
+                "INSERT INTO import_sources (lines, bytes, sha256, checkpoints, name, rows, unparsed, last_ms, "
+                "first_ms, first_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", progress + (now, first_line)).lastrowid
+        changed = conn.execute(
+            "UPDATE import_sources SET lines = ?, bytes = ?, sha256 = ?, checkpoints = ?, name = ?, "
+            "rows = rows + ?, unparsed = unparsed + ?, last_ms = ? WHERE id = ? AND lines = ?",
+            progress + (source_id, before)).rowcount
+        if changed != 1:
+            raise LogError(f"{name}: another import of this log is writing it too; run this one again "
+                           "once it has finished, and it goes on from where that one stopped")
+        return source_id
+
+    # ---- lines to rows -------------------------------------------------------------------------
+    def _rows(self, piece: bytes, number: int, flat: list, unparsed: list) -> int:
+        """Shape the lines of ``piece`` (the first is line ``number`` + 1) onto ``flat`` or
+        ``unparsed``; returns how many rows were added. Rows are of COLUMNS until a line carries
+        a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines."""
+        if not piece.endswith(b"\n"):
+            piece += b"\n"
+        rows = self._row
+        minutes: Dict[bytes, int] = {}
+        zone_of = None
+        requests, agents, referers, clients = self._requests, self._agents, self._referers, self._clients
+        seconds_of, statuses = _SECONDS, _STATUSES
+        timed = self._timed
+        added = pos = 0
+        for found in self._lines_of(piece):
+            start = found.start()
+            if start != pos:
+                # Lines the pattern did not take go the slow way, one by one: those before this
+                # match, and this match's own line when it began mid-line.
+                whole = piece[start - 1] == 10
+                end = start if whole else found.end()
+                for line in piece[pos:end - 1].split(b"\n"):
+                    number += 1
+                    added += rows(line, number, flat, unparsed)
+                timed = self._timed
+                pos = end
+                if not whole:
+                    continue
+            pos = found.end()
+            number += 1
+            address, minute, second, zone, request, status, size, referer, agent, took = found.groups()
+            try:
+                if zone != zone_of:
+                    minutes, zone_of = self._zone(zone), zone
+                start_ms = (minutes.get(minute) or self._minute(minute, zone)) + seconds_of[second]
+            except (ValueError, KeyError):
+                unparsed.append((number, piece[start:pos].rstrip(b"\r\n")))
+                continue
+            r = requests.get(request) or self._request(request)
+            a = agents.get(agent) or self._value(agents, "user_agents", agent)
+            f = referers.get(referer) or self._value(referers, "referers", referer, self.redactor.redact_url)
+            c = clients.get(address) or self._client(address)
+            row = (start_ms, statuses[status], 0 if size == b"-" else int(size), FLAG_IMPORTED | r[3] | a[1] | f[1] | c[1],
+                   r[0], r[1], r[2], a[0], f[0], c[0])
+            if took is not None:
+                if not timed:
+                    timed = self._widen(flat)
+                flat += row + (_microseconds(took),)
+            elif timed:
+                flat += row + (None,)
+            else:
+                flat += row
+            added += 1
+        self._timed = timed
+        if pos < len(piece):
+            for line in piece[pos:-1].split(b"\n"):
+                number += 1
+                added += rows(line, number, flat, unparsed)
+        return added
+
+    def _widen(self, flat: list) -> bool:
+        """Rows of COLUMNS so far become rows of TIMED_COLUMNS (with no duration): the first
+        line with one was met. Returns True, what self._timed is from now on."""
+        width = len(COLUMNS)
+        flat[:] = [value for start in range(0, len(flat), width) for value in (*flat[start:start + width], None)]
+        self._timed = True
+        return True
+
+    def _row(self, line: bytes, number: int, flat: list, unparsed: list) -> int:
+        """One line the chunk's pattern did not take, tried by the others: 1 if it became a row.
+
+        What follows the match is _rows' loop body again: a call per line there would cost more
+        than the pattern saves.
+        """
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        groups = self._slow_match(line)
+        if groups is None:
+            unparsed.append((number, line))
+            return 0
+        address, minute, second, zone, request, status, size, referer, agent, took = groups
+        try:
+            start_ms = (self._zone(zone).get(minute) or self._minute(minute, zone)) + _SECONDS[second]
+        except (ValueError, KeyError):
+            unparsed.append((number, line))
+            return 0
+        r = self._requests.get(request) or self._request(request)
+        a = self._agents.get(agent) or self._value(self._agents, "user_agents", agent)
+        f = self._referers.get(referer) or self._value(self._referers, "referers", referer, self.redactor.redact_url)
+        c = self._clients.get(address) or self._client(address)
+        row = (start_ms, _STATUSES[status], 0 if size == b"-" else int(size), FLAG_IMPORTED | r[3] | a[1] | f[1] | c[1],
+               r[0], r[1], r[2], a[0], f[0], c[0])
+        if took is not None:
+            if not self._timed:
+                self._widen(flat)
+            flat += row + (_microseconds(took),)
+        elif self._timed:
+            flat += row + (None,)
+        else:
+            flat += row
+        return 1
+
+    def _slow_match(self, line: bytes) -> Optional[tuple]:
+        for match in self._slow:
+            found = match(line)
+            if found is not None:
+                return found.groups()
+        return None
+
+    def _zone(self, zone: bytes) -> Dict[bytes, int]:
+        """The minute -> epoch milliseconds cache of one time zone ("+0200")."""
+        cache = self._minutes_by_zone.get(zone)
+        if cache is None:
+            cache = self._minutes_by_zone[zone] = {}
+        return cache
+
+    def _minute(self, minute: bytes, zone: bytes) -> int:
+        """Epoch milliseconds of a time_local's minute ("10/Oct/2000:13:55") in ``zone`` ("-0700")."""
+        local = datetime.datetime(int(minute[7:11]), _MONTHS[minute[3:6]], int(minute[0:2]),
+                                  int(minute[12:14]), int(minute[15:17]))
+        offset = (int(zone[1:3]) * 60 + int(zone[3:5])) * (-1 if zone[:1] == b"-" else 1)
+        ms = (int((local - _EPOCH).total_seconds()) - offset * 60) * 1000
+        cache = self._zone(zone)
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[minute] = ms
+        return ms
+
+    def _request(self, raw: bytes) -> Tuple[int, int, int, int]:
+        """(method id, path id, query string id, flags) of a request line ("GET /p?q=1 HTTP/1.1")."""
+        text = _unescape(raw)
+        found = _REQUEST.match(text)
+        if found is not None:
+            method, target = found.group(1), found.group(2)
+            path, _, query = target.partition(b"?")
+        elif text in (b"", b"-"):
+            method = path = query = None
+        else:
+            method, path, query = None, text, None  # not a request (a TLS handshake, a scanner's bytes): kept as the path
+        m = self._methods.get(method) or self._value(self._methods, "methods", method, escaped=False)
+        p = self._paths.get(path) or self._value(self._paths, "paths", path, escaped=False, dash=None)
+        q = (self._queries.get(query) or
+             self._value(self._queries, "query_strings", query, self.redactor.redact_query, escaped=False, dash=None))
+        looked = (m[0], p[0], q[0], m[1] | p[1] | q[1])
+        self._cached(self._requests)[raw] = looked
+        return looked
+
+    def _value(self, cache: dict, table: str, raw: Optional[bytes], redact=None, *, escaped: bool = True,
+               dash: Optional[bytes] = b"-") -> Tuple[int, int]:
+        """(id, flags) of a raw value decoded, redacted and cut as record.py does, cached by its raw
+        bytes; (0, 0) for none (missing, empty, or the log's ``dash`` for "none")."""
+        looked = _NOTHING
+        if raw and raw != dash:
+            value = _unescape(raw) if escaped else raw
+            if table == "paths" and b"%" in value:
+                value = unquote_to_bytes(value)  # as an ASGI server decodes scope["path"]
+            text, flags = _text(value, redact)
+            found, more = self.lookups.id_of(table, text)
+            looked = (found, flags | more)
+        self._cached(cache)[raw] = looked
+        return looked
+
+    def _client(self, raw: bytes) -> Tuple[int, int]:
+        """(id, 0) of a client address as AddressPolicy reduces it; (0, 0) when it is not stored."""
+        subnet = _IPV4.fullmatch(raw) if self._by_subnet else None
+        if subnet is not None and _octet(subnet.group(2)):
+            # An IPv4 address truncated to /24 or less: its first three octets decide the result,
+            # and for /24 it is them and ".0" (the octets are canonical), found without ipaddress,
+            # which costs ~10 us an address: 40,000 clients would take a tenth of the import.
+            key = subnet.group(1)
+            looked = self._subnets.get(key)
+            if looked is None:
+                if self.addresses.ipv4_prefix == 24:
+                    looked = self.lookups.id_of("client_ips", key.decode() + ".0")
+                else:
+                    looked = self._address(key.decode() + ".0")
+                self._cached(self._subnets)[key] = looked
+        else:
+            try:
+                looked = self._address(raw.decode("ascii"))
+            except UnicodeDecodeError:
+                looked = _NOTHING  # not an address: nothing identifying is kept
+        self._cached(self._clients)[raw] = looked
+        return looked
+
+    def _address(self, address: str) -> Tuple[int, int]:
+        text = self.addresses.reduce(address)
+        return _NOTHING if text is None else self.lookups.id_of("client_ips", text)
+
+    def _cached(self, cache: dict) -> dict:
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+            cache[None] = _NOTHING
+        return cache
+
+    def _forget(self) -> None:
+        self.lookups.forget()
+        self._minutes_by_zone: Dict[bytes, Dict[bytes, int]] = {}
+        self._timed = False  # whether the chunk being shaped binds TIMED_COLUMNS
+        self._requests: Dict[Optional[bytes], tuple] = {}
+        self._agents: Dict[Optional[bytes], tuple] = {None: _NOTHING}
+        self._referers: Dict[Optional[bytes], tuple] = {None: _NOTHING}
+        self._clients: Dict[Optional[bytes], tuple] = {}
+        self._subnets: Dict[bytes, tuple] = {}
+        self._methods: Dict[Optional[bytes], tuple] = {None: _NOTHING}
+        self._paths: Dict[Optional[bytes], tuple] = {None: _NOTHING}
+        self._queries: Dict[Optional[bytes], tuple] = {None: _NOTHING}
+
+    # ---- the import_sources table --------------------------------------------------------------
+    def _create_table(self) -> None:
+        conn = self.conn
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'import_sources'").fetchone():
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
+            # Run, not Table.create(): sqlite-utils 3.x would commit inside it.
+            conn.execute(db.create_table_sql("import_sources", _SOURCES_TABLE, pk="id", if_not_exists=True,
+                                             not_null=["first_line", "lines", "bytes", "sha256"]))
+            conn.execute("CREATE INDEX IF NOT EXISTS idx_import_sources_first_line ON import_sources (first_line)")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _candidates(self, first_line: str) -> List[_Candidate]:
+        rows = self.conn.execute("SELECT id, lines, bytes, sha256, checkpoints FROM import_sources WHERE first_line = ?",
+                                 (first_line,)).fetchall()
+        return [_Candidate(i, lines, size, digest, {int(n): h for n, h in json.loads(points).items()})
+                for i, lines, size, digest, points in rows]
+
+    def _locked(self, action: Callable):
+        """Run ``action`` (one transaction), again while another connection holds the write lock."""
+        deadline = time.monotonic() + self.lock_deadline_s
+        delay = 0.05
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) and "busy" not in str(error):
+                    raise
+                if time.monotonic() > deadline:
+                    raise LogError(f"{self.path}: still locked by another connection after "
+                                   f"{self.lock_deadline_s:g} s; nothing of the current chunk was written") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+
+def import_logs(path: str, logs: Sequence[str], **options) -> List[ImportResult]:
+    """Import each of ``logs`` into the log file ``path`` (Importer's options); one result per log."""
+    with Importer(path, **options) as importer:
+        return [importer.import_log(log) for log in logs]
+
+
+def name_of(path: str) -> str:
+    """How a source is named in import_sources: its absolute path, or "-" for standard input."""
+    return path if path == "-" else os.path.abspath(path)
+
+
+def _text(raw: bytes, redact=None) -> Tuple[str, int]:
+    """Decode as record.py does: odd bytes backslash-escaped (FLAG_REPLACED), cut at MAX_VALUE_LENGTH."""
+    flags = 0
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "backslashreplace")
+        flags = FLAG_REPLACED
+    if redact is not None:
+        text = redact(text)
+    if len(text) > MAX_VALUE_LENGTH:
+        text = text[:MAX_VALUE_LENGTH]
+        flags |= FLAG_TRUNCATED
+    return text, flags
+
+
+def _unescape(raw: bytes) -> bytes:
+    """The bytes behind nginx's \\xHH and Apache's \\" \\\\ \\n ... escapes."""
+    if b"\\" not in raw:
+        return raw
+    return _BACKSLASH.sub(_unescaped, raw)
+
+
+def _unescaped(found: "re.Match[bytes]") -> bytes:
+    code = found.group(1)
+    if len(code) == 3 and code[:1] == b"x":
+        return bytes((int(code[1:], 16),))
+    return _ESCAPES.get(code, found.group(0))
+
+
+def _octet(text: bytes) -> bool:
+    """Whether ``text`` is an IPv4 octet as ipaddress accepts it: 0-255, no leading zero."""
+    return int(text) <= 255 and (len(text) == 1 or text[:1] != b"0")
+
+
+def _microseconds(took: bytes) -> int:
+    """A trailing duration: seconds with a decimal point (nginx $request_time), else microseconds (Apache %D)."""
+    if b"." in took:
+        return round(float(took) * 1_000_000)
+    return int(took)
