@@ -393,7 +393,7 @@ def _delete_orphans(conn: sqlite3.Connection, pace: _Pace, table: str) -> int:
                       for column in fresh)
     after = done = deleted = 0
     while done < total:
-        with pace.transaction("lookups", 1000, 100, 100_000) as units:
+        with pace.transaction("lookups:" + table, 1000, 100, 100_000) as units:
             last, count = conn.execute("SELECT max(id), count(*) FROM (SELECT id FROM temp.retention_orphans WHERE id > ? "
                                        "ORDER BY id LIMIT ?)", (after, units[0])).fetchone()
             gone = conn.execute(f"DELETE FROM [{table}] WHERE id IN (SELECT id FROM temp.retention_orphans "

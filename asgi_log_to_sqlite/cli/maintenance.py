@@ -96,7 +96,9 @@ def vacuum(file: str, fmt: str) -> None:
             action = "converted to auto_vacuum=INCREMENTAL"
     finally:
         conn.close()
-    emit_sections([_space(report), _work(report)], fmt, header={"file": file, "action": action})
+    space = _space(report)
+    space.title = f"Space: {action}"  # the table output shows no header
+    emit_sections([space, _work(report)], fmt, header={"file": file, "action": action})
 
 
 def _space(report: retention.Report) -> Section:
