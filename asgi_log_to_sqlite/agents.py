@@ -2,9 +2,10 @@
 
 ``classify(agent)`` runs ua-parser (its Rust matcher, ua-parser-rs, when installed) and adds what
 ua-parser does not say: a device class and a bot flag that also covers HTTP libraries, command-line
-tools and monitors. lookups.py calls it when it creates a user_agents row, inside the writer's
-transaction, so the rollups of the same batch read the flag. docs/agents.md says why this parser,
-what each class means and what it costs.
+tools and monitors. lookups.py calls a ``Classifier`` when it creates a user_agents row, inside the
+writer's transaction, so the rollups of the same batch read the flag; past a budget of parses a
+second it gives the bot flag alone (``flag_only``), and ``reclassify`` fills in the rest later.
+docs/agents.md says why this parser, what each class means and what it costs.
 """
 from __future__ import annotations
 
@@ -60,10 +61,11 @@ _DESKTOP_OS = frozenset({"Windows", "Mac OS X", "Mac OS", "macOS", "Linux", "Ubu
 class Classes(NamedTuple):
     """What one user agent is, as stored in its user_agents row."""
 
-    browser: str            # ua-parser's family, "Other" when unknown: "Chrome", "Firefox Mobile", "Googlebot"
-    os: str                 # ua-parser's OS family, "Other" when unknown: "Windows", "Android", "iOS"
-    device: str             # one of DEVICE_CLASSES
-    is_bot: Optional[int]   # 1 for crawlers, tools and libraries, 0 for people's browsers; None: unknown
+    browser: Optional[str]  # ua-parser's family, "Other" when unknown: "Chrome", "Firefox Mobile", "Googlebot"
+    os: Optional[str]       # ua-parser's OS family, "Other" when unknown: "Windows", "Android", "iOS"
+    device: Optional[str]   # one of DEVICE_CLASSES
+    is_bot: Optional[int]   # 1 for crawlers, tools and libraries, 0 for people's browsers
+    # None: not parsed yet (flag_only), or nothing known (the "(other)" row's is_bot).
 
 
 # ---- the parser: built once per process, on first use ---------------------------------------
@@ -110,7 +112,7 @@ def classify(agent: str) -> Classes:
 
 
 def flag_only(agent: str) -> Classes:
-    """The bot flag from the agent's text alone, without ua-parser (about 3 us instead of 25):
+    """The bot flag from AUTOMATED alone, without ua-parser's rules (a tenth of classify()'s cost):
     browser and OS unknown (NULL) until the parser runs, device "bot" for a bot, else NULL."""
     if agent == _BUCKET:
         return Classes(*BUCKET_CLASSES)
@@ -132,8 +134,8 @@ def completed(agent: str, is_bot: Optional[int]) -> Classes:
 
 class Classifier:
     """The classes of new agents for one writer: ua-parser for at most ``per_second`` agents a
-    second, flag_only() past that, so a flood of unique agents costs the writer about 3 us per
-    agent instead of 25 (docs/agents.md has the figures). ``per_second=None``: no limit."""
+    second, flag_only() past that, so that a flood of unique agents costs the writer a tenth of
+    the parse per agent (docs/agents.md has the figures). ``per_second=None``: no limit."""
 
     def __init__(self, per_second: Optional[int] = 1_000):
         self.per_second = per_second

@@ -12,6 +12,7 @@ schema version 2, or past a second's parsing budget) is completed the next time 
 """
 from __future__ import annotations
 
+import functools
 import sqlite3
 from typing import Dict, Optional, Tuple
 
@@ -27,6 +28,12 @@ _CACHE_LIMIT = 10_000
 AGENTS = "user_agents"
 # The columns a new user_agents row is inserted with: its text, then agents.Classes.
 _AGENT_COLUMNS = ", ".join(("name",) + agents.COLUMNS)
+
+
+@functools.lru_cache(maxsize=None)
+def _insert_sql(table: str, columns: str, count: int) -> str:
+    # ON CONFLICT DO NOTHING: another process may have inserted the value since the SELECT.
+    return f"INSERT INTO [{table}] ({columns}) VALUES ({', '.join('?' * count)}) ON CONFLICT (name) DO NOTHING"
 
 
 class LookupIds:
@@ -89,10 +96,7 @@ class LookupIds:
         """Insert a value not found in its table and return its id; None past max_distinct_values."""
         if name != BUCKET and self._full(table):
             return None
-        # ON CONFLICT DO NOTHING: another process may have inserted it since the SELECT.
-        cursor = conn.execute(
-            f"INSERT INTO [{table}] ({columns}) VALUES ({', '.join('?' * len(values))}) ON CONFLICT (name) DO NOTHING",
-            values)
+        cursor = conn.execute(_insert_sql(table, columns, len(values)), values)
         if cursor.rowcount == 1:
             found = cursor.lastrowid
         else:

@@ -1,6 +1,6 @@
 """What classifying a new user agent costs, and whether a flood of unique agents slows logging.
 
-    .venvs/datasette-1.0/bin/python benchmarks/agents.py [--rows 5000] [--rounds 5] [--parts build,classify,writer,app]
+    .venvs/datasette-1.0/bin/python benchmarks/agents.py [--rows 10000] [--rounds 5] [--parts build,classify,writer,app]
                                                          [--instructions]
 
 Parts (the machine is shared and has 2 cores: wall-clock figures move by 10-25% between runs, so
@@ -10,7 +10,8 @@ counts, which do not move):
              first classify(); and the longest pause a thread ticking every 0.5 ms saw meanwhile
              (the GIL held by the matcher's Rust constructor)
   classify   microseconds per new agent after warm-up: agents.classify() of agents never seen
-  writer     Writer._write on batches of 1,000 records, as the writer thread calls it: rows/s of
+  writer     Writer._write on batches of 1,000 records, as the writer thread calls it: rows per
+             second of its CPU time, for
                repeated       one agent on every row (the plain path: caches, no lookup, no parse)
                unique         a new agent on every row, classified as its row is created: ua-parser
                               for the first 1,000 of each second, the bot flag alone past that
@@ -19,7 +20,8 @@ counts, which do not move):
                past-limit     new agents once user_agents holds max_distinct_values: "(other)"
   app        the hello-world app through AsgiLogToSqlite, called in-process on one event loop, the
              writer thread running beside it: requests/s from the first request until the last row
-             is committed, and the loop thread's CPU per request; the same variants
+             is committed, the process's CPU per request (the writer's included) and the loop
+             thread's; the same variants
   --instructions  valgrind: instructions per classify() and per flag_only() of a new agent, and per
              written row with a new agent each: parsed, flagged only (past the budget) and with
              classification off (each a run with N minus a run with 0, over N)
@@ -143,7 +145,8 @@ def classify_us(count: int, numbers: Counter) -> float:
 
 # ---- the writer ------------------------------------------------------------------------------
 def writer_sample(variant: str, rows: int, numbers: Counter, tmp: str) -> float:
-    """Rows/s of Writer._write for ``rows`` records of ``variant``, in a fresh file."""
+    """Rows per CPU second of Writer._write (this thread's CPU time, which other processes on the
+    machine disturb less than the wall clock) for ``rows`` records of ``variant``, in a fresh file."""
     from asgi_log_to_sqlite.record import Shaper
     from asgi_log_to_sqlite.writer import Writer
 
@@ -164,12 +167,12 @@ def writer_sample(variant: str, rows: int, numbers: Counter, tmp: str) -> float:
     for start in range(0, len(warm), BATCH):
         write(writer, records(warm[start:start + BATCH], start))
     batches = [records(names, 0) for names in chunks(agents_for(variant, rows, numbers), BATCH)]
-    started = time.perf_counter()
+    started = time.thread_time()
     for batch in batches:
         error = write(writer, batch)
         if error is not None:
             raise error
-    elapsed = time.perf_counter() - started
+    elapsed = time.thread_time() - started
     if variant != "repeated":
         check_classes(writer, variant)
     writer._conn.close()  # written without its thread, which would close it
@@ -213,17 +216,21 @@ def chunks(items: list, size: int) -> list:
 
 # ---- the app ---------------------------------------------------------------------------------
 def app_sample(variant: str, requests: int, numbers: Counter, tmp: str) -> tuple:
-    """(requests/s until the last row is committed, loop-thread CPU µs per request)."""
+    """(requests/s until the last row is committed, the process's CPU µs per request, every thread
+    and so the writer's work included, and the loop thread's CPU µs per request)."""
     from apps import hello
     from logger_inprocess import request_channel
 
     from asgi_log_to_sqlite import AsgiLogToSqlite
 
     path = os.path.join(tempfile.mkdtemp(dir=tmp), "log.db")
-    app = AsgiLogToSqlite(hello, path, max_distinct_values=LIMIT if variant == "past-limit" else None)
+    warm = [REPEATED] * 20 + (unique_agents(LIMIT, numbers.take(LIMIT)) if variant == "past-limit" else [])
+    # A queue that holds every request: in-process the loop outruns any writer, and a drop would
+    # make the sample look faster.
+    app = AsgiLogToSqlite(hello, path, max_distinct_values=LIMIT if variant == "past-limit" else None,
+                          queue_size=len(warm) + requests + 1)
     switch(app.writer, variant)
     receive, send, statuses = request_channel()
-    warm = [REPEATED] * 20 + (unique_agents(LIMIT, numbers.take(LIMIT)) if variant == "past-limit" else [])
     scopes = [scope(name, i) for i, name in enumerate(agents_for(variant, requests, numbers))]
 
     async def main():
@@ -231,7 +238,7 @@ def app_sample(variant: str, requests: int, numbers: Counter, tmp: str) -> tuple
             await app(scope(name, i), receive, send)
         if not app.flush(60):
             sys.exit("warm-up: the writer did not flush")
-        started, cpu = time.perf_counter(), time.thread_time()
+        started, cpu, process_cpu = time.perf_counter(), time.thread_time(), time.process_time()
         for n, one in enumerate(scopes):
             await app(one, receive, send)
             if n % 100 == 0:
@@ -239,7 +246,11 @@ def app_sample(variant: str, requests: int, numbers: Counter, tmp: str) -> tuple
         loop_cpu = time.thread_time() - cpu
         if not app.flush(60):
             sys.exit("the writer did not flush")
-        return requests / (time.perf_counter() - started), loop_cpu / requests * 1e6
+        elapsed = time.perf_counter() - started
+        process_cpu = time.process_time() - process_cpu
+        if app.writer.rows_written != len(warm) + requests:
+            sys.exit(f"{variant}: {app.writer.rows_written} rows written of {len(warm) + requests}: {app.stats()}")
+        return requests / elapsed, process_cpu / requests * 1e6, loop_cpu / requests * 1e6
 
     try:
         return asyncio.run(main())
@@ -293,7 +304,7 @@ def per_unit(what: str, count: int, valgrind: str) -> float:
 # ---- main ------------------------------------------------------------------------------------
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rows", type=int, default=5_000, help="rows (and requests) per sample")
+    parser.add_argument("--rows", type=int, default=10_000, help="rows (and requests) per sample")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--parts", default="build,classify,writer,app", help="which timed parts to run")
     parser.add_argument("--instructions", action="store_true", help="also count instructions with valgrind")
@@ -336,17 +347,19 @@ def main() -> None:
         writer_rates = {v: [] for v in VARIANTS}
         app_rates = {v: [] for v in VARIANTS}
         app_cpu = {v: [] for v in VARIANTS}
+        loop_cpu = {v: [] for v in VARIANTS}
         for _ in range(args.rounds if parts & {"writer", "app"} else 0):
             for variant in VARIANTS if "writer" in parts else ():
                 writer_rates[variant].append(writer_sample(variant, args.rows, numbers, tmp))
             for variant in VARIANTS if "app" in parts else ():
-                rate, cpu = app_sample(variant, args.rows, numbers, tmp)
+                rate, cpu, loop = app_sample(variant, args.rows, numbers, tmp)
                 app_rates[variant].append(rate)
                 app_cpu[variant].append(cpu)
+                loop_cpu[variant].append(loop)
         if "writer" in parts:
             report_writer(writer_rates, args)
         if "app" in parts:
-            report_app(app_rates, app_cpu, args)
+            report_app(app_rates, app_cpu, loop_cpu, args)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -366,8 +379,8 @@ def main() -> None:
 
 def report_writer(rates: dict, args) -> None:
     base = statistics.median(rates["repeated"])
-    print(f"Writer._write, {args.rows:,} rows per sample in batches of {BATCH:,}, medians of {args.rounds} "
-          f"interleaved rounds:")
+    print(f"Writer._write, {args.rows:,} rows per sample in batches of {BATCH:,}, rows per CPU second, medians of "
+          f"{args.rounds} interleaved rounds:")
     for variant in VARIANTS:
         rate = statistics.median(rates[variant])
         print(f"  {variant:13} {rate:10,.0f} rows/s  {1e6 / rate:6.1f} us/row  ({rate / base:.2f} x repeated)")
@@ -376,17 +389,19 @@ def report_writer(rates: dict, args) -> None:
         f"{v} {statistics.median(rates[v]) / off:.2f}" for v in ("unique", "unique-inline")), flush=True)
 
 
-def report_app(rates: dict, cpu: dict, args) -> None:
+def report_app(rates: dict, cpu: dict, loop: dict, args) -> None:
     base = statistics.median(rates["repeated"])
     print(f"Hello-world through AsgiLogToSqlite in-process, {args.rows:,} requests per sample, until committed, "
           f"medians of {args.rounds} interleaved rounds:")
     for variant in VARIANTS:
         rate = statistics.median(rates[variant])
         print(f"  {variant:13} {rate:10,.0f} requests/s ({rate / base:.2f} x repeated)   "
-              f"loop CPU {statistics.median(cpu[variant]):5.1f} us/request")
-    off = statistics.median(rates["unique-off"])
+              f"CPU {statistics.median(cpu[variant]):5.1f} us/request, of which the loop's "
+              f"{statistics.median(loop[variant]):4.1f}")
     print("  against unique-off: " + ", ".join(
-        f"{v} {statistics.median(rates[v]) / off:.2f}" for v in ("unique", "unique-inline")), flush=True)
+        f"{v} {statistics.median(rates[v]) / statistics.median(rates['unique-off']):.2f} in requests/s, "
+        f"{statistics.median(cpu['unique-off']) / statistics.median(cpu[v]):.2f} in CPU per request"
+        for v in ("unique", "unique-inline")), flush=True)
 
 
 if __name__ == "__main__":
