@@ -490,21 +490,26 @@ def _pruning(conn: sqlite3.Connection) -> Iterator[None]:
 
     No auto-checkpoint (_Pace checkpoints between transactions), and synchronous=NORMAL as the
     writer has it: in WAL mode a COMMIT then waits for no fsync, and a deletion lost to a power
-    cut leaves rows that the next round deletes again.
+    cut leaves rows that the next round deletes again. The writer's max_page_count gets 1% more
+    room: a deletion that rebalances an index can need a page, and a full budget must not stop
+    the pruning that empties it.
     """
     automatic = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
     synchronous = conn.execute("PRAGMA synchronous").fetchone()[0]
     limit = conn.execute("PRAGMA journal_size_limit").fetchone()[0]
+    pages = conn.execute("PRAGMA max_page_count").fetchone()[0]
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     conn.execute("PRAGMA synchronous = NORMAL")
     if limit < 0:
         conn.execute(f"PRAGMA journal_size_limit = {4 * 2**20}")  # the -wal shrinks back after the round, as the writer's does
+    conn.execute(f"PRAGMA max_page_count = {min(2**31 - 2, pages + max(16, pages // 100))}")
     try:
         yield
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {int(automatic)}")
         conn.execute(f"PRAGMA synchronous = {int(synchronous)}")
         conn.execute(f"PRAGMA journal_size_limit = {int(limit)}")
+        conn.execute(f"PRAGMA max_page_count = {int(pages)}").fetchall()
 
 
 def _main_file(conn: sqlite3.Connection) -> str:
