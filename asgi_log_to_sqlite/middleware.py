@@ -14,7 +14,7 @@ import re
 from time import perf_counter
 from typing import Optional, Sequence
 
-from .retention import Retention
+from .retention import DEFAULT_MAX_DISTINCT_VALUES, Retention
 from .rotation import DatedPath, is_dated
 from .record import FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_EXCLUDED_FAILURE, FLAG_WEBSOCKET, Shaper
 from .writer import Writer, writer_for
@@ -66,7 +66,7 @@ class AsgiLogToSqlite:
         busy_timeout_ms: int = 5_000,
         stop_timeout_ms: int = 5_000,
         max_size_mb: Optional[float] = None,
-        max_distinct_values: Optional[int] = None,
+        max_distinct_values: Optional[int] = DEFAULT_MAX_DISTINCT_VALUES,
         keep_days: Optional[float] = None,
         keep_rows: Optional[int] = None,
         keep_files: Optional[int] = None,
