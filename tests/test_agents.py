@@ -154,6 +154,7 @@ async def test_a_repeated_agent_is_classified_once_even_by_another_process(tmp_p
 @pytest.mark.asyncio
 async def test_past_the_parsing_budget_new_agents_get_their_bot_flag_and_the_command_completes_them(tmp_path):
     path = tmp_path / "log.db"
+    agents.prepare()  # built beforehand, so that the six agents fall well within one second's budget
     app = AsgiLogToSqlite(ok, str(path))
     app.writer.lookups.classifier = agents.Classifier(per_second=2)
     flood = [CHROME, IPAD, FIREFOX_ANDROID, GOOGLEBOT, CURL, "Mozilla/5.0 (compatible; ExampleScanner/1.0)"]
