@@ -354,6 +354,9 @@ class Writer:
         try:
             conn = self._connection()
             conn.execute("BEGIN IMMEDIATE")
+            if not self.retention.ids_current(conn):
+                # Pruning (here or in another process) deleted lookup rows: cached ids may name nothing.
+                self._forget_ids(self._shapers)
             # Every row's values, one after another: the multi-row INSERTs' parameters. Plain
             # HTTP rows bind schema.COMMON_COLUMNS, the others every column.
             common: list = []

@@ -34,6 +34,7 @@ valgrind is installed from Debian when missing.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import pathlib
@@ -69,7 +70,13 @@ def child(part: str, rows: int, built: int) -> None:
     t0 = time.perf_counter()
     records = [(shaper, scope_for(i), t0, t0 + 0.001, t0 + 0.0005, 200, [(b"content-type", b"text/plain")], 13, 0, 0)
                for i in range(BATCH + built)]
-    writer._write(records[:BATCH])  # schema, every lookup value and the statements, in both runs
+    # Since dated files, one clock offset is read per batch and handed to _write.
+    takes_offset = "wall_offset" in inspect.signature(writer._write).parameters
+
+    def write(batch):
+        return writer._write(batch, time.time() - time.perf_counter()) if takes_offset else writer._write(batch)
+
+    write(records[:BATCH])  # schema, every lookup value and the statements, in both runs
     assert writer.rows_written == BATCH, writer.counters.counted()
     conn = writer._conn
     batches = [records[start:start + BATCH] for start in range(BATCH, BATCH + rows, BATCH)]
@@ -88,7 +95,7 @@ def child(part: str, rows: int, built: int) -> None:
 
     if part == "write":
         for batch in batches:
-            writer._write(batch)
+            write(batch)
         assert writer.rows_written == BATCH + rows
     elif part == "shape":
         conn.execute("BEGIN IMMEDIATE")
