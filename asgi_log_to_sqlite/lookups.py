@@ -47,7 +47,7 @@ class LookupIds:
         # compares the two).
         self.classifier: Optional[agents.Classifier] = agents.Classifier()
         self._ids: Dict[str, Dict[str, int]] = {}   # table -> text -> id
-        self._sizes: Dict[str, int] = {}            # table -> highest id seen
+        self._sizes: Dict[str, int] = {}            # table -> values it holds, counted once then kept up
 
     def id_of(self, table: str, name: str) -> Tuple[int, int]:
         """(id, flags) of ``name`` in a lookup table, inserting it if new.
@@ -99,10 +99,10 @@ class LookupIds:
         cursor = conn.execute(_insert_sql(table, columns, len(values)), values)
         if cursor.rowcount == 1:
             found = cursor.lastrowid
+            if table in self._sizes:
+                self._sizes[table] += 1
         else:
             found = conn.execute(f"SELECT id FROM [{table}] WHERE name = ?", (name,)).fetchone()[0]
-        if found > self._sizes.get(table, 0):
-            self._sizes[table] = found
         return found
 
     def forget(self) -> None:
@@ -111,11 +111,14 @@ class LookupIds:
         self._sizes.clear()
 
     def _full(self, table: str) -> bool:
-        """Whether a lookup table holds max_distinct_values values, when that is set (ids count up
-        from 1, never reused)."""
+        """Whether a lookup table holds max_distinct_values values, when that is set.
+
+        Counted, not read off max(id): retention deletes values no row uses, which frees room.
+        Values other processes add meanwhile are seen at the next forget() (a rollback, a prune).
+        """
         if self.max_distinct_values is None:
             return False
         size = self._sizes.get(table)
         if size is None:
-            size = self._sizes[table] = self.conn.execute(f"SELECT coalesce(max(id), 0) FROM [{table}]").fetchone()[0]
+            size = self._sizes[table] = self.conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0]
         return size >= self.max_distinct_values
