@@ -30,7 +30,7 @@ from urllib.parse import unquote_to_bytes
 
 import sqlite_utils
 
-from . import schema
+from . import agents, schema
 from .counters import Counters
 from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
@@ -354,6 +354,9 @@ class Importer:
             f"a lookup table reached max_distinct_values={max_distinct_values}; new values are stored as "
             f"{BUCKET!r} on rows flagged {FLAG_BUCKETED}, and counted in its log_counters table"))
         self.lookups = LookupIds(self.counters, max_distinct_values)
+        # No request waits on an import: every new agent gets ua-parser's classes, where the
+        # live writer caps that at a rate and gives the rest the bot flag only.
+        self.lookups.classifier = agents.Classifier(per_second=None)
         # Days that are over have no salt left in the file: ``visitors`` gives each one a salt
         # held in memory for this import only, so that their distinct visitors are counted.
         self.rollups = Rollups(visitors_of_closed_days=visitors)

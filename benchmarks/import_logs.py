@@ -140,7 +140,7 @@ def goaccess(log: pathlib.Path, folder: pathlib.Path) -> float:
     """Seconds for GoAccess to parse ``log`` and write its JSON report."""
     report = folder / "report.json"
     started = time.perf_counter()
-    subprocess.run(["goaccess", str(log), "--log-format=COMBINED", "-o", str(report)], check=True,
+    subprocess.run(["goaccess", str(log), "--log-format=COMBINED", "--no-progress", "-o", str(report)], check=True,
                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     took = time.perf_counter() - started
     if json.loads(report.read_text())["general"]["valid_requests"] == 0:
@@ -159,10 +159,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--keep", metavar="FOLDER", help="generate the log (and keep the database) here")
+    parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "asgi-log-import-bench"),
+                        help="where the generated log is kept between runs, and the database written")
     parser.add_argument("--no-goaccess", action="store_true", help="time our import only")
     args = parser.parse_args()
-    folder = pathlib.Path(args.keep or tempfile.mkdtemp(prefix="import-bench-"))
+    folder = pathlib.Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / f"access-{args.lines}.log"
     if not log.exists():
@@ -193,8 +194,9 @@ def main() -> None:
                   f"lines/s over {len(runs)} rounds")
     if times["goaccess"]:
         print(f"ours / goaccess, best against best: {min(times['goaccess']) / min(times['ours']):.2f}")
-    if not args.keep:
-        shutil.rmtree(folder)
+    for suffix in ("", "-wal", "-shm"):
+        pathlib.Path(f"{db}{suffix}").unlink(missing_ok=True)
+    (folder / "report.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":
