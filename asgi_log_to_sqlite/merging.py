@@ -1,9 +1,12 @@
-"""Merge log files into one, and split one into dated files: set-based SQL between ATTACHed databases.
+"""Merge log files into one: set-based SQL between ATTACHed databases, and the transfer rotating.py splits with.
+
+merge_files copies whole sources; a Transfer copies the rows of one source whose start times lie
+in a window (the whole file for merge, one period for rotating.rotate_file) into one destination.
 
 A destination keeps a ledger, ``log_merged_sources``: one row per source file (its ``log_meta``
-file_id) and window of start times it took rows from (the whole file for merge, one period for
-rotate), with the highest ``request_log`` id it copied. Running again copies only the rows above
-that id, so nothing is added twice, and a source that grew contributes its new rows only.
+file_id) and window of start times it took rows from, with the highest ``request_log`` id it
+copied. Running again copies only the rows above that id, so nothing is added twice, and a source
+that grew contributes its new rows only.
 
 Rollups: on a source's first merge its rollup tables are added as they are (they also count the
 rows it pruned), and the raw rows copied up to the id read in that same transaction are not added
@@ -26,7 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import sqlite_utils
 
 from . import rollups
-from .rotation import DatedPath, is_dated
+from .rotation import is_dated
 from .schema import LOOKUPS, SCHEMA_VERSION, create_file
 
 # A live logger on the destination waits for at most one chunk's transaction: each is sized to take
@@ -58,52 +61,28 @@ def merge_files(destination: str, sources: Sequence[str], progress: Optional[Pro
     if is_dated(destination):
         raise MergeError(f"{destination!r}: a dated pattern; merge into one file, or split a file by date with rotate")
     for source in sources:
-        _check_log(source)
+        check_log(source)
         if os.path.exists(destination) and os.path.samefile(source, destination):
             raise MergeError(f"{source}: is the destination itself; give another file to merge into")
-    _prepare(destination)
+    prepare(destination)
     planned: list = []
-    transfers = [_Transfer(destination, source, WHOLE, chunk_rows).plan(planned) for source in sources]
+    transfers = [Transfer(destination, source, WHOLE, chunk_rows).plan(planned) for source in sources]
     total = sum(transfer.pending for transfer in transfers)
     return [transfer.run(progress, total) for transfer in transfers]
 
 
-def rotate_file(source: str, pattern: str, progress: Optional[Progress] = None, *,
-                remove_source: bool = False, chunk_rows: Optional[int] = None) -> List[dict]:
-    """Split ``source`` into the dated files of ``pattern`` (rows by start time, UTC), one summary per file.
+def __getattr__(name: str):
+    """``merging.rotate_file``, the name cli/files.py and docs/files.md use: it lives in rotating.py.
 
-    Each file is a whole log: the lookups its rows use, its period's rollups, its share of the
-    counters. Files that exist already (a live writer's) are added to. ``remove_source`` deletes the
-    source afterwards, and only when every one of its rows reached a dated file.
+    Looked up on first use rather than imported, because rotating.py imports this module.
     """
-    _check_log(source)
-    if not is_dated(pattern):
-        raise MergeError(f"{pattern!r}: no date directive; give a pattern such as logs/requests-%Y-%m.db")
-    try:
-        dated = DatedPath(pattern)
-    except ValueError as error:
-        raise MergeError(str(error)) from None
-    if dated.period is None:
-        raise MergeError(f"{pattern!r}: {{hostname}} alone names one file; add a date, as in logs/{{hostname}}-%Y-%m.db")
-    periods = _periods(source, dated)
-    for path, _ in periods:
-        if os.path.exists(path) and os.path.samefile(path, source):
-            raise MergeError(f"{pattern!r}: names the source {source} itself; rotate into other files")
-    planned: list = []
-    transfers = []
-    for path, found in periods:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        _prepare(path)
-        transfers.append(_Transfer(path, source, found["window"], chunk_rows, found["ids"], found["legacy"]).plan(planned))
-    total = sum(transfer.pending for transfer in transfers)
-    summaries = [{"file": transfer.destination, "first": _iso(transfer.window[0]), **transfer.run(progress, total)}
-                 for transfer in transfers]
-    if remove_source:
-        _remove_rotated(source, dated)
-    return summaries
+    if name == "rotate_file":
+        from .rotating import rotate_file
+        return rotate_file
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class _Transfer:
+class Transfer:
     """The rows of one source whose start time lies in ``window``, into one destination file.
 
     ``ids`` and ``legacy``: the (lowest, highest) ids of the source's rows in the window, when known
@@ -118,7 +97,7 @@ class _Transfer:
         self.pending = self.pending_legacy = 0   # rows, and 0.1.1 rows, that run() will copy
 
     # ---- before anything is written ------------------------------------------------------
-    def plan(self, planned: list) -> "_Transfer":
+    def plan(self, planned: list) -> "Transfer":
         """Check that nothing would be counted twice, and count the rows to copy; writes nothing.
 
         ``planned``: what the transfers planned before this one in the same run will record.
@@ -149,7 +128,7 @@ class _Transfer:
             self.pending = conn.execute(
                 "SELECT count(*) FROM src.request_log WHERE id > ? AND id <= ? AND start_ms >= ? AND start_ms < ?",
                 (low, high, *self.window)).fetchone()[0]
-            if _has_table(conn, "src", LEGACY) and (self.legacy is not None or self.ids is None):
+            if has_table(conn, "src", LEGACY) and (self.legacy is not None or self.ids is None):
                 self.pending_legacy = conn.execute(
                     f"SELECT count(*) FROM src.{LEGACY} WHERE rowid > ? AND start * 1000 >= ? AND start * 1000 < ?",
                     (entry["legacy_rowid"] if entry else 0, *self.window)).fetchone()[0]
@@ -179,7 +158,7 @@ class _Transfer:
 
         Each is (origin, window, via, path, last_row_id, rows).
         """
-        if not _has_table(conn, "src", LEDGER):
+        if not has_table(conn, "src", LEDGER):
             return []
         lo, hi = self.window
         carried = []
@@ -214,7 +193,7 @@ class _Transfer:
             rollup_rows = self._begin(conn) if first_merge else 0
             entry = self._entry(conn)
             copied = self._copy_rows(conn, entry, progress, total)
-            legacy = self._copy_legacy(conn, entry) if _has_table(conn, "src", LEGACY) else 0
+            legacy = self._copy_legacy(conn, entry) if has_table(conn, "src", LEGACY) else 0
             counted = self._finish(conn)
         return {"source": self.source, "file_id": self.file_id, "first_merge": first_merge, "rows": copied,
                 "legacy_rows": legacy, "counters": counted, "rollup_rows": rollup_rows}
@@ -228,7 +207,7 @@ class _Transfer:
             merged = {}
             if self._entry(conn) is not None:
                 return 0   # another merge of this source began first
-            if _has_table(conn, "src", "rollup_hourly"):
+            if has_table(conn, "src", "rollup_hourly"):
                 schema = "src" if self.window == WHOLE else self._rollups_of_window(conn)
                 merged = rollups.merge_from(conn, schema, self._map_rollup_ids(conn, schema))
             # Read in the transaction that read the rollups: the rows up to this id are counted in them.
@@ -303,7 +282,7 @@ class _Transfer:
             return 0  # rotate found no 0.1.1 rows in this period
         if last >= newest:
             return 0
-        if not _has_table(conn, "main", LEGACY):
+        if not has_table(conn, "main", LEGACY):
             with _transaction(conn):
                 self._create_legacy(conn)
         references = _references(conn, "src", LEGACY)
@@ -363,7 +342,7 @@ class _Transfer:
                     added += delta
             conn.execute(f"UPDATE main.{LEDGER} SET counters = ?, merged_at = ?, path = ? WHERE {_KEY}",
                          (json.dumps(seen, sort_keys=True), _now(), os.path.abspath(self.source), *key))
-            if _has_table(conn, "src", "rollup_hourly"):
+            if has_table(conn, "src", "rollup_hourly"):
                 # Sets: adding the source's visitors again adds none twice, and covers its copied rows.
                 for table, unit, where in _ROLLUP_TABLES[2:4]:
                     conn.execute(f"INSERT OR IGNORE INTO main.{table} ({unit}, is_bot, visitor) "
@@ -431,7 +410,7 @@ class _Attached:
     def __enter__(self) -> sqlite3.Connection:
         self.conn = _connect(self.destination)
         try:
-            self.conn.execute("ATTACH DATABASE ? AS src", (_uri(self.source, "ro"),))
+            self.conn.execute("ATTACH DATABASE ? AS src", (file_uri(self.source, "ro"),))
             self.conn.execute("ATTACH DATABASE ':memory:' AS period")
         except BaseException:
             self.conn.close()
@@ -480,73 +459,13 @@ def _references(conn: sqlite3.Connection, schema: str, table: str) -> Dict[str, 
     return {row[3]: row[2] for row in conn.execute(f"PRAGMA {schema}.foreign_key_list([{table}])") if row[2] in LOOKUPS}
 
 
-def _periods(source: str, dated: DatedPath) -> List[Tuple[str, dict]]:
-    """Every period the source has rows or counters in, oldest first: (file, {window, ids, legacy}).
-
-    Rows are grouped in SQL by a unit that never straddles a period (the UTC day, or the period
-    when it is shorter); only each group's first start time goes through DatedPath. ``ids`` and
-    ``legacy`` are the (lowest, highest) ids of the period's rows, or None.
-    """
-    conn = sqlite3.connect(_uri(source, "ro"), uri=True)
-    try:
-        low = conn.execute("SELECT min(start_ms) FROM request_log").fetchone()[0] or 0
-        first, last = dated.bounds(low)
-        unit = int(min(86_400_000, last - first))
-        queries = {
-            "ids": f"SELECT min(start_ms), min(id), max(id) FROM request_log GROUP BY start_ms / {unit}",
-            "counters": f"SELECT min(first_ms), 0, 0 FROM log_counters WHERE first_ms IS NOT NULL GROUP BY first_ms / {unit}",
-        }
-        if _has_table(conn, "main", "rollup_hourly"):
-            # Hours and days whose raw rows were pruned still have a file, for their rollups.
-            queries["rollups"] = f"SELECT min(hour) * {HOUR_MS}, 0, 0 FROM rollup_hourly GROUP BY hour * {HOUR_MS} / {unit}"
-            queries["daily"] = f"SELECT min(day) * {DAY_MS}, 0, 0 FROM rollup_daily GROUP BY day * {DAY_MS} / {unit}"
-        if _has_table(conn, "main", LEGACY):
-            queries["legacy"] = (f"SELECT min(start * 1000), min(rowid), max(rowid) FROM {LEGACY} "
-                                 f"GROUP BY CAST(start * 1000 AS INTEGER) / {unit}")
-        groups = [(kind, *row) for kind, query in queries.items() for row in conn.execute(query)]
-    finally:
-        conn.close()
-    periods: Dict[str, dict] = {}
-    for kind, start, lowest, highest in groups:
-        path = dated.path_for(start)
-        if path not in periods:
-            first, last = dated.bounds(start)
-            periods[path] = {"window": (int(first), int(last)), "ids": None, "legacy": None}
-        if kind in ("ids", "legacy"):
-            known = periods[path][kind]
-            periods[path][kind] = (lowest, highest) if known is None else (min(known[0], lowest), max(known[1], highest))
-    for found in periods.values():
-        # A period with counters only still reads no rows: an empty id range.
-        found["ids"] = found["ids"] or (1, 0)
-    return sorted(periods.items(), key=lambda item: item[1]["window"])
-
-
-def _remove_rotated(source: str, dated: DatedPath) -> None:
-    """Delete the rotated source and its -wal/-shm, once the dated files hold every row it has now."""
-    missing = 0
-    for path, found in _periods(source, dated):
-        if not os.path.exists(path):
-            missing += 1
-            continue
-        transfer = _Transfer(path, source, found["window"], None, found["ids"], found["legacy"]).plan([])
-        missing += transfer.pending + transfer.pending_legacy
-    if missing:
-        raise MergeError(f"{source}: kept: {missing} of its rows are not in the dated files yet (is something still "
-                         "writing it?); run rotate again, then remove it")
-    for suffix in ("", "-wal", "-shm"):
-        try:
-            os.remove(source + suffix)
-        except FileNotFoundError:
-            pass
-
-
-def _check_log(path: str, *, upgradable: bool = False) -> None:
+def check_log(path: str, *, upgradable: bool = False) -> None:
     """Raise MergeError unless ``path`` is a log database of this schema version (any version if ``upgradable``)."""
     if not os.path.exists(path):
         raise MergeError(f"{path}: no such file")
     if os.path.isdir(path):
         raise MergeError(f"{path}: is a directory; give a log database file")
-    conn = sqlite3.connect(_uri(path, "ro"), uri=True)
+    conn = sqlite3.connect(file_uri(path, "ro"), uri=True)
     try:
         tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = conn.execute("PRAGMA user_version").fetchone()[0]
@@ -561,10 +480,10 @@ def _check_log(path: str, *, upgradable: bool = False) -> None:
                          f"with: python -c 'import asgi_log_to_sqlite; asgi_log_to_sqlite.create_file(\"{path}\")'")
 
 
-def _prepare(destination: str) -> None:
+def prepare(destination: str) -> None:
     """Create the destination log, or bring an existing one to this schema version (as logging to it would)."""
     if os.path.exists(destination):
-        _check_log(destination, upgradable=True)
+        check_log(destination, upgradable=True)
     try:
         create_file(destination)
     except ValueError as error:
@@ -573,7 +492,7 @@ def _prepare(destination: str) -> None:
 
 def _connect(path: str) -> sqlite3.Connection:
     """The destination, autocommit, with the ledger and the temp id maps."""
-    conn = sqlite3.connect(_uri(path, "rw"), uri=True, isolation_level=None, timeout=5)
+    conn = sqlite3.connect(file_uri(path, "rw"), uri=True, isolation_level=None, timeout=5)
     conn.execute("PRAGMA busy_timeout = 5000")
     conn.execute("PRAGMA temp_store = MEMORY")
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
@@ -618,19 +537,15 @@ def _file_id(conn: sqlite3.Connection, schema: str) -> str:
     return conn.execute(f"SELECT value FROM {schema}.log_meta WHERE key = 'file_id'").fetchone()[0]
 
 
-def _has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
+def has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
     return conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",
                         (table,)).fetchone() is not None
 
 
-def _uri(path: str, mode: str) -> str:
+def file_uri(path: str, mode: str) -> str:
     # From the absolute path, so that '?', '#' or '%' in a file name stay part of the name.
     return pathlib.Path(path).absolute().as_uri() + f"?mode={mode}"
 
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _iso(ms: float) -> str:
-    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 from asgi_log_to_sqlite import AsgiLogToSqlite, create_file
 from asgi_log_to_sqlite.cli import cli
-from asgi_log_to_sqlite.merging import MergeError, merge_files, rotate_file
+from asgi_log_to_sqlite.merging import MergeError, merge_files
+from asgi_log_to_sqlite.rotating import rotate_file
 from asgi_log_to_sqlite.rotation import DatedPath
 from conftest import DATASETTE_MAJOR, ROOT, checked, ok, rows, run, serve
 
