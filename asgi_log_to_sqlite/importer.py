@@ -39,9 +39,9 @@ from .record import FLAG_BUCKETED, FLAG_IMPORTED, FLAG_REPLACED, FLAG_TRUNCATED
 from .rollups import Rollups
 
 FORMATS = ("auto", "combined", "common")
-# Decompressed bytes of complete lines per transaction: about 10,000 combined lines, so the
-# write lock is held for a few tens of milliseconds at a time beside a live logger.
-CHUNK_BYTES = 2 * 1024 * 1024
+# Decompressed bytes of complete lines per transaction: about 5,000 combined lines, so that a
+# live logger of the same file waits a tenth of a second or so for the write lock (docs/import.md).
+CHUNK_BYTES = 1024 * 1024
 MAX_VALUE_LENGTH = 1000
 SHOWN_UNPARSED = 5
 _BLOCK = 1024 * 1024

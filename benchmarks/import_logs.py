@@ -122,13 +122,26 @@ def generate(path: pathlib.Path, lines: int, seed: int = 12) -> None:
         out.write("".join(buffer))
 
 
-def ours(log: pathlib.Path, db: pathlib.Path) -> float:
-    """Seconds to import ``log`` into a new database ``db``."""
+def ours(log: pathlib.Path, db: pathlib.Path, holds: list, rollups: bool = True) -> float:
+    """Seconds to import ``log`` into a new database ``db``; the seconds each chunk's transaction
+    held the write lock are appended to ``holds``. ``rollups=False``: without the rollups' share."""
     for suffix in ("", "-wal", "-shm"):
         pathlib.Path(f"{db}{suffix}").unlink(missing_ok=True)
     started = time.perf_counter()
     create_file(str(db))
     with Importer(str(db)) as importer:
+        write = importer._write
+
+        def timed_write(*args):
+            begun = time.perf_counter()
+            try:
+                return write(*args)
+            finally:
+                holds.append(time.perf_counter() - begun)
+
+        importer._write = timed_write
+        if not rollups:
+            importer.rollups.update = lambda conn, first_id, last_id: None
         result = importer.import_log(str(log))
     took = time.perf_counter() - started
     if result.imported + result.unparsed != result.lines or result.unparsed:
@@ -162,6 +175,8 @@ def main() -> None:
     parser.add_argument("--folder", default=os.path.join(tempfile.gettempdir(), "asgi-log-import-bench"),
                         help="where the generated log is kept between runs, and the database written")
     parser.add_argument("--no-goaccess", action="store_true", help="time our import only")
+    parser.add_argument("--split", action="store_true",
+                        help="also time our import with the rollups left out, to show their share")
     args = parser.parse_args()
     folder = pathlib.Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -172,9 +187,12 @@ def main() -> None:
         print(f"generated {log} ({args.lines:,} lines) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     version = None if args.no_goaccess else ensure_goaccess()
     db = folder / "imported.db"
-    times = {"ours": [], "goaccess": []}
+    times = {"ours": [], "goaccess": [], "ours, rollups left out": []}
+    holds: list = []
     for _ in range(args.rounds):
-        times["ours"].append(ours(log, db))
+        if args.split:
+            times["ours, rollups left out"].append(ours(log, db, [], rollups=False))
+        times["ours"].append(ours(log, db, holds))
         if version:
             times["goaccess"].append(goaccess(log, folder))
     with sqlite3.connect(db) as conn:
@@ -189,9 +207,11 @@ def main() -> None:
     print(f"database: {db.stat().st_size / rows:.1f} bytes per request ({rows:,} rows)")
     for name, runs in times.items():
         if runs:
-            label = "ours (asgi-log-to-sqlite import)" if name == "ours" else f"goaccess ({version})"
+            label = {"ours": "ours (asgi-log-to-sqlite import)", "goaccess": f"goaccess ({version})"}.get(name, name)
             print(f"{label}: best {args.lines / min(runs):,.0f} lines/s, median {args.lines / statistics.median(runs):,.0f} "
                   f"lines/s over {len(runs)} rounds")
+    print(f"write lock held per chunk: median {statistics.median(holds) * 1000:.0f} ms, "
+          f"longest {max(holds) * 1000:.0f} ms ({len(holds) // args.rounds} chunks)")
     if times["goaccess"]:
         print(f"ours / goaccess, best against best: {min(times['goaccess']) / min(times['ours']):.2f}")
     for suffix in ("", "-wal", "-shm"):
