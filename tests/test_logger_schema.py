@@ -61,18 +61,45 @@ def upgraded_0_1_1(directory):
     return path
 
 
-@pytest.mark.parametrize("origin", ["new", "0.1.1"])
-def test_files_get_the_schema_version_1_has_always_had(tmp_path, origin):
+def made_by_version_1(directory):
+    """A file as the previous release left it: version 1's schema (its snapshot) holding one request."""
+    path = directory / "v1.db"
+    conn = sqlite3.connect(path)
+    try:
+        conn.executescript((FIXTURES / "schema-v1.sql").read_text() + "\nPRAGMA user_version = 1;")
+        conn.execute("INSERT INTO paths (name) VALUES ('/kept')")
+        conn.execute("INSERT INTO user_agents (name) VALUES ('Mozilla/5.0 (X11; Linux x86_64) Firefox/120.0')")
+        conn.execute("INSERT INTO request_log (start_ms, duration_us, http_status, path_id, user_agent_id, flags, "
+                     "sample_rate) VALUES (1700000000000, 1500, 200, 1, 1, 0, 1.0)")
+        conn.commit()
+    finally:
+        conn.close()
+    return path
+
+
+@pytest.mark.parametrize("origin", ["new", "0.1.1", "version 1"])
+def test_files_get_the_schema_of_version_2(tmp_path, origin):
     if origin == "new":
-        path, expected = tmp_path / "log.db", FIXTURES / "schema-v1.sql"
+        path, expected = tmp_path / "log.db", FIXTURES / "schema-v2.sql"
+    elif origin == "0.1.1":
+        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v2-from-0.1.1.sql"
     else:
-        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v1-from-0.1.1.sql"
+        # Upgraded in place from version 1, a file is what a new one is.
+        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v2.sql"
     create_file(str(path))
     db = sqlite_utils.Database(path)
     try:
         assert_same_schema(db, expected)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         assert db.journal_mode == "wal"
+        assert db.execute("SELECT count(*) FROM log_meta WHERE key = 'file_id'").fetchone()[0] == 1
+        # New files give freed pages back to the disk; older ones keep their setting until `vacuum`.
+        assert db.execute("PRAGMA auto_vacuum").fetchone()[0] == (2 if origin == "new" else 0)
+        if origin == "version 1":
+            assert db.execute("SELECT p.name, r.http_status FROM request_log r JOIN paths p ON p.id = r.path_id"
+                              ).fetchall() == [("/kept", 200)]
+            # An agent of version 1 has no classes yet: the writer or `agents --reclassify` fills them.
+            assert db.execute("SELECT browser, is_bot FROM user_agents").fetchall() == [(None, None)]
     finally:
         db.close()
 
@@ -134,7 +161,7 @@ def test_processes_setting_up_one_fresh_file_at_once_all_succeed(tmp_path, round
     assert [w.exitcode for w in workers] == [0] * processes
     db = sqlite_utils.Database(path)
     try:
-        assert_same_schema(db, FIXTURES / "schema-v1.sql")
+        assert_same_schema(db, FIXTURES / "schema-v2.sql")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
