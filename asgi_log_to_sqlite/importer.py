@@ -359,7 +359,8 @@ class Importer:
         self.lookups.classifier = agents.Classifier(per_second=None)
         # Days that are over have no salt left in the file: ``visitors`` gives each one a salt
         # held in memory for this import only, so that their distinct visitors are counted.
-        self.rollups = Rollups(visitors_of_closed_days=visitors)
+        self.rollups = Rollups()
+        self.rollups.visitors_of_closed_days = visitors
         self.conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
