@@ -1,17 +1,472 @@
-"""Hourly and daily aggregates of request_log, kept current by the writer, set-based per batch."""
+"""Hourly and daily aggregates of request_log that outlive its raw rows, and distinct visitors.
+
+The writer calls ``Rollups.update`` inside each batch's own transaction. It is set-based: one
+GROUP BY over the batch's rows into the scratch table ``rollup_batch``, one upsert from it into
+``rollup_hourly`` and one into ``rollup_daily``; one SELECT DISTINCT of the batch's (hour, address,
+agent) for the visitor sets, hashed in Python only where the pair is not in a small cache.
+docs/rollups.md has the layout, the queries and what it costs.
+"""
 from __future__ import annotations
 
+import hashlib
+import json
+import math
+import re
+import secrets
 import sqlite3
+import time
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlite_utils
 
+# Latency buckets per doubling: a duration of d microseconds is in bucket floor(8 * log2(d + 1)),
+# whose geometric middle is within 4.4% of d + 1, so p50/p95/p99 read from buckets are within 10%.
+BUCKETS_PER_OCTAVE = 8
+NO_DURATION = -1  # the bucket of rows without a duration (imported lines)
+HOUR_MS = 3_600_000
+DAY_S = 86_400
+# A day's salt outlives the day by this long, for requests that started before midnight and end after.
+SALT_GRACE_S = 300
+# Visitor hashes kept in memory per day before the cache starts over.
+_HASH_CACHE_LIMIT = 10_000
+
+KEY = ("route_id", "path_id", "method_id", "status_class", "is_bot", "bucket")
+VALUES = ("hits", "bytes", "duration_us_sum", "duration_us_max")
+
+# Lookup table -> the (rollup table, column) pairs that hold its ids (0 there means none), so that
+# retention keeps every lookup row a rollup still names. user_agents is not among them: its bot
+# flag is copied into the key.
+REFERENCES: Dict[str, Tuple[Tuple[str, str], ...]] = {
+    "routes": (("rollup_hourly", "route_id"), ("rollup_daily", "route_id")),
+    "paths": (("rollup_hourly", "path_id"), ("rollup_daily", "path_id")),
+    "methods": (("rollup_hourly", "method_id"), ("rollup_daily", "method_id")),
+}
+
+_COLUMNS = ", ".join(KEY + VALUES)
+_KEY = ", ".join(KEY)
+_ADD = ("hits = hits + excluded.hits, bytes = bytes + excluded.bytes, "
+        "duration_us_sum = duration_us_sum + excluded.duration_us_sum, "
+        "duration_us_max = max(duration_us_max, excluded.duration_us_max)")
+
+# Per row, as little as SQLite can do: raw values grouped as they are (NULLs included), the route,
+# or minus the path, in one column (rollup_batch.route_id), and the latency bucket. Every
+# expression here is paid 1,000 times a batch; the same work per group, below, 200 times at most.
+_BATCH_SUMS = f"""
+INSERT INTO rollup_batch (hour, route_id, method_id, status_class, is_bot, bucket, {", ".join(VALUES)})
+SELECT r.start_ms / {HOUR_MS}, coalesce(r.route_id, -r.path_id), r.method_id, r.http_status / 100, u.is_bot,
+       CAST({BUCKETS_PER_OCTAVE} * log2(r.duration_us + 1) AS INTEGER),
+       count(*), sum(r.body_size), sum(r.duration_us), max(r.duration_us)
+FROM request_log r LEFT JOIN user_agents u ON u.id = r.user_agent_id
+WHERE {{where}}
+GROUP BY 2, 6, 3, 4, 5, 1"""
+_FILL_BATCH = _BATCH_SUMS.format(where="r.id BETWEEN ?1 AND ?2")
+# Per group: rollup_batch's raw values as the rollup key (unknowns 0, no duration -1).
+_KEYED = f"""
+SELECT {{unit}}, CASE WHEN route_id > 0 THEN route_id ELSE 0 END, CASE WHEN route_id < 0 THEN -route_id ELSE 0 END,
+       coalesce(method_id, 0), coalesce(status_class, 0), coalesce(is_bot, 0) != 0, coalesce(bucket, {NO_DURATION}),
+       hits, coalesce(bytes, 0), CASE WHEN bucket IS NULL THEN 0 ELSE coalesce(duration_us_sum, 0) END,
+       CASE WHEN bucket IS NULL THEN NULL ELSE duration_us_max END
+FROM rollup_batch WHERE true"""
+# The upsert takes rows one after another, so two hours of one day meet on the same daily row.
+_TO_HOURLY = (f"INSERT INTO rollup_hourly (hour, {_COLUMNS}) {_KEYED.format(unit='hour')} "
+              f"ON CONFLICT (hour, {_KEY}) DO UPDATE SET {_ADD}")
+_TO_DAILY = (f"INSERT INTO rollup_daily (day, {_COLUMNS}) {_KEYED.format(unit='hour / 24')} "
+             f"ON CONFLICT (day, {_KEY}) DO UPDATE SET {_ADD}")
+# Distinct ids first, names after: two lookups per distinct pair instead of per row. The forwarded
+# address (behind a trusted proxy) is the client's; the socket peer is the proxy's.
+_VISITS = """
+SELECT v.hour, coalesce(ip.name, ''), coalesce(u.name, ''), coalesce(u.is_bot, 0) != 0
+FROM (SELECT DISTINCT start_ms / {hour_ms} AS hour, coalesce(forwarded_ip_id, client_ip_id) AS ip_id, user_agent_id
+      FROM request_log WHERE {where}) v
+LEFT JOIN client_ips ip ON ip.id = v.ip_id
+LEFT JOIN user_agents u ON u.id = v.user_agent_id
+"""
+_BATCH_VISITS = _VISITS.format(hour_ms=HOUR_MS, where="id BETWEEN ?1 AND ?2")
+_ADD_VISITORS = (
+    "INSERT OR IGNORE INTO rollup_visitors_hourly (hour, is_bot, visitor) "
+    "SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)",
+    "INSERT OR IGNORE INTO rollup_visitors_daily (day, is_bot, visitor) "
+    "SELECT (value ->> 0) / 24, value ->> 1, value ->> 2 FROM json_each(?1)",
+)
+
+_READABLE = """
+SELECT
+    {time} AS {unit},
+    rt.name AS route,
+    p.name AS path,
+    m.name AS method,
+    CASE WHEN t.status_class = 0 THEN NULL ELSE t.status_class || 'xx' END AS status,
+    t.is_bot,
+    sum(t.hits) AS hits,
+    sum(t.bytes) AS bytes,
+    sum(CASE WHEN t.bucket >= 0 THEN t.hits ELSE 0 END) AS timed,
+    round(sum(t.duration_us_sum) / 1000.0 / nullif(sum(CASE WHEN t.bucket >= 0 THEN t.hits END), 0), 3) AS avg_ms,
+    max(t.duration_us_max) / 1000.0 AS max_ms
+FROM {table} t
+LEFT JOIN routes rt ON rt.id = t.route_id
+LEFT JOIN paths p ON p.id = t.path_id
+LEFT JOIN methods m ON m.id = t.method_id
+GROUP BY t.{unit}, t.route_id, t.path_id, t.method_id, t.status_class, t.is_bot
+"""
+
 
 def create_tables(db: sqlite_utils.Database) -> None:
-    """Create the rollup tables (schema version 2)."""
+    """Create the rollup tables and their readable views (schema version 2), inside the migration."""
+    counts = dict.fromkeys(KEY + VALUES, int)
+    for table, unit in (("rollup_hourly", "hour"), ("rollup_daily", "day")):
+        _create(db, table, {unit: int, **counts}, pk=(unit,) + KEY, not_null=(unit,) + KEY + VALUES[:3])
+    for table, unit in (("rollup_visitors_hourly", "hour"), ("rollup_visitors_daily", "day")):
+        _create(db, table, {unit: int, "is_bot": int, "visitor": int}, pk=(unit, "is_bot", "visitor"),
+                not_null=(unit, "is_bot", "visitor"))
+    # Where update() sums a batch, emptied in the same transaction. In the main database, not temp:
+    # any temp table on the writer's connection makes SQLite re-prepare the writer's INSERTs at
+    # every transaction (temp triggers could apply to request_log), ~14,000 instructions a row.
+    _create_table(db, "rollup_batch", {"hour": int, **counts})
+    db.conn.execute(db.create_table_sql("rollup_salts", {"day": int, "salt": bytes}, pk="day",
+                                        not_null=["salt"], if_not_exists=True))
+    db.create_view("rollup_hourly_readable", _READABLE.format(
+        time="strftime('%Y-%m-%dT%H:00Z', t.hour * 3600, 'unixepoch')", unit="hour", table="rollup_hourly"),
+        ignore=True)
+    db.create_view("rollup_daily_readable", _READABLE.format(
+        time="date(t.day * 86400, 'unixepoch')", unit="day", table="rollup_daily"), ignore=True)
+
+
+def _create_table(db: sqlite_utils.Database, name: str, columns: dict) -> None:
+    db.conn.execute(db.create_table_sql(name, columns, if_not_exists=True))
+
+
+def _create(db: sqlite_utils.Database, name: str, columns: dict, pk: tuple, not_null: tuple) -> None:
+    # WITHOUT ROWID: the key is the table's only B-tree, so an upsert is one seek, not two.
+    sql = db.create_table_sql(name, columns, pk=pk, not_null=not_null, if_not_exists=True)
+    db.conn.execute(sql.rstrip().rstrip(";") + " WITHOUT ROWID")
+
+
+def bucket_of(duration_us: Optional[int]) -> int:
+    """The latency bucket of an integer duration in microseconds, as the rollup SQL computes it."""
+    if duration_us is None or duration_us < 0:
+        return NO_DURATION
+    return int(BUCKETS_PER_OCTAVE * math.log2(duration_us + 1))
+
+
+def bucket_value(bucket: int) -> float:
+    """The duration (microseconds) a bucket stands for: d where d + 1 is the bucket's geometric middle."""
+    return 2 ** ((bucket + 0.5) / BUCKETS_PER_OCTAVE) - 1
+
+
+def percentiles(conn: sqlite3.Connection, since_ms: Optional[int] = None, until_ms: Optional[int] = None,
+                quantiles: Sequence[float] = (0.5, 0.95, 0.99), *, is_bot: Optional[bool] = None
+                ) -> Dict[float, Optional[float]]:
+    """Latency quantiles in microseconds over the hours that overlap [since_ms, until_ms), from rollup_hourly.
+
+    Each value is the middle of the bucket holding that rank (nearest-rank definition), capped at
+    the largest duration seen in it: within 4.4% of the exact value. None where no row had a
+    duration. ``is_bot``: only bots (True) or only the others (False).
+    """
+    where, params = ["bucket >= 0"], []
+    if since_ms is not None:
+        where.append("hour >= ?")
+        params.append(int(since_ms) // HOUR_MS)
+    if until_ms is not None:
+        where.append("hour <= ?")
+        params.append((int(until_ms) - 1) // HOUR_MS)
+    if is_bot is not None:
+        where.append("is_bot = ?")
+        params.append(int(bool(is_bot)))
+    rows = conn.execute(f"SELECT bucket, sum(hits), max(duration_us_max) FROM rollup_hourly "
+                        f"WHERE {' AND '.join(where)} GROUP BY bucket ORDER BY bucket", params).fetchall()
+    total = sum(hits for _, hits, _ in rows)
+    found: Dict[float, Optional[float]] = {}
+    for q in quantiles:
+        if not 0 < q <= 1:
+            raise ValueError(f"quantile {q!r}: expected a fraction in (0, 1], for example 0.95")
+        found[q] = None
+        rank, seen = max(1, math.ceil(q * total - 1e-9)), 0
+        for bucket, hits, top in rows:
+            seen += hits
+            if seen >= rank:
+                found[q] = float(min(bucket_value(bucket), top) if top is not None else bucket_value(bucket))
+                break
+    return found
 
 
 class Rollups:
-    """Used on the writer thread, inside the transaction that inserted the rows."""
+    """Keeps the rollups of one log file; ``update`` runs on the writer thread, in its transaction.
+
+    ``clock`` gives the time (seconds since the epoch) that decides which days' salts are over.
+    ``visitors_of_closed_days``: for an import of old logs, a day that is over gets a salt held in
+    this object's memory only, never written to the file, so the import counts its visitors; by
+    default rows of a day whose salt is gone add no visitors.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, visitors_of_closed_days: bool = False):
+        self.clock = clock
+        self.visitors_of_closed_days = visitors_of_closed_days
+        self._hashes: Dict[int, Tuple[bytes, Dict[Tuple[str, str], int]]] = {}  # day -> (salt, texts -> hash)
+        self._memory_salts: Dict[int, bytes] = {}
+        self._math: Optional[sqlite3.Connection] = None  # the connection known to have log2()
 
     def update(self, conn: sqlite3.Connection, first_id: int, last_id: int) -> None:
         """Add request_log rows first_id..last_id (the batch just inserted) to the rollups."""
+        if conn is not self._math:
+            ensure_math(conn)
+            self._math = conn
+        conn.execute(_FILL_BATCH, (first_id, last_id))
+        conn.execute(_TO_HOURLY)
+        conn.execute(_TO_DAILY)
+        # Emptied before the COMMIT: readers and the next batch find it empty.
+        conn.execute("DELETE FROM rollup_batch")
+        self.add_visitors(conn, conn.execute(_BATCH_VISITS, (first_id, last_id)).fetchall())
+
+    # ---- visitors ------------------------------------------------------------------------------
+    def add_visitors(self, conn: sqlite3.Connection, visits: Iterable[Tuple[int, str, str, int]]) -> int:
+        """Add (hour, address, agent, is_bot) visits to the visitor sets; returns how many were hashed in."""
+        self.expire_salts(conn)
+        found: List[Tuple[int, int, int]] = []
+        salts: Dict[int, Tuple[Optional[bytes], Dict[Tuple[str, str], int]]] = {}
+        for hour, address, agent, is_bot in visits:
+            day = hour // 24
+            salted = salts.get(day)
+            if salted is None:
+                salted = salts[day] = self._salted(conn, day)
+            salt, cache = salted
+            if salt is None:
+                continue
+            visitor = cache.get((address, agent))
+            if visitor is None:
+                if len(cache) >= _HASH_CACHE_LIMIT:
+                    cache.clear()
+                visitor = cache[(address, agent)] = visitor_hash(salt, address, agent)
+            found.append((hour, is_bot, visitor))
+        if found:
+            text = json.dumps(found)
+            for sql in _ADD_VISITORS:
+                conn.execute(sql, (text,))
+        return len(found)
+
+    def _salted(self, conn: sqlite3.Connection, day: int) -> Tuple[Optional[bytes], Dict[Tuple[str, str], int]]:
+        """(salt, hash cache) of ``day``: the file's salt, made if the day is still open; None when gone."""
+        salt = salt_of(conn, day, create=self._open(day))
+        if salt is None and self.visitors_of_closed_days:
+            salt = self._memory_salts.setdefault(day, secrets.token_bytes(16))
+        if salt is None:
+            return None, {}
+        held = self._hashes.get(day)
+        if held is None or held[0] != salt:
+            # Another process made the day's salt, or our transaction that made one rolled back.
+            held = self._hashes[day] = (salt, {})
+            for old in [d for d in self._hashes if d < day - 1]:
+                del self._hashes[old]
+        return held
+
+    def _open(self, day: int) -> bool:
+        """Whether ``day`` (days since the epoch, UTC) still takes a salt: not over, grace included."""
+        return (day + 1) * DAY_S + SALT_GRACE_S > self.clock()
+
+    def expire_salts(self, conn: sqlite3.Connection) -> int:
+        """Delete the salts of days that are over (SALT_GRACE_S after midnight UTC); returns how many.
+
+        Every batch: a rolled-back batch takes its deletion with it, so none is skipped as done.
+        """
+        return conn.execute("DELETE FROM rollup_salts WHERE day < ?",
+                            (int((self.clock() - SALT_GRACE_S) // DAY_S),)).rowcount
+
+    # ---- rebuild -------------------------------------------------------------------------------
+    def rebuild(self, conn: sqlite3.Connection, progress: Optional[Callable[[int, int], None]] = None
+                ) -> List[Dict[str, object]]:
+        """Recompute, from request_log, the rollups of every hour whose raw rows are all still there.
+
+        An hour with no raw rows (pruned) keeps its rollups, and so does one with fewer raw rows
+        than it counts (partly pruned); a day's totals are its kept hours plus its rebuilt ones.
+        Visitors are rebuilt only for days whose salt still exists (today's, usually): the others'
+        hashes cannot be made again. One transaction on ``conn``, which must have none open.
+        ``progress(rows read, rows in all)`` is called as it goes. Returns one dict per day rebuilt.
+        """
+        if conn.in_transaction:
+            raise ValueError("rebuild needs a connection with no transaction open; commit or roll back first")
+        ensure_math(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            summary = self._rebuild(conn, progress)
+            for table in ("rebuild_hourly", "rebuild_hours", "rebuild_daily"):
+                conn.execute(f"DROP TABLE IF EXISTS temp.{table}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        return summary
+
+    def _rebuild(self, conn: sqlite3.Connection, progress) -> List[Dict[str, object]]:
+        low, high, total = conn.execute("SELECT min(id), max(id), count(*) FROM request_log").fetchone()
+        conn.execute("DROP TABLE IF EXISTS temp.rebuild_hourly")
+        conn.execute(f"CREATE TEMP TABLE rebuild_hourly (hour, {_COLUMNS}, PRIMARY KEY (hour, {_KEY})) WITHOUT ROWID")
+        done = 0
+        for start in range(low or 0, (high or -1) + 1, _REBUILD_CHUNK):
+            end = min(start + _REBUILD_CHUNK - 1, high)
+            # The writer's own two steps, so that a rebuilt hour is what the writer would have made.
+            conn.execute(_FILL_BATCH, (start, end))
+            conn.execute(f"INSERT INTO temp.rebuild_hourly (hour, {_COLUMNS}) {_KEYED.format(unit='hour')} "
+                         f"ON CONFLICT (hour, {_KEY}) DO UPDATE SET {_ADD}")
+            conn.execute("DELETE FROM rollup_batch")
+            done += conn.execute("SELECT count(*) FROM request_log WHERE id BETWEEN ? AND ?", (start, end)).fetchone()[0]
+            if progress is not None:
+                progress(done, total)
+        # Each hour raw rows cover: how many rows it has, and how many its rollups count.
+        conn.execute("DROP TABLE IF EXISTS temp.rebuild_hours")
+        conn.execute("CREATE TEMP TABLE rebuild_hours (hour INTEGER PRIMARY KEY, raw INTEGER, kept INTEGER)")
+        conn.execute("INSERT INTO temp.rebuild_hours SELECT n.hour, n.hits, (SELECT coalesce(sum(h.hits), 0) "
+                     "FROM rollup_hourly h WHERE h.hour = n.hour) FROM (SELECT hour, sum(hits) AS hits "
+                     "FROM temp.rebuild_hourly GROUP BY hour) n")
+        conn.execute("DROP TABLE IF EXISTS temp.rebuild_daily")
+        conn.execute(_REBUILT_DAILY)
+        conn.execute(f"DELETE FROM rollup_daily WHERE day IN (SELECT hour / 24 FROM {_COVERED})")
+        conn.execute(f"INSERT INTO rollup_daily (day, {_COLUMNS}) SELECT day, {_COLUMNS} FROM temp.rebuild_daily")
+        conn.execute(f"DELETE FROM rollup_hourly WHERE hour IN (SELECT hour FROM {_COVERED})")
+        conn.execute(f"INSERT INTO rollup_hourly (hour, {_COLUMNS}) SELECT hour, {_COLUMNS} FROM temp.rebuild_hourly "
+                     f"WHERE hour IN (SELECT hour FROM {_COVERED})")
+        self.expire_salts(conn)
+        salted = {day for (day,) in conn.execute(
+            f"SELECT day FROM rollup_salts WHERE day IN (SELECT hour / 24 FROM {_COVERED})")}
+        for day in sorted(salted):
+            self._rebuild_visitors(conn, day)
+        summary = []
+        for day, rebuilt, partly, rows, without in conn.execute(_REBUILD_SUMMARY):
+            summary.append({"day": _date(day), "hours_rebuilt": rebuilt, "hours_partly_pruned": partly,
+                            "hours_without_rows": without, "rows": rows,
+                            "visitors": "rebuilt" if day in salted else "kept (salt deleted)" if rebuilt else "kept"})
+        return summary
+
+    def _rebuild_visitors(self, conn: sqlite3.Connection, day: int) -> None:
+        """The visitor sets of one day whose salt still exists, from its covered hours' raw rows."""
+        conn.execute(f"DELETE FROM rollup_visitors_hourly WHERE hour IN (SELECT hour FROM {_COVERED} "
+                     f"WHERE hour / 24 = ?)", (day,))
+        where = (f"start_ms >= ?1 AND start_ms < ?2 AND start_ms / {HOUR_MS} IN "
+                 f"(SELECT hour FROM {_COVERED})")
+        visits = conn.execute(_VISITS.format(hour_ms=HOUR_MS, where=where), (day * DAY_S * 1000, (day + 1) * DAY_S * 1000))
+        self.add_visitors(conn, visits.fetchall())
+        conn.execute("DELETE FROM rollup_visitors_daily WHERE day = ?", (day,))
+        conn.execute("INSERT INTO rollup_visitors_daily (day, is_bot, visitor) SELECT DISTINCT hour / 24, is_bot, "
+                     "visitor FROM rollup_visitors_hourly WHERE hour >= ?1 * 24 AND hour < ?1 * 24 + 24", (day,))
+
+
+# Raw rows aggregated per rebuild statement: each is one step of the progress bar.
+_REBUILD_CHUNK = 50_000
+# The hours a rebuild replaces: every raw row they counted is still there.
+_COVERED = "(SELECT hour FROM temp.rebuild_hours WHERE raw >= kept)"
+_ON_KEY = " AND ".join(f"o.{column} = d.{column}" for column in ("day",) + KEY)
+# A day's rollups after a rebuild: what its kept hours had added (the old daily row minus the old
+# hourly rows of the rebuilt hours), plus its rebuilt hours. max cannot be taken back: a day with
+# kept hours keeps its old max, which is still its true max unless rows moved between keys.
+_REBUILT_DAILY = f"""
+CREATE TEMP TABLE rebuild_daily AS
+WITH old AS (
+    SELECT hour / 24 AS day, {_KEY}, sum(hits) AS hits, sum(bytes) AS bytes, sum(duration_us_sum) AS duration_us_sum
+    FROM rollup_hourly WHERE hour IN {_COVERED} GROUP BY 1, 2, 3, 4, 5, 6, 7
+), residual AS (
+    SELECT d.day, {", ".join("d." + column for column in KEY)}, d.hits - coalesce(o.hits, 0) AS hits,
+           d.bytes - coalesce(o.bytes, 0) AS bytes, d.duration_us_sum - coalesce(o.duration_us_sum, 0) AS duration_us_sum,
+           d.duration_us_max
+    FROM rollup_daily d LEFT JOIN old o ON {_ON_KEY}
+    WHERE d.day IN (SELECT hour / 24 FROM {_COVERED})
+), fresh AS (
+    SELECT hour / 24 AS day, {_COLUMNS} FROM temp.rebuild_hourly WHERE hour IN {_COVERED}
+)
+SELECT day, {_KEY}, sum(hits) AS hits, sum(bytes) AS bytes, sum(duration_us_sum) AS duration_us_sum,
+       max(duration_us_max) AS duration_us_max
+FROM (SELECT * FROM residual WHERE hits > 0 UNION ALL SELECT * FROM fresh)
+GROUP BY day, {_KEY}
+"""
+_REBUILD_SUMMARY = f"""
+SELECT n.day, n.rebuilt, n.partly, n.rows,
+       (SELECT count(DISTINCT h.hour) FROM rollup_hourly h WHERE h.hour >= n.day * 24 AND h.hour < n.day * 24 + 24
+        AND h.hour NOT IN (SELECT hour FROM temp.rebuild_hours))
+FROM (SELECT hour / 24 AS day, sum(raw >= kept) AS rebuilt, sum(raw < kept) AS partly,
+             sum(CASE WHEN raw >= kept THEN raw ELSE 0 END) AS rows
+      FROM temp.rebuild_hours GROUP BY 1) n
+ORDER BY n.day
+"""
+
+
+# ---- merge ---------------------------------------------------------------------------------------
+def merge_from(conn: sqlite3.Connection, schema: str, id_maps: Dict[str, str]) -> Dict[str, int]:
+    """Add the rollups of the ATTACHed database ``schema`` to main's, inside the caller's transaction.
+
+    ``id_maps`` names, for each lookup table in REFERENCES, a table of (old_id, new_id) rows that
+    maps ``schema``'s ids to main's, for example ``{"paths": "temp.map_paths", ...}``. Counts add
+    up; visitor sets are merged as unions (the same visitor counts once where both files used the
+    same salt); salts of days not over are copied where main has none. Returns rows merged per table.
+    """
+    source = _identifier(schema, "schema")
+    if not conn.execute(f"SELECT 1 FROM {source}.sqlite_master WHERE name = 'rollup_hourly'").fetchone():
+        return {}
+    maps = {}
+    for lookup in REFERENCES:
+        if lookup not in id_maps:
+            raise ValueError(f"id_maps has no {lookup!r}: expected a table of (old_id, new_id) for each of "
+                             f"{', '.join(REFERENCES)}, for example {{'{lookup}': 'temp.map_{lookup}'}}")
+        maps[lookup] = _identifier(id_maps[lookup], f"id_maps[{lookup!r}]")
+    merged = {}
+    for table, unit in (("rollup_hourly", "hour"), ("rollup_daily", "day")):
+        joins, mapped = [], {}
+        for lookup, pairs in REFERENCES.items():
+            column = dict(pairs)[table]
+            missing = conn.execute(f"SELECT count(*) FROM {source}.{table} s WHERE s.{column} != 0 AND NOT EXISTS "
+                                   f"(SELECT 1 FROM {maps[lookup]} m WHERE m.old_id = s.{column})").fetchone()[0]
+            if missing:
+                raise ValueError(f"{schema}.{table}: {missing} row(s) have a {column} that {id_maps[lookup]} does not "
+                                 f"map; expected an (old_id, new_id) row for every id of {schema}.{lookup}")
+            joins.append(f"LEFT JOIN {maps[lookup]} m_{column} ON m_{column}.old_id = s.{column}")
+            mapped[column] = f"CASE WHEN s.{column} = 0 THEN 0 ELSE m_{column}.new_id END"
+        select = ", ".join(mapped.get(column, f"s.{column}") for column in (unit,) + KEY + VALUES)
+        merged[table] = conn.execute(
+            f"INSERT INTO main.{table} ({unit}, {_COLUMNS}) SELECT {select} FROM {source}.{table} s "
+            f"{' '.join(joins)} WHERE true ON CONFLICT ({unit}, {_KEY}) DO UPDATE SET {_ADD}").rowcount
+    for table, unit in (("rollup_visitors_hourly", "hour"), ("rollup_visitors_daily", "day")):
+        merged[table] = conn.execute(f"INSERT OR IGNORE INTO main.{table} ({unit}, is_bot, visitor) "
+                                     f"SELECT {unit}, is_bot, visitor FROM {source}.{table}").rowcount
+    merged["rollup_salts"] = conn.execute(
+        f"INSERT OR IGNORE INTO main.rollup_salts (day, salt) SELECT day, salt FROM {source}.rollup_salts "
+        f"WHERE day >= ?", (int((time.time() - SALT_GRACE_S) // DAY_S),)).rowcount
+    return merged
+
+
+def _identifier(name: str, what: str) -> str:
+    """``name`` (a schema, or schema.table) quoted for SQL; ValueError quoting it when it is not a plain name."""
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)?", name):
+        raise ValueError(f"{what}={name!r}: expected a plain name like 'src' or 'temp.map_paths'")
+    return ".".join(f"[{part}]" for part in name.split("."))
+
+
+# ---- salts and hashes ----------------------------------------------------------------------------
+def salt_of(conn: sqlite3.Connection, day: int, *, create: bool) -> Optional[bytes]:
+    """The salt of ``day`` (days since the epoch, UTC) in this file, made first when ``create``.
+
+    INSERT OR IGNORE then SELECT: every process on one file ends up with the first one made.
+    """
+    row = conn.execute("SELECT salt FROM rollup_salts WHERE day = ?", (day,)).fetchone()
+    if row is None and create:
+        conn.execute("INSERT OR IGNORE INTO rollup_salts (day, salt) VALUES (?, randomblob(16))", (day,))
+        row = conn.execute("SELECT salt FROM rollup_salts WHERE day = ?", (day,)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def visitor_hash(salt: bytes, address: str, agent: str) -> int:
+    """A visitor's 64-bit hash: keyed BLAKE2b of the truncated address and the agent text."""
+    text = f"{address}\n{agent}".encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(text, key=salt, digest_size=8).digest(), "big", signed=True)
+
+
+def ensure_math(conn: sqlite3.Connection) -> None:
+    """Give ``conn`` a log2() when its SQLite was built without math functions (a slower Python one)."""
+    try:
+        conn.execute("SELECT log2(2)").fetchone()
+    except sqlite3.OperationalError:
+        conn.create_function("log2", 1, _log2, deterministic=True)
+
+
+def _log2(value):
+    return math.log2(value) if isinstance(value, (int, float)) and value > 0 else None
+
+
+def _date(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * DAY_S))
