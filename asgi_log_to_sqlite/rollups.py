@@ -331,7 +331,7 @@ class Rollups:
             self._rebuild_visitors(conn, day)
         summary = []
         for day, rebuilt, partly, rows, without in conn.execute(_REBUILD_SUMMARY):
-            summary.append({"day": _date(day), "hours_rebuilt": rebuilt, "hours_partly_pruned": partly,
+            summary.append({"day": day_text(day), "hours_rebuilt": rebuilt, "hours_partly_pruned": partly,
                             "hours_without_rows": without, "rows": rows,
                             "visitors": "rebuilt" if day in salted else "kept (salt deleted)" if rebuilt else "kept"})
         return summary
@@ -468,5 +468,6 @@ def _log2(value):
     return math.log2(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
-def _date(day: int) -> str:
+def day_text(day: int) -> str:
+    """A day number (days since the epoch, UTC) as 2024-05-01."""
     return time.strftime("%Y-%m-%d", time.gmtime(day * DAY_S))
