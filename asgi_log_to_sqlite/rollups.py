@@ -267,8 +267,10 @@ class Rollups:
 
         Every batch: a rolled-back batch takes its deletion with it, so none is skipped as done.
         """
-        return conn.execute("DELETE FROM rollup_salts WHERE day < ?",
-                            (int((self.clock() - SALT_GRACE_S) // DAY_S),)).rowcount
+        before = int((self.clock() - SALT_GRACE_S) // DAY_S)
+        # Overwritten first: a deleted row's bytes stay in its page until the page is reused.
+        conn.execute("UPDATE rollup_salts SET salt = zeroblob(length(salt)) WHERE day < ?", (before,))
+        return conn.execute("DELETE FROM rollup_salts WHERE day < ?", (before,)).rowcount
 
     # ---- rebuild -------------------------------------------------------------------------------
     def rebuild(self, conn: sqlite3.Connection, progress: Optional[Callable[[int, int], None]] = None
