@@ -159,8 +159,8 @@ def percentiles(conn: sqlite3.Connection, since_ms: Optional[int] = None, until_
     """Latency quantiles in microseconds over the hours that overlap [since_ms, until_ms), from rollup_hourly.
 
     Each value is the middle of the bucket holding that rank (nearest-rank definition), capped at
-    the largest duration seen in it: within 4.4% of the exact value. None where no row had a
-    duration. ``is_bot``: only bots (True) or only the others (False).
+    the largest duration seen in it: within 4.4% of the exact value plus 1 µs. None where no row
+    had a duration. ``is_bot``: only bots (True) or only the others (False).
     """
     where, params = ["bucket >= 0"], []
     if since_ms is not None:
