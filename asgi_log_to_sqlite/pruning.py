@@ -141,33 +141,30 @@ def delete_orphans(conn: sqlite3.Connection, pace: Pace, table: str) -> int:
     after the read has a newer row that says so.
     """
     columns = dict(lookup_references(conn))[table]
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS retention_orphans (id INTEGER PRIMARY KEY)")
-    conn.execute("DELETE FROM temp.retention_orphans")
     conn.execute("BEGIN")  # one snapshot for the newest id and the values nothing references
     try:
         newest = conn.execute("SELECT coalesce(max(id), 0) FROM request_log").fetchone()[0]
         unused = " ".join(f"EXCEPT SELECT [{column}] FROM [{source}]" for source, column in columns)
-        conn.execute(f"INSERT INTO temp.retention_orphans SELECT id FROM [{table}] {unused}")
+        # Held in Python, not in a temp table: a temp table on the writer's connection makes SQLite
+        # prepare the writer's INSERTs again at every later transaction.
+        orphans = [row[0] for row in conn.execute(f"SELECT id FROM [{table}] {unused} ORDER BY 1")]
     finally:
         conn.execute("COMMIT")
-    total = conn.execute("SELECT count(*) FROM temp.retention_orphans").fetchone()[0]
+    total = len(orphans)
     fresh = [column for source, column in columns if source == "request_log"]
     recheck = "".join(f" AND id NOT IN (SELECT [{column}] FROM request_log WHERE id > ? AND [{column}] IS NOT NULL)"
                       for column in fresh)
-    after = done = deleted = 0
+    done = deleted = 0
     while done < total:
         with pace.transaction("lookups:" + table, 1000, 100, 100_000) as units:
-            last, count = conn.execute("SELECT max(id), count(*) FROM (SELECT id FROM temp.retention_orphans WHERE id > ? "
-                                       "ORDER BY id LIMIT ?)", (after, units[0])).fetchone()
-            gone = conn.execute(f"DELETE FROM [{table}] WHERE id IN (SELECT id FROM temp.retention_orphans "
-                                f"WHERE id > ? AND id <= ?){recheck}", [after, last] + [newest] * len(fresh)).rowcount
+            chunk = orphans[done:done + units[0]]
+            gone = conn.execute(f"DELETE FROM [{table}] WHERE id IN (SELECT value FROM json_each(?)){recheck}",
+                                [json.dumps(chunk)] + [newest] * len(fresh)).rowcount
             if gone:
                 _add_meta(conn, META_GENERATION, 1)  # writers drop their cached ids (Retention.ids_current)
         deleted += gone
-        done += count
-        after = last
+        done += len(chunk)
         pace.tick("lookups:" + table, done, total)
-    conn.execute("DELETE FROM temp.retention_orphans")
     return deleted
 
 
