@@ -29,7 +29,7 @@ from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .record import FLAG_BUCKETED
 from .retention import Retention
-from .rollups import Rollups
+from .rollups import DAY_S, SALT_GRACE_S, Rollups
 from .rotation import DatedPath, is_dated
 
 _STOP = object()
@@ -66,6 +66,7 @@ class Writer:
         self.busy_timeout_ms = busy_timeout_ms
         self.retention = Retention(path, keep_days=keep_days, keep_rows=keep_rows, max_size_mb=max_size_mb)
         self.rollups = Rollups()
+        self._salts_day = self._salt_day()  # the day whose end last made the idle writer delete salts
         self.retry_delay = retry_delay
         self.stop_timeout = stop_timeout_ms / 1000
         self.queue: "queue.SimpleQueue[Any]" = queue.SimpleQueue()
@@ -251,6 +252,16 @@ class Writer:
         """Persist counters that changed, try to reconnect after a failure, prune when due."""
         if self._failing is None and self.retention.due(time.monotonic()):
             self._maintain()
+        if self._salt_day() > self._salts_day and self._conn is not None:
+            # A day is over: its visitor salt goes now, even if no request comes to write a batch.
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self.rollups.expire_salts(self._conn)
+                self._conn.execute("COMMIT")
+                self._salts_day = self._salt_day()
+            except Exception as error:
+                self._rollback()
+                self._failed(error)
         if self.counters.changed():
             try:
                 conn = self._connection()
@@ -262,6 +273,11 @@ class Writer:
             except Exception as error:
                 self._rollback()
                 self._failed(error)
+
+    @staticmethod
+    def _salt_day() -> int:
+        """Days since the epoch whose salts may be deleted by now (rollups.SALT_GRACE_S after midnight UTC)."""
+        return int((time.time() - SALT_GRACE_S) // DAY_S)
 
     def _maintain(self, full: bool = False) -> None:
         """Retention between batches, on this thread, so it never competes with the writing."""
