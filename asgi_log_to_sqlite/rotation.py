@@ -13,7 +13,7 @@ import os
 import re
 import socket
 import time
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 # Directives a pattern may use, and the period each one implies, shortest first.
 _SECOND, _MINUTE, _HOUR, _DAY, _WEEK, _MONTH, _YEAR = range(7)
@@ -126,6 +126,32 @@ class DatedPath:
             return (path,)
         values = match.groupdict()
         return tuple(int(values.get(name) or 0) for name in ("Y", "G", "m", "V", "j", "d", "H", "M", "S"))
+
+
+def split_by_file(dated: DatedPath, current_file: Optional[str], current: Tuple[float, float], batch: List[tuple],
+                  wall_offset: float) -> List[Tuple[str, Tuple[float, float], List[tuple]]]:
+    """A writer's batch as (file, period, records), oldest period first, so the writer ends on the newest.
+
+    ``current`` is the period of ``current_file``, the one the writer has open: its records need no
+    strftime. ``wall_offset`` turns a record's perf_counter start (record[2]) into wall-clock time.
+    """
+    first, last = current
+    here: List[tuple] = []
+    others: Dict[str, list] = {}
+    for record in batch:
+        start_ms = (record[2] + wall_offset) * 1000
+        if first <= start_ms < last:
+            here.append(record)
+        else:
+            file = dated.path_for(start_ms)
+            group = others.get(file)
+            if group is None:
+                group = others[file] = [dated.bounds(start_ms), []]
+            group[1].append(record)
+    groups = [(file, period, records) for file, (period, records) in others.items()]
+    if here:
+        groups.append((current_file, current, here))
+    return sorted(groups, key=lambda group: group[1][0])
 
 
 def _missing_units(directives: set, period: Optional[int]) -> str:

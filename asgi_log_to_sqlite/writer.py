@@ -24,17 +24,15 @@ from typing import Any, Dict, List, Optional, Tuple
 from . import schema
 from .counters import Counters
 from .failures import RETRIED, classify
-from .files import check_writable, ensure_file, file_identity
+from .files import check_writable, ensure_file, file_identity, open_writer_connection
 from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .record import FLAG_BUCKETED
 from .retention import Retention
 from .rollups import DAY_S, SALT_GRACE_S, Rollups
-from .rotation import DatedPath, is_dated
+from .rotation import DatedPath, is_dated, split_by_file
 
 _STOP = object()
-# Bytes the -wal file is truncated back to after a checkpoint (SQLite's auto-checkpoint is ~4 MB).
-_WAL_SIZE_LIMIT = 4 * 1024 * 1024
 # First pause before retrying a held batch; it doubles up to the writer's retry_delay.
 _FIRST_RETRY_DELAY = 0.05
 
@@ -300,29 +298,9 @@ class Writer:
         if self.dated is None:
             self._write_held(batch, wall_offset)
             return
-        for file, period, records in self._by_file(batch, wall_offset):
+        for file, period, records in split_by_file(self.dated, self.file, self._period, batch, wall_offset):
             self._use_file(file, period)
             self._write_held(records, wall_offset)
-
-    def _by_file(self, batch: List[tuple], wall_offset: float) -> List[Tuple[str, Tuple[float, float], List[tuple]]]:
-        """The batch split by dated file, oldest period first, so the writer ends on the newest."""
-        first, last = self._period
-        current: List[tuple] = []
-        others: Dict[str, list] = {}
-        for record in batch:
-            start_ms = (record[2] + wall_offset) * 1000  # record[2]: perf_counter at the start
-            if first <= start_ms < last:
-                current.append(record)
-            else:
-                file = self.dated.path_for(start_ms)
-                group = others.get(file)
-                if group is None:
-                    group = others[file] = [self.dated.bounds(start_ms), []]
-                group[1].append(record)
-        groups = [(file, period, records) for file, (period, records) in others.items()]
-        if current:
-            groups.append((self.file, self._period, current))
-        return sorted(groups, key=lambda group: group[1][0])
 
     def _use_file(self, file: str, period: Tuple[float, float]) -> None:
         """Write to ``file`` from now on: another connection, and cached ids start over."""
@@ -430,23 +408,7 @@ class Writer:
                 os.makedirs(os.path.dirname(os.path.abspath(self.file)), mode=0o700, exist_ok=True)
             ensure_file(self.file)
             self._inode = file_identity(self.file)
-            conn = sqlite3.connect(self.file, isolation_level=None, check_same_thread=False, timeout=self.busy_timeout_ms / 1000)
-            try:
-                conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-                schema.ensure_schema(conn)
-                conn.execute("PRAGMA synchronous = NORMAL")
-                # A reader that holds a snapshot for long lets the -wal grow past the checkpoint
-                # size; this truncates it back once checkpoints get through again.
-                conn.execute(f"PRAGMA journal_size_limit = {_WAL_SIZE_LIMIT}")
-                pages = self.retention.page_limit(conn)
-                if pages is not None:
-                    # A size budget: past it SQLite answers SQLITE_FULL, handled like a full disk:
-                    # retention frees the oldest rows and the held batch is retried.
-                    conn.execute(f"PRAGMA max_page_count = {pages}")
-            except Exception:
-                conn.close()
-                raise
-            self._conn = self.lookups.conn = conn
+            self._conn = self.lookups.conn = open_writer_connection(self.file, self.busy_timeout_ms, self.retention.page_limit)
         return self._conn
 
     def _forget_ids(self, shapers) -> None:
