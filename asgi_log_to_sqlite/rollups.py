@@ -213,9 +213,23 @@ class Rollups:
         conn.execute(_FILL_BATCH, (first_id, last_id))
         conn.execute(_TO_HOURLY)
         conn.execute(_TO_DAILY)
+        first_hour, last_hour = conn.execute("SELECT min(hour), max(hour) FROM rollup_batch").fetchone()
         # Emptied before the COMMIT: readers and the next batch find it empty.
         conn.execute("DELETE FROM rollup_batch")
-        self.add_visitors(conn, conn.execute(_BATCH_VISITS, (first_id, last_id)).fetchall())
+        if self._counts_visitors(conn, first_hour, last_hour):
+            self.add_visitors(conn, conn.execute(_BATCH_VISITS, (first_id, last_id)).fetchall())
+
+    def _counts_visitors(self, conn: sqlite3.Connection, first_hour: Optional[int], last_hour: Optional[int]) -> bool:
+        """Whether a batch of hours first_hour..last_hour can add visitors; expires the salts either way.
+
+        An import of days whose salts are gone skips the visitors' SELECT DISTINCT (1,500
+        instructions a row) that would find nothing to hash.
+        """
+        self.expire_salts(conn)
+        if first_hour is None or self.visitors_of_closed_days or self._open(last_hour // 24):
+            return first_hour is not None
+        return conn.execute("SELECT 1 FROM rollup_salts WHERE day BETWEEN ? AND ? LIMIT 1",
+                            (first_hour // 24, last_hour // 24)).fetchone() is not None
 
     # ---- visitors ------------------------------------------------------------------------------
     def add_visitors(self, conn: sqlite3.Connection, visits: Iterable[Tuple[int, str, str, int]]) -> int:

@@ -452,6 +452,21 @@ def test_a_salt_outlives_its_day_by_the_grace_only(tmp_path):
         conn.close()
 
 
+def test_a_batch_of_closed_days_skips_visitors_but_still_expires_salts(tmp_path):
+    path = new_log(tmp_path)
+    midnight = 20_000 * DAY_S
+    conn = sqlite3.connect(path)
+    with conn:
+        conn.execute("INSERT INTO rollup_salts (day, salt) VALUES (19999, randomblob(16))")
+    conn.close()
+    # An import of a day long over, written after yesterday's grace: no visitor, yet yesterday's salt goes.
+    start = (19_990 * 24 + 3) * HOUR_MS
+    write_rows(path, [(start, 10, 200, "/", CHROME, "192.0.2.0")], Rollups(clock=lambda: midnight + SALT_GRACE_S))
+    assert query(path, "SELECT count(*) FROM rollup_salts") == [(0,)]
+    assert query(path, "SELECT count(*) FROM rollup_visitors_hourly") == [(0,)]
+    assert query(path, "SELECT day, hits FROM rollup_daily") == [(19_990, 1)]
+
+
 def test_visitor_hashes_agree_across_files_that_share_a_salt(tmp_path):
     salt = bytes(range(16))
     assert rollups.visitor_hash(salt, "10.0.0.0", CHROME) == rollups.visitor_hash(salt, "10.0.0.0", CHROME)
