@@ -1,19 +1,66 @@
-"""Read an access log: its decompressed bytes (plain, gzip, or standard input) as pieces of complete lines.
+"""Read nginx and Apache access logs (combined and common formats): the bytes and the fields of each line.
 
-Nothing here touches a database: importer.py writes what these pieces hold.
+Reader gives a log's decompressed bytes (plain, gzip, or standard input) as pieces of complete
+lines; Lines turns a piece's lines into raw fields (time in epoch ms, address, request line,
+status, size, referer, agent, duration); split_request, unescape and decode take a field's bytes
+apart as record.py would (odd bytes backslash-escaped, values cut at MAX_VALUE_LENGTH). Nothing
+here touches a database: importer.py writes what these return.
 """
 from __future__ import annotations
 
+import datetime
 import os
+import re
 import stat
 import sys
 import tempfile
 import zlib
-from typing import Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
+from .record import FLAG_REPLACED, FLAG_TRUNCATED
+
+FORMATS = ("auto", "combined", "common")
+MAX_VALUE_LENGTH = 1000
+# Distinct raw values kept per kind before a cache starts over (a scanner's flood of paths).
+CACHE_LIMIT = 200_000
 _BLOCK = 1024 * 1024
+
+# host ident user [10/Oct/2000:13:55:36 -0700] "request" status size, then "referer" "agent" for
+# combined, then an optional duration; the time in three groups (minute, second, zone). nginx
+# writes '"' and '\\' as \x22 and \x5C, so a quoted field of nginx's is [^"\\]*; a line with a
+# backslash in a field (Apache writes \") takes the slower escape-aware pattern.
+_HEAD = rb'(\S+) \S+ \S+ \[(\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d):(\d\d) ([+-]\d{4})\] %s (\d{3}) (\d{1,18}|-)'
+_DURATION = rb'(?: (\d{1,12}(?:\.\d{1,9})?))?'
+# Fields past the duration are ignored in combined lines: nginx's default "main" format adds
+# "$http_x_forwarded_for". The empty groups of common stand for referer and agent, so that both
+# formats give the same ten groups.
+_ENDS = {"combined": (rb" %s %s" + _DURATION, rb"(?= |\Z)", rb"(?: [^\n]*)?\r?\n"),
+         "common": (rb"(){0}(){0}" + _DURATION, rb"\Z", rb"\r?\n")}
+
+
+def _pattern(log_format: str, quoted: bytes, *, chunk: bool) -> "re.Pattern[bytes]":
+    """One format's pattern: of one line, or (``chunk``) of each line in a chunk's bytes."""
+    fields, line_end, chunk_end = _ENDS[log_format]
+    text = _HEAD.replace(b"%s", quoted) + fields.replace(b"%s", quoted)
+    return re.compile(text + (chunk_end if chunk else line_end), 0 if chunk else re.S)
+
+
+_LINE_PATTERNS = {(log_format, escaped): _pattern(log_format, rb'"((?:[^"\\]|\\.)*)"' if escaped else rb'"([^"\\]*)"',
+                                                  chunk=False)
+                  for log_format in _ENDS for escaped in (True, False)}
+_CHUNK_PATTERNS = {log_format: _pattern(log_format, rb'"([^"\\\n]*)"', chunk=True) for log_format in _ENDS}
+_SECONDS = {b"%02d" % second: second * 1000 for second in range(61)}  # 60: a leap second
+_STATUSES = {b"%03d" % status: status for status in range(1000)}
+_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,31}) (.+?)(?: HTTP/\d(?:\.\d)?)?\Z", re.S)
+_BACKSLASH = re.compile(rb"\\(x[0-9A-Fa-f]{2}|.)", re.S)
+_ESCAPES = {b'"': b'"', b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"v": b"\v", b"f": b"\f"}
+_MONTHS = {name.encode(): number for number, name in enumerate(
+    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
+_EPOCH = datetime.datetime(1970, 1, 1)
 # Magic bytes of compressions we do not read, and the command that does.
 _OTHER_COMPRESSION = ((b"BZh", "bzip2", "bzcat"), (b"\xfd7zXZ\x00", "xz", "xzcat"), (b"\x28\xb5\x2f\xfd", "zstd", "zstdcat"))
+# (start_ms, address, request line, status, body size, referer, agent, duration_us or None)
+Fields = Tuple[int, bytes, bytes, int, int, Optional[bytes], Optional[bytes], Optional[int]]
 
 
 class LogError(Exception):
@@ -176,3 +223,159 @@ class Reader:
                 self._head = b"" if not rest.strip(b"\0") else rest
             if out:
                 return out
+
+
+class Lines:
+    """A chunk's lines as raw fields, in one format or ("auto") combined, else common, line by line."""
+
+    def __init__(self, log_format: str = "auto"):
+        if log_format not in FORMATS:
+            raise ValueError(f"format {log_format!r}: expected one of {', '.join(FORMATS)}")
+        if log_format == "auto":
+            order = ("combined", "common")
+        else:
+            order = (log_format,)
+        # Each line of a chunk the pattern of its first format takes in one pass (finditer); the
+        # others are tried line by line, with and without backslash escapes, in order.
+        self._lines_of = _CHUNK_PATTERNS[order[0]].finditer
+        self._slow = [_LINE_PATTERNS[name, escaped].match for name in order for escaped in (True, False)]
+        self._minutes_by_zone: Dict[bytes, Dict[bytes, int]] = {}
+
+    def fields(self, piece: bytes, number: int, unparsed: List[Tuple[int, bytes]]) -> Iterator[Fields]:
+        """The Fields of each line of ``piece`` (the first is line ``number`` + 1) that parses, in
+        the order of their lines; each line that does not goes onto ``unparsed`` as (number, line).
+
+        A generator, not a list: a list would keep a whole chunk's field bytes alive at once, where
+        a line's are freed before the next is read and their memory, still in cache, reused.
+        """
+        if not piece.endswith(b"\n"):
+            piece += b"\n"
+        slow = self._line
+        minutes: Dict[bytes, int] = {}
+        zone_of = None
+        seconds_of, statuses = _SECONDS, _STATUSES
+        pos = 0
+        for found in self._lines_of(piece):
+            start = found.start()
+            if start != pos:
+                # Lines the pattern did not take go the slow way, one by one: those before this
+                # match, and this match's own line when it began mid-line.
+                whole = piece[start - 1] == 10
+                end = start if whole else found.end()
+                for line in piece[pos:end - 1].split(b"\n"):
+                    number += 1
+                    fields = slow(line, number, unparsed)
+                    if fields is not None:
+                        yield fields
+                pos = end
+                if not whole:
+                    continue
+            pos = found.end()
+            number += 1
+            address, minute, second, zone, request, status, size, referer, agent, took = found.groups()
+            try:
+                if zone != zone_of:
+                    minutes, zone_of = self._zone(zone), zone
+                start_ms = (minutes.get(minute) or self._minute(minute, zone)) + seconds_of[second]
+            except (ValueError, KeyError):
+                unparsed.append((number, piece[start:pos].rstrip(b"\r\n")))
+                continue
+            yield (start_ms, address, request, statuses[status], 0 if size == b"-" else int(size), referer, agent,
+                   None if took is None else _microseconds(took))
+        if pos < len(piece):
+            for line in piece[pos:-1].split(b"\n"):
+                number += 1
+                fields = slow(line, number, unparsed)
+                if fields is not None:
+                    yield fields
+
+    def _line(self, line: bytes, number: int, unparsed: list) -> Optional[Fields]:
+        """One line the chunk's pattern did not take, tried by the others: its Fields, or None
+        with (number, line) put onto ``unparsed``."""
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        for match in self._slow:
+            found = match(line)
+            if found is not None:
+                break
+        else:
+            unparsed.append((number, line))
+            return None
+        address, minute, second, zone, request, status, size, referer, agent, took = found.groups()
+        try:
+            start_ms = (self._zone(zone).get(minute) or self._minute(minute, zone)) + _SECONDS[second]
+        except (ValueError, KeyError):
+            unparsed.append((number, line))
+            return None
+        return (start_ms, address, request, _STATUSES[status], 0 if size == b"-" else int(size), referer, agent,
+                None if took is None else _microseconds(took))
+
+    def _zone(self, zone: bytes) -> Dict[bytes, int]:
+        """The minute -> epoch milliseconds cache of one time zone ("+0200")."""
+        cache = self._minutes_by_zone.get(zone)
+        if cache is None:
+            cache = self._minutes_by_zone[zone] = {}
+        return cache
+
+    def _minute(self, minute: bytes, zone: bytes) -> int:
+        """Epoch milliseconds of a time_local's minute ("10/Oct/2000:13:55") in ``zone`` ("-0700")."""
+        local = datetime.datetime(int(minute[7:11]), _MONTHS[minute[3:6]], int(minute[0:2]),
+                                  int(minute[12:14]), int(minute[15:17]))
+        offset = (int(zone[1:3]) * 60 + int(zone[3:5])) * (-1 if zone[:1] == b"-" else 1)
+        ms = (int((local - _EPOCH).total_seconds()) - offset * 60) * 1000
+        cache = self._zone(zone)
+        if len(cache) >= CACHE_LIMIT:
+            cache.clear()
+        cache[minute] = ms
+        return ms
+
+
+def split_request(raw: bytes) -> Tuple[Optional[bytes], Optional[bytes], Optional[bytes]]:
+    """(method, path, query string) of a request line ("GET /p?q=1 HTTP/1.1"), escapes undone; a
+    line that is not a request (a TLS handshake, a scanner's bytes) is kept as the path."""
+    text = unescape(raw)
+    found = _REQUEST.match(text)
+    if found is not None:
+        method, target = found.group(1), found.group(2)
+        path, _, query = target.partition(b"?")
+        return method, path, query
+    if text in (b"", b"-"):
+        return None, None, None
+    return None, text, None
+
+
+def decode(raw: bytes, redact: Optional[Callable[[str], str]] = None) -> Tuple[str, int]:
+    """Decode as record.py does: odd bytes backslash-escaped (FLAG_REPLACED), cut at MAX_VALUE_LENGTH."""
+    flags = 0
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = raw.decode("utf-8", "backslashreplace")
+        flags = FLAG_REPLACED
+    if redact is not None:
+        text = redact(text)
+    if len(text) > MAX_VALUE_LENGTH:
+        text = text[:MAX_VALUE_LENGTH]
+        flags |= FLAG_TRUNCATED
+    return text, flags
+
+
+def unescape(raw: bytes) -> bytes:
+    """The bytes behind nginx's \\xHH and Apache's \\" \\\\ \\n ... escapes."""
+    if b"\\" not in raw:
+        return raw
+    return _BACKSLASH.sub(_unescaped, raw)
+
+
+def _unescaped(found: "re.Match[bytes]") -> bytes:
+    code = found.group(1)
+    if len(code) == 3 and code[:1] == b"x":
+        return bytes((int(code[1:], 16),))
+    return _ESCAPES.get(code, found.group(0))
+
+
+def _microseconds(took: bytes) -> int:
+    """A trailing duration: seconds with a decimal point (nginx $request_time), else microseconds (Apache %D)."""
+    if b"." in took:
+        return round(float(took) * 1_000_000)
+    return int(took)

@@ -1,10 +1,12 @@
-"""Import nginx and Apache access logs (combined and common formats) into a log database.
+"""Write nginx and Apache access logs (combined and common formats) into a log database.
 
-Each line becomes a request_log row under the live logger's rules: the client address reduced by
-privacy.AddressPolicy, secret query parameters and referers redacted by privacy.QueryRedactor,
-odd bytes backslash-escaped (FLAG_REPLACED), values cut at 1000 characters (FLAG_TRUNCATED); every
-row carries FLAG_IMPORTED. Lines are written in chunks of about CHUNK_BYTES, one BEGIN IMMEDIATE
-transaction each, which also updates the rollups and records how far the source has been read.
+accesslog.py reads a log and gives each line's raw fields; here they become a request_log row
+under the live logger's rules: the client address reduced by privacy.AddressPolicy, secret query
+parameters and referers redacted by privacy.QueryRedactor, odd bytes backslash-escaped
+(FLAG_REPLACED) and values cut at 1000 characters (FLAG_TRUNCATED) by accesslog.decode, lookup ids
+resolved; every row carries FLAG_IMPORTED. Lines are written in chunks of about CHUNK_BYTES, one
+BEGIN IMMEDIATE transaction each, which also updates the rollups and records how far the source
+has been read.
 
 A source is known by the sha256 of its first line. Its row in ``import_sources`` holds how many
 lines were imported, the sha256 of those bytes, and the sha256 at 1, 2, 4, 8... lines. A log read
@@ -13,7 +15,6 @@ gzipped or renamed copy is recognised, and one that only shares a first line is 
 """
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
@@ -27,64 +28,29 @@ from urllib.parse import unquote_to_bytes
 import sqlite_utils
 
 from . import agents, schema
-# LogError is the reader's, imported here too because the import command and docs/import.md
-# reach it as importer.LogError.
-from .accesslog import LogError, Reader
+# FORMATS and LogError are the reader's, imported here too because the import command, the tests
+# and docs/import.md reach them as importer.FORMATS and importer.LogError.
+from .accesslog import CACHE_LIMIT, FORMATS, Lines, LogError, Reader, decode, split_request, unescape
 from .counters import Counters
 from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .privacy import AddressPolicy, QueryRedactor
-from .record import FLAG_BUCKETED, FLAG_IMPORTED, FLAG_REPLACED, FLAG_TRUNCATED
+from .record import FLAG_BUCKETED, FLAG_IMPORTED
 from .rollups import Rollups
 
-FORMATS = ("auto", "combined", "common")
+__all__ = ["CHUNK_BYTES", "FORMATS", "ImportResult", "Importer", "LogError", "SHOWN_UNPARSED", "import_logs", "name_of"]
+
 # Decompressed bytes of complete lines per transaction: about 5,000 combined lines, so that a
 # live logger of the same file waits a tenth of a second or so for the write lock (docs/import.md).
 CHUNK_BYTES = 1024 * 1024
-MAX_VALUE_LENGTH = 1000
 SHOWN_UNPARSED = 5
-# Distinct raw values kept per kind before a cache starts over (a scanner's flood of paths).
-_CACHE_LIMIT = 200_000
 # The columns an imported row binds; the others (headers a log does not carry) stay NULL.
 COLUMNS = ("start_ms", "http_status", "body_size", "flags", "method_id", "path_id", "query_string_id",
            "user_agent_id", "referer_id", "client_ip_id")
 TIMED_COLUMNS = COLUMNS + ("duration_us",)
 
-# host ident user [10/Oct/2000:13:55:36 -0700] "request" status size, then "referer" "agent" for
-# combined, then an optional duration; the time in three groups (minute, second, zone). nginx
-# writes '"' and '\\' as \x22 and \x5C, so a quoted field of nginx's is [^"\\]*; a line with a
-# backslash in a field (Apache writes \") takes the slower escape-aware pattern.
-_HEAD = rb'(\S+) \S+ \S+ \[(\d\d/[A-Za-z]{3}/\d{4}:\d\d:\d\d):(\d\d) ([+-]\d{4})\] %s (\d{3}) (\d{1,18}|-)'
-_DURATION = rb'(?: (\d{1,12}(?:\.\d{1,9})?))?'
-# Fields past the duration are ignored in combined lines: nginx's default "main" format adds
-# "$http_x_forwarded_for". The empty groups of common stand for referer and agent, so that both
-# formats give the same ten groups.
-_ENDS = {"combined": (rb" %s %s" + _DURATION, rb"(?= |\Z)", rb"(?: [^\n]*)?\r?\n"),
-         "common": (rb"(){0}(){0}" + _DURATION, rb"\Z", rb"\r?\n")}
-
-
-def _pattern(log_format: str, quoted: bytes, *, chunk: bool) -> "re.Pattern[bytes]":
-    """One format's pattern: of one line, or (``chunk``) of each line in a chunk's bytes."""
-    fields, line_end, chunk_end = _ENDS[log_format]
-    text = _HEAD.replace(b"%s", quoted) + fields.replace(b"%s", quoted)
-    return re.compile(text + (chunk_end if chunk else line_end), 0 if chunk else re.S)
-
-
-_LINE_PATTERNS = {(log_format, escaped): _pattern(log_format, rb'"((?:[^"\\]|\\.)*)"' if escaped else rb'"([^"\\]*)"',
-                                                  chunk=False)
-                  for log_format in _ENDS for escaped in (True, False)}
-_CHUNK_PATTERNS = {log_format: _pattern(log_format, rb'"([^"\\\n]*)"', chunk=True) for log_format in _ENDS}
-_SECONDS = {b"%02d" % second: second * 1000 for second in range(61)}  # 60: a leap second
-_STATUSES = {b"%03d" % status: status for status in range(1000)}
-_REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,31}) (.+?)(?: HTTP/\d(?:\.\d)?)?\Z", re.S)
 _IPV4 = re.compile(rb"((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){2})\.(\d{1,3})")
-_BACKSLASH = re.compile(rb"\\(x[0-9A-Fa-f]{2}|.)", re.S)
-_ESCAPES = {b'"': b'"', b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"v": b"\v", b"f": b"\f"}
-_MONTHS = {name.encode(): number for number, name in enumerate(
-    ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)}
-_EPOCH = datetime.datetime(1970, 1, 1)
 _NOTHING = (0, 0)
-
 _SOURCES_TABLE = {"id": int, "first_line": str, "name": str, "lines": int, "bytes": int, "sha256": str,
                   "checkpoints": str, "rows": int, "unparsed": int, "first_ms": int, "last_ms": int}
 
@@ -166,8 +132,7 @@ class Importer:
     def __init__(self, path: str, *, log_format: str = "auto", client_ip: str = "truncate",
                  redact_params: Sequence[str] = (), max_distinct_values: Optional[int] = None,
                  visitors: bool = False, chunk_bytes: int = CHUNK_BYTES, busy_timeout_ms: int = 5_000, lock_deadline_s: float = 60.0):
-        if log_format not in FORMATS:
-            raise ValueError(f"format {log_format!r}: expected one of {', '.join(FORMATS)}")
+        self.lines = Lines(log_format)  # ValueError for a format out of FORMATS
         if isinstance(redact_params, str):
             raise ValueError(f"redact_params={redact_params!r}: expected a list of parameter names, not one string")
         self.path = path
@@ -176,14 +141,6 @@ class Importer:
         self.redactor = QueryRedactor(redact_params)
         self.chunk_bytes = chunk_bytes
         self.lock_deadline_s = lock_deadline_s
-        if log_format == "auto":
-            order = ("combined", "common")
-        else:
-            order = (log_format,)
-        # Each line of a chunk the pattern of its first format takes in one pass (finditer); the
-        # others are tried line by line, with and without backslash escapes, in order.
-        self._lines_of = _CHUNK_PATTERNS[order[0]].finditer
-        self._slow = [_LINE_PATTERNS[name, escaped].match for name in order for escaped in (True, False)]
         self.counters = Counters(path, (
             f"a lookup table reached max_distinct_values={max_distinct_values}; new values are stored as "
             f"{BUCKET!r} on rows flagged {FLAG_BUCKETED}, and counted in its log_counters table"))
@@ -360,59 +317,25 @@ class Importer:
         """Shape the lines of ``piece`` (the first is line ``number`` + 1) onto ``flat`` or
         ``unparsed``; returns how many rows were added. Rows are of COLUMNS until a line carries
         a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines."""
-        if not piece.endswith(b"\n"):
-            piece += b"\n"
-        rows = self._row
-        minutes: Dict[bytes, int] = {}
-        zone_of = None
         requests, agents, referers, clients = self._requests, self._agents, self._referers, self._clients
-        seconds_of, statuses = _SECONDS, _STATUSES
         timed = self._timed
-        added = pos = 0
-        for found in self._lines_of(piece):
-            start = found.start()
-            if start != pos:
-                # Lines the pattern did not take go the slow way, one by one: those before this
-                # match, and this match's own line when it began mid-line.
-                whole = piece[start - 1] == 10
-                end = start if whole else found.end()
-                for line in piece[pos:end - 1].split(b"\n"):
-                    number += 1
-                    added += rows(line, number, flat, unparsed)
-                timed = self._timed
-                pos = end
-                if not whole:
-                    continue
-            pos = found.end()
-            number += 1
-            address, minute, second, zone, request, status, size, referer, agent, took = found.groups()
-            try:
-                if zone != zone_of:
-                    minutes, zone_of = self._zone(zone), zone
-                start_ms = (minutes.get(minute) or self._minute(minute, zone)) + seconds_of[second]
-            except (ValueError, KeyError):
-                unparsed.append((number, piece[start:pos].rstrip(b"\r\n")))
-                continue
+        added = 0
+        for start_ms, address, request, status, size, referer, agent, duration in self.lines.fields(piece, number, unparsed):
             r = requests.get(request) or self._request(request)
             a = agents.get(agent) or self._value(agents, "user_agents", agent)
             f = referers.get(referer) or self._value(referers, "referers", referer, self.redactor.redact_url)
             c = clients.get(address) or self._client(address)
-            row = (start_ms, statuses[status], 0 if size == b"-" else int(size), FLAG_IMPORTED | r[3] | a[1] | f[1] | c[1],
-                   r[0], r[1], r[2], a[0], f[0], c[0])
-            if took is not None:
+            row = (start_ms, status, size, FLAG_IMPORTED | r[3] | a[1] | f[1] | c[1], r[0], r[1], r[2], a[0], f[0], c[0])
+            if duration is not None:
                 if not timed:
                     timed = self._widen(flat)
-                flat += row + (_microseconds(took),)
+                flat += row + (duration,)
             elif timed:
                 flat += row + (None,)
             else:
                 flat += row
             added += 1
         self._timed = timed
-        if pos < len(piece):
-            for line in piece[pos:-1].split(b"\n"):
-                number += 1
-                added += rows(line, number, flat, unparsed)
         return added
 
     def _widen(self, flat: list) -> bool:
@@ -423,77 +346,9 @@ class Importer:
         self._timed = True
         return True
 
-    def _row(self, line: bytes, number: int, flat: list, unparsed: list) -> int:
-        """One line the chunk's pattern did not take, tried by the others: 1 if it became a row.
-
-        What follows the match is _rows' loop body again: a call per line there would cost more
-        than the pattern saves.
-        """
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        groups = self._slow_match(line)
-        if groups is None:
-            unparsed.append((number, line))
-            return 0
-        address, minute, second, zone, request, status, size, referer, agent, took = groups
-        try:
-            start_ms = (self._zone(zone).get(minute) or self._minute(minute, zone)) + _SECONDS[second]
-        except (ValueError, KeyError):
-            unparsed.append((number, line))
-            return 0
-        r = self._requests.get(request) or self._request(request)
-        a = self._agents.get(agent) or self._value(self._agents, "user_agents", agent)
-        f = self._referers.get(referer) or self._value(self._referers, "referers", referer, self.redactor.redact_url)
-        c = self._clients.get(address) or self._client(address)
-        row = (start_ms, _STATUSES[status], 0 if size == b"-" else int(size), FLAG_IMPORTED | r[3] | a[1] | f[1] | c[1],
-               r[0], r[1], r[2], a[0], f[0], c[0])
-        if took is not None:
-            if not self._timed:
-                self._widen(flat)
-            flat += row + (_microseconds(took),)
-        elif self._timed:
-            flat += row + (None,)
-        else:
-            flat += row
-        return 1
-
-    def _slow_match(self, line: bytes) -> Optional[tuple]:
-        for match in self._slow:
-            found = match(line)
-            if found is not None:
-                return found.groups()
-        return None
-
-    def _zone(self, zone: bytes) -> Dict[bytes, int]:
-        """The minute -> epoch milliseconds cache of one time zone ("+0200")."""
-        cache = self._minutes_by_zone.get(zone)
-        if cache is None:
-            cache = self._minutes_by_zone[zone] = {}
-        return cache
-
-    def _minute(self, minute: bytes, zone: bytes) -> int:
-        """Epoch milliseconds of a time_local's minute ("10/Oct/2000:13:55") in ``zone`` ("-0700")."""
-        local = datetime.datetime(int(minute[7:11]), _MONTHS[minute[3:6]], int(minute[0:2]),
-                                  int(minute[12:14]), int(minute[15:17]))
-        offset = (int(zone[1:3]) * 60 + int(zone[3:5])) * (-1 if zone[:1] == b"-" else 1)
-        ms = (int((local - _EPOCH).total_seconds()) - offset * 60) * 1000
-        cache = self._zone(zone)
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        cache[minute] = ms
-        return ms
-
     def _request(self, raw: bytes) -> Tuple[int, int, int, int]:
         """(method id, path id, query string id, flags) of a request line ("GET /p?q=1 HTTP/1.1")."""
-        text = _unescape(raw)
-        found = _REQUEST.match(text)
-        if found is not None:
-            method, target = found.group(1), found.group(2)
-            path, _, query = target.partition(b"?")
-        elif text in (b"", b"-"):
-            method = path = query = None
-        else:
-            method, path, query = None, text, None  # not a request (a TLS handshake, a scanner's bytes): kept as the path
+        method, path, query = split_request(raw)
         m = self._methods.get(method) or self._value(self._methods, "methods", method, escaped=False)
         p = self._paths.get(path) or self._value(self._paths, "paths", path, escaped=False, dash=None)
         q = (self._queries.get(query) or
@@ -504,14 +359,14 @@ class Importer:
 
     def _value(self, cache: dict, table: str, raw: Optional[bytes], redact=None, *, escaped: bool = True,
                dash: Optional[bytes] = b"-") -> Tuple[int, int]:
-        """(id, flags) of a raw value decoded, redacted and cut as record.py does, cached by its raw
-        bytes; (0, 0) for none (missing, empty, or the log's ``dash`` for "none")."""
+        """(id, flags) of a raw value decoded, redacted and cut as record.py does (accesslog.decode),
+        cached by its raw bytes; (0, 0) for none (missing, empty, or the log's ``dash`` for "none")."""
         looked = _NOTHING
         if raw and raw != dash:
-            value = _unescape(raw) if escaped else raw
+            value = unescape(raw) if escaped else raw
             if table == "paths" and b"%" in value:
                 value = unquote_to_bytes(value)  # as an ASGI server decodes scope["path"]
-            text, flags = _text(value, redact)
+            text, flags = decode(value, redact)
             found, more = self.lookups.id_of(table, text)
             looked = (found, flags | more)
         self._cached(cache)[raw] = looked
@@ -545,14 +400,13 @@ class Importer:
         return _NOTHING if text is None else self.lookups.id_of("client_ips", text)
 
     def _cached(self, cache: dict) -> dict:
-        if len(cache) >= _CACHE_LIMIT:
+        if len(cache) >= CACHE_LIMIT:
             cache.clear()
             cache[None] = _NOTHING
         return cache
 
     def _forget(self) -> None:
         self.lookups.forget()
-        self._minutes_by_zone: Dict[bytes, Dict[bytes, int]] = {}
         self._timed = False  # whether the chunk being shaped binds TIMED_COLUMNS
         self._requests: Dict[Optional[bytes], tuple] = {}
         self._agents: Dict[Optional[bytes], tuple] = {None: _NOTHING}
@@ -615,43 +469,6 @@ def name_of(path: str) -> str:
     return path if path == "-" else os.path.abspath(path)
 
 
-def _text(raw: bytes, redact=None) -> Tuple[str, int]:
-    """Decode as record.py does: odd bytes backslash-escaped (FLAG_REPLACED), cut at MAX_VALUE_LENGTH."""
-    flags = 0
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", "backslashreplace")
-        flags = FLAG_REPLACED
-    if redact is not None:
-        text = redact(text)
-    if len(text) > MAX_VALUE_LENGTH:
-        text = text[:MAX_VALUE_LENGTH]
-        flags |= FLAG_TRUNCATED
-    return text, flags
-
-
-def _unescape(raw: bytes) -> bytes:
-    """The bytes behind nginx's \\xHH and Apache's \\" \\\\ \\n ... escapes."""
-    if b"\\" not in raw:
-        return raw
-    return _BACKSLASH.sub(_unescaped, raw)
-
-
-def _unescaped(found: "re.Match[bytes]") -> bytes:
-    code = found.group(1)
-    if len(code) == 3 and code[:1] == b"x":
-        return bytes((int(code[1:], 16),))
-    return _ESCAPES.get(code, found.group(0))
-
-
 def _octet(text: bytes) -> bool:
     """Whether ``text`` is an IPv4 octet as ipaddress accepts it: 0-255, no leading zero."""
     return int(text) <= 255 and (len(text) == 1 or text[:1] != b"0")
-
-
-def _microseconds(took: bytes) -> int:
-    """A trailing duration: seconds with a decimal point (nginx $request_time), else microseconds (Apache %D)."""
-    if b"." in took:
-        return round(float(took) * 1_000_000)
-    return int(took)
