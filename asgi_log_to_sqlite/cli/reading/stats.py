@@ -76,6 +76,8 @@ class _Stats:
                 SELECT start_ms / {_HOUR_MS} * 10 + coalesce(http_status / 100, 0) AS key, count(*),
                     coalesce(sum(body_size), 0), coalesce(sum(request_size), 0)
                 FROM request_log {self.where} GROUP BY key""", self.params):
+            if key is None:
+                continue  # start_ms is NOT NULL: only a damaged page reads back NULL (check says so)
             hour, status_class = divmod(key, 10)
             entry = self.hours.setdefault(hour, [0, 0, 0, 0, 0, 0, 0, 0])
             entry[0] += count
