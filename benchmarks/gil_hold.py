@@ -26,8 +26,9 @@ import subprocess
 import sys
 import tempfile
 
+from servers import revisions
+
 HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
 
 
 def child(rows: int) -> None:
@@ -95,23 +96,13 @@ def main() -> None:
     if args.child is not None:
         child(args.child)
         return
-    trees = {"this tree": ROOT}
-    worktree = None
-    if args.against:
-        worktree = pathlib.Path(tempfile.mkdtemp(prefix="bench-gil-")) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.against], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        trees[args.against] = worktree
-    results = {name: [] for name in trees}
-    try:
+    with revisions(args.against) as trees:
+        results = {name: [] for name in trees}
         names = list(trees)
         for round_number in range(args.rounds):
             shift = round_number % len(names)
             for name in names[shift:] + names[:shift]:
                 results[name].append(run(trees[name], args.rows))
-    finally:
-        if worktree is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
     print(f"writer draining {args.rows:,} queued records beside a thread that wants the GIL every 0.2 ms; "
           f"switch interval {sys.getswitchinterval() * 1000:.0f} ms; medians of {args.rounds} rounds")
     print(f"  {'variant':12} {'longest wait ms':>16} {'p99.9 wait ms':>14} {'rows/s':>9}")

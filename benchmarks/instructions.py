@@ -210,17 +210,10 @@ def main() -> None:
         sys.exit(f"--rows {args.rows}: expected a multiple of {BATCH}")
 
     sys.path.insert(0, str(HERE))
-    from servers import ensure_tool
+    from servers import ensure_tool, revisions
 
     valgrind = ensure_tool("valgrind", "valgrind")
-    trees = {"this tree": ROOT}
-    worktree = None
-    if args.against:
-        worktree = pathlib.Path(tempfile.mkdtemp(prefix="instructions-")) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.against], cwd=ROOT, check=True,
-                       capture_output=True)
-        trees[args.against] = worktree
-    try:
+    with revisions(args.against) as trees:
         print(f"Writer, instructions per row (valgrind), {args.rows:,} rows in batches of {BATCH:,}:")
         for part in PARTS:
             counted = {name: per_unit(tree, ["--child", part], args.rows, valgrind) for name, tree in trees.items()}
@@ -233,9 +226,6 @@ def main() -> None:
                 bare, logged = (per_unit(tree, ["--child", "hello", variant], args.requests, valgrind)
                                 for variant in ("bare", "logged"))
                 print(f"  {name:12} bare {bare:9,.0f}   logged {logged:9,.0f}   added {logged - bare:9,.0f}", flush=True)
-    finally:
-        if worktree is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
-"""What the benchmark and stress scripts share: free ports, a logged uvicorn process, Debian tools."""
+"""What the benchmark and stress scripts share: free ports, a logged uvicorn process, Debian tools, revisions."""
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import shutil
@@ -9,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from typing import Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -103,3 +104,21 @@ def fixed_rate_load(port: int, rate: float, seconds: float, prefix: str, workdir
             results.append((int(start_us) / 1e6 - started, int(duration_us) / 1e6, int(status)))
     results.sort()
     return per_connection * connections, results
+
+
+@contextlib.contextmanager
+def revisions(against: Optional[str]) -> Iterator[Dict[str, pathlib.Path]]:
+    """{"this tree": ROOT}, and with ``against`` that git revision too, checked out in a temporary
+    worktree (removed afterwards), so that both are measured in one run."""
+    trees = {"this tree": ROOT}
+    worktree = None
+    if against:
+        worktree = pathlib.Path(tempfile.mkdtemp(prefix="bench-revision-")) / "tree"
+        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), against], cwd=ROOT, check=True,
+                       capture_output=True)
+        trees[against] = worktree
+    try:
+        yield trees
+    finally:
+        if worktree is not None:
+            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)

@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 
+from servers import revisions
+
 HERE = pathlib.Path(__file__).resolve().parent
-ROOT = HERE.parent
 DAYS = 30
 
 
@@ -107,18 +108,8 @@ def main() -> None:
     if args.child:
         child(int(args.child[0]), float(args.child[1]))
         return
-    trees = {"this tree": ROOT}
-    worktree = None
-    if args.against:
-        worktree = pathlib.Path(tempfile.mkdtemp(prefix="bench-storage-")) / "tree"
-        subprocess.run(["git", "worktree", "add", "--detach", str(worktree), args.against], cwd=ROOT, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        trees[args.against] = worktree
-    try:
+    with revisions(args.against) as trees:
         results = {name: run(tree, args.requests, args.keep_days) for name, tree in trees.items()}
-    finally:
-        if worktree is not None:
-            subprocess.run(["git", "worktree", "remove", "--force", str(worktree)], cwd=ROOT, check=False)
     print(f"{args.requests:,} requests over {DAYS} days (2,000 paths, 300 agents, 3,000 networks):")
     for name, result in results.items():
         line = f"  {name:12} logged: {result['logged'] / 2**20:6.1f} MB, {result['logged'] / result['rows']:5.1f} bytes/request"
