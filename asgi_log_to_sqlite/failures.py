@@ -2,6 +2,10 @@
 from __future__ import annotations
 
 import sqlite3
+import time
+from typing import Callable, TypeVar
+
+T = TypeVar("T")
 
 # A batch that meets one of these is held and retried, not dropped. A corrupt file or an
 # unexpected error would fail the same way forever, so it is counted at once.
@@ -24,3 +28,26 @@ def classify(error: BaseException) -> str:
     if isinstance(error, sqlite3.DatabaseError) and "malformed" in text:
         return "corrupt"
     return "write_error"
+
+
+def is_locked(error: BaseException) -> bool:
+    """Whether ``error`` is another connection holding the write lock past busy_timeout."""
+    return classify(error) == "locked"
+
+
+def retry_while_locked(action: Callable[[], T], deadline_s: float, *, first_delay: float = 0.01,
+                       longest_delay: float = 0.5) -> T:
+    """Run ``action``, again while another connection holds the lock; past ``deadline_s`` the lock's error is raised.
+
+    For work outside the writer (schema set-up, imports, merges), which has no queue to hold a batch in.
+    """
+    deadline = time.monotonic() + deadline_s
+    delay = first_delay
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as error:
+            if not is_locked(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, longest_delay)

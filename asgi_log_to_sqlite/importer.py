@@ -32,6 +32,7 @@ from . import agents, schema
 # and docs/import.md reach them as importer.FORMATS and importer.LogError.
 from .accesslog import CACHE_LIMIT, FORMATS, Lines, LogError, Reader, decode, split_request, unescape
 from .counters import Counters
+from .failures import is_locked, retry_while_locked
 from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .privacy import AddressPolicy, QueryRedactor
@@ -443,19 +444,13 @@ class Importer:
 
     def _locked(self, action: Callable):
         """Run ``action`` (one transaction), again while another connection holds the write lock."""
-        deadline = time.monotonic() + self.lock_deadline_s
-        delay = 0.05
-        while True:
-            try:
-                return action()
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) and "busy" not in str(error):
-                    raise
-                if time.monotonic() > deadline:
-                    raise LogError(f"{self.path}: still locked by another connection after "
-                                   f"{self.lock_deadline_s:g} s; nothing of the current chunk was written") from None
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+        try:
+            return retry_while_locked(action, self.lock_deadline_s, first_delay=0.05, longest_delay=1.0)
+        except sqlite3.OperationalError as error:
+            if not is_locked(error):
+                raise
+            raise LogError(f"{self.path}: still locked by another connection after "
+                           f"{self.lock_deadline_s:g} s; nothing of the current chunk was written") from None
 
 
 def import_logs(path: str, logs: Sequence[str], **options) -> List[ImportResult]:

@@ -29,6 +29,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import sqlite_utils
 
 from . import rollups
+from .failures import retry_while_locked
 from .rotation import is_dated
 from .schema import LOOKUPS, SCHEMA_VERSION, create_file
 
@@ -514,16 +515,9 @@ class _transaction:
         self.conn = conn
 
     def __enter__(self) -> "_transaction":
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.conn.execute("BEGIN IMMEDIATE")
-                self.started = time.perf_counter()
-                return self
-            except sqlite3.OperationalError as error:
-                if "locked" not in str(error) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        retry_while_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"), 30, first_delay=0.05, longest_delay=0.05)
+        self.started = time.perf_counter()
+        return self
 
     def __exit__(self, kind, error, traceback) -> None:
         if kind is None:

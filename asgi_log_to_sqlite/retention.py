@@ -25,6 +25,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from . import pruning
+from .failures import is_locked
 from .pruning import LEGACY, Progress, Report
 # Re-exported: cli/maintenance.py, cli/reading/check.py and benchmarks/prune.py know these names from here.
 from .pruning import META_LAST, convert_to_incremental, pruned_rows, vacuum_free_pages  # noqa: F401
@@ -129,7 +130,7 @@ class Retention:
             finished = self._advance(conn, pruning.Pace(conn, report, self._sizes, self._started + SLICE_S),
                                      full=full, strict=False)
         except sqlite3.OperationalError as error:
-            if "locked" not in str(error) and "busy" not in str(error):
+            if not is_locked(error):
                 raise
             finished = True  # another connection held the lock past busy_timeout: look again later
         finally:

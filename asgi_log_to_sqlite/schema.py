@@ -24,6 +24,7 @@ from typing import Callable, List
 import sqlite_utils
 
 from . import agents, rollups
+from .failures import retry_while_locked
 from .files import check_writable, ensure_file
 from .rotation import DatedPath, is_dated
 
@@ -232,7 +233,7 @@ def ensure_schema(conn: sqlite3.Connection, deadline_s: float = 30.0) -> int:
     # WAL first: changing the journal mode needs no other connection mid-write, so retry while busy.
     # Raw, and read to the end: SQLite can report an I/O error in the switch only on the statement's
     # second step, which sqlite-utils' enable_wal() never takes; the failed switch then went unseen.
-    _retry(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchall(), deadline_s)
+    retry_while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchall(), deadline_s)
     found = conn.execute("PRAGMA user_version").fetchone()[0]
     if found >= SCHEMA_VERSION:
         return found
@@ -254,23 +255,7 @@ def ensure_schema(conn: sqlite3.Connection, deadline_s: float = 30.0) -> int:
                 conn.execute("ROLLBACK")
             raise
 
-    return _retry(upgrade, deadline_s)
-
-
-def _retry(action, deadline_s: float):
-    """Run ``action``, retrying while another process holds the lock (beyond busy_timeout)."""
-    deadline = time.monotonic() + deadline_s
-    delay = 0.01
-    while True:
-        try:
-            return action()
-        except sqlite3.OperationalError as error:
-            if "locked" not in str(error) and "busy" not in str(error):
-                raise
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.5)
+    return retry_while_locked(upgrade, deadline_s)
 
 
 def create_file(path: str) -> str:
