@@ -77,7 +77,9 @@ class _Stats:
                     coalesce(sum(body_size), 0), coalesce(sum(request_size), 0)
                 FROM request_log {self.where} GROUP BY key""", self.params):
             if key is None:
-                continue  # start_ms is NOT NULL: only a damaged page reads back NULL (check says so)
+                # start_ms is NOT NULL: only a damaged page reads back NULL, and SQLite did not notice.
+                raise sqlite3.DatabaseError("database disk image is malformed (request_log has a row with no "
+                                            "start time); run `asgi-log-to-sqlite check`")
             hour, status_class = divmod(key, 10)
             entry = self.hours.setdefault(hour, [0, 0, 0, 0, 0, 0, 0, 0])
             entry[0] += count
