@@ -16,14 +16,19 @@ setup(
     version=VERSION,
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=["datasette_configure_asgi", "datasette_configure_asgi.plugin", "asgi_log_to_sqlite", "asgi_log_to_sqlite.cli"],
+    packages=["datasette_configure_asgi", "datasette_configure_asgi.plugin", "asgi_log_to_sqlite", "asgi_log_to_sqlite.cli",
+              "asgi_log_to_sqlite.datasette"],
     package_data={
         "datasette_configure_asgi": ["py.typed"],
         "datasette_configure_asgi.plugin": ["templates/*.html"],
         "asgi_log_to_sqlite": ["py.typed"],
+        "asgi_log_to_sqlite.datasette": ["templates/*.html", "static/*"],
     },
     entry_points={
-        "datasette": ["configure_asgi = datasette_configure_asgi.plugin"],
+        "datasette": [
+            "configure_asgi = datasette_configure_asgi.plugin",
+            "log_to_sqlite = asgi_log_to_sqlite.datasette",
+        ],
         "console_scripts": ["asgi-log-to-sqlite = asgi_log_to_sqlite.cli:cli"],
     },
     install_requires=[
@@ -48,6 +53,8 @@ setup(
             "starlette",
             "django>=4.2",
             "hypothesis",
+            # The dashboard's browser tests, driving Debian's /usr/bin/chromium through its chromedriver.
+            "selenium>=4.10",
             "tomli",  # config_file.py's fallback before Python 3.11, tested with tomllib hidden
             # Real third-party middleware the loader is tested against (tests/test_pypi_middleware.py).
             "asgi-cors==1.0.1",

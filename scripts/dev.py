@@ -65,8 +65,25 @@ def datasette_version(python: pathlib.Path) -> str:
     ).stdout.strip()
 
 
+# The browser tests drive Debian's Chromium through its ChromeDriver; no test tool downloads one.
+BROWSER_PACKAGES = {"chromium": "/usr/bin/chromium", "chromium-driver": "/usr/bin/chromedriver"}
+
+
+def ensure_browser() -> None:
+    """Install Debian's chromium and chromium-driver when either is missing (as root, or through sudo)."""
+    missing = [package for package, path in BROWSER_PACKAGES.items() if not os.path.exists(path)]
+    if not missing:
+        return
+    log(f"installing Debian's {' and '.join(missing)} for the browser tests")
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(sudo + ["apt-get", "update", "-qq"], check=True, env=env)
+    subprocess.run(sudo + ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *missing], check=True, env=env)
+
+
 def run_tests(extra: list[str]) -> int:
     totals = {"passed": 0, "failed": 0, "skipped": 0}
+    ensure_browser()
     failed_lines = []
     for line in LINES:
         python = ensure_venv(line)
