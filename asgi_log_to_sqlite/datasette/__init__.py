@@ -1,4 +1,9 @@
 """The log's Datasette plugin: recognises log databases and serves their labels, queries and dashboard.
 
-Its hooks live in the modules beside this one and are gathered here, the module Datasette loads.
+Its hooks live in the modules beside this one and are gathered here, the module Datasette loads:
+``registration`` gives a log database its descriptions, labels, facets, table order and ready-made
+queries (``recognise`` tells a log by its schema; ``metadata`` and ``queries`` hold what it gets).
 """
+from .registration import asgi_wrapper, canned_queries, get_metadata, startup
+
+__all__ = ["asgi_wrapper", "canned_queries", "get_metadata", "startup"]
