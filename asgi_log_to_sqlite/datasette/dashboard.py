@@ -21,6 +21,7 @@ from datasette.utils.asgi import Response
 from datasette.version import __version__ as DATASETTE_VERSION
 
 from .queries import QUERIES
+from .recognise import log_schema
 
 DATASETTE_MAJOR = int(DATASETTE_VERSION.split(".")[0])
 PAGE_ROUTE = r"^/(?P<database>[^/]+)/-/dashboard$"
@@ -137,10 +138,9 @@ class Period:
 
 # ---- databases and permissions ---------------------------------------------------------------------
 
-async def is_log_database(db) -> bool:
-    """Whether a database is a log written by asgi-log-to-sqlite: it has the raw table and the rollups."""
-    tables = set(await db.table_names())
-    return {"request_log", "rollup_hourly"} <= tables
+def is_log_database(db) -> bool:
+    """Whether a database is a log written by asgi-log-to-sqlite, told by its schema (recognise.py)."""
+    return log_schema(db) is not None
 
 
 async def can_view_database(datasette, actor, database: str) -> bool:
@@ -167,8 +167,8 @@ async def log_database(datasette, request):
         raise NotFound(f"Database not found: {route}")
     if not await can_view_database(datasette, request.actor, db.name):
         raise Forbidden("You do not have permission to view this database")
-    if not await is_log_database(db):
-        raise NotFound(f"{db.name} is not a log database: it has no request_log and rollup_hourly tables")
+    if not is_log_database(db):
+        raise NotFound(f"{db.name} is not a log database written by asgi-log-to-sqlite: it has no dashboard")
     return db
 
 
@@ -315,23 +315,17 @@ def register_routes():
 
 @hookimpl
 def database_actions(datasette, actor, database, request):
-    async def dashboard_action():
-        if not await is_log_database(datasette.get_database(database)):
-            return []
-        return [{"href": dashboard_url(datasette, database), "label": "Traffic dashboard",
-                 "description": "Charts of this log's requests, each linked to its query."}]
-
-    return dashboard_action
+    if not is_log_database(datasette.get_database(database)):
+        return None
+    return [{"href": dashboard_url(datasette, database), "label": "Traffic dashboard",
+             "description": "Charts of this log's requests, each linked to its query."}]
 
 
 @hookimpl
 def top_database(datasette, request, database):
-    async def dashboard_link():
-        if not await is_log_database(datasette.get_database(database)):
-            return None
-        return markupsafe.Markup(
-            '<p class="log-dashboard-link"><a href="{}">Traffic dashboard</a>: requests, status, latency, '
-            "referrers and agents over time, each chart linked to its query.</p>"
-        ).format(dashboard_url(datasette, database))
-
-    return dashboard_link
+    if not is_log_database(datasette.get_database(database)):
+        return None
+    return markupsafe.Markup(
+        '<p class="log-dashboard-link"><a href="{}">Traffic dashboard</a>: requests, status, latency, '
+        "referrers and agents over time, each chart linked to its query.</p>"
+    ).format(dashboard_url(datasette, database))
