@@ -7,3 +7,4 @@ queries (``recognise`` tells a log by its schema; ``metadata`` and ``queries`` h
 from .registration import asgi_wrapper, canned_queries, get_metadata, startup
 
 __all__ = ["asgi_wrapper", "canned_queries", "get_metadata", "startup"]
+from .dashboard import database_actions, register_routes, top_database  # noqa: F401
