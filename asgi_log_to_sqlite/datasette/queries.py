@@ -12,6 +12,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
 DEFAULT_SPAN_MS = 7 * DAY_MS
 LAST_REQUESTS = 100
+SLOWEST_MIN_SHARE = 0.001  # slowest_routes ranks the routes with at least this share of the timed requests
 
 # julianday() also reads a bare number as a Julian day ('5' is 4713 BC): only text that starts
 # like an ISO date is taken as a time, anything else makes the range NULL, so no row matches.
@@ -155,15 +156,362 @@ ORDER BY x.requests DESC, path
 LIMIT 100
 """
 
+_TRAFFIC_BY_DAY = f"""
+WITH {_range(True)}{_DAILY},
+per_day AS (
+    SELECT t.day, sum(t.hits) AS requests, sum(CASE WHEN t.is_bot THEN 0 ELSE t.hits END) AS people,
+           sum(CASE WHEN t.is_bot THEN t.hits ELSE 0 END) AS bots,
+           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
+           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
+           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
+    FROM daily t GROUP BY t.day
+),
+series (day, last) AS (
+    SELECT min(day), max(day) FROM per_day WHERE day IS NOT NULL
+    UNION ALL
+    SELECT day + 1, last FROM series WHERE day < last
+)
+SELECT {_DAY_TEXT.format(day="s.day")} AS day, coalesce(d.requests, 0) AS requests,
+       coalesce(d.people, 0) AS people, coalesce(d.bots, 0) AS bots,
+       coalesce(d.client_errors, 0) AS client_errors, coalesce(d.server_errors, 0) AS server_errors,
+       coalesce(d.bytes, 0) AS bytes, d.avg_ms
+FROM series s LEFT JOIN per_day d ON d.day = s.day
+WHERE s.day IS NOT NULL
+ORDER BY s.day
+"""
+
+# Per route (or path without a route) over the range, from the rollups.
+_PER_KEY = f""",
+per_key AS (
+    SELECT t.route_id, t.path_id, sum(t.hits) AS requests, sum(CASE WHEN t.is_bot THEN t.hits ELSE 0 END) AS bots,
+           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
+           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
+           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms, max(t.duration_us_max) / 1000.0 AS max_ms
+    FROM rolled t GROUP BY t.route_id, t.path_id
+)"""
+
+_TOP_ROUTES = f"""
+WITH {_range(True)}{_ROLLED}{_PER_KEY}
+SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind, x.requests,
+       round(100.0 * x.requests / sum(x.requests) OVER (), 2) AS percent, x.bots,
+       x.client_errors, x.server_errors, x.bytes, x.avg_ms
+FROM per_key x {_LABEL_JOINS.format(t="x")}
+ORDER BY x.requests DESC, route
+LIMIT 100
+"""
+
+_ERROR_PATHS = f"""
+WITH {_range(True)}{_ROLLED}{_PER_KEY}
+SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind,
+       x.client_errors + x.server_errors AS errors, x.client_errors, x.server_errors, x.requests,
+       round(100.0 * (x.client_errors + x.server_errors) / x.requests, 2) AS error_percent
+FROM per_key x {_LABEL_JOINS.format(t="x")}
+WHERE x.client_errors + x.server_errors > 0
+ORDER BY errors DESC, x.server_errors DESC, route
+LIMIT 100
+"""
+
+
+def _percentile(q: float) -> str:
+    """SQL for quantile ``q`` in ms from a window row (bucket, longest, below, total), nearest rank.
+
+    Among the rows of one key, the smallest value where the running total reaches the rank is the
+    bucket holding it: values only grow with the bucket, since a bucket's longest duration lies in it.
+    """
+    rank = f"max(1, ceil({q} * total - 1e-9))"
+    return (f"round(min(CASE WHEN below >= {rank} THEN min(power(2, (bucket + 0.5) / 8.0) - 1, longest) END) "
+            f"/ 1000.0, 2)")
+
+
+_SLOWEST_ROUTES = f"""
+WITH {_range(True)}{_ROLLED}{_PER_KEY},
+buckets AS (
+    SELECT t.route_id, t.path_id, t.bucket, sum(t.hits) AS hits, max(t.duration_us_max) AS longest
+    FROM rolled t WHERE t.bucket >= 0 GROUP BY t.route_id, t.path_id, t.bucket
+),
+running AS (
+    SELECT route_id, path_id, bucket, longest,
+           sum(hits) OVER (PARTITION BY route_id, path_id ORDER BY bucket) AS below,
+           sum(hits) OVER (PARTITION BY route_id, path_id) AS total
+    FROM buckets
+),
+quantiles AS (
+    SELECT route_id, path_id, max(total) AS timed, {_percentile(0.5)} AS p50_ms, {_percentile(0.95)} AS p95_ms,
+           {_percentile(0.99)} AS p99_ms
+    FROM running GROUP BY route_id, path_id
+)
+SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind,
+       q.p50_ms, q.p95_ms, q.p99_ms, x.avg_ms, x.max_ms, x.requests
+FROM quantiles q JOIN per_key x ON x.route_id = q.route_id AND x.path_id = q.path_id
+{_LABEL_JOINS.format(t="x")}
+-- A route seen a handful of times has its slowest request for p95: only those with a share of the traffic.
+WHERE q.timed >= {SLOWEST_MIN_SHARE} * (SELECT sum(timed) FROM quantiles)
+ORDER BY q.p95_ms DESC, q.p99_ms DESC, route
+LIMIT 100
+"""
+
+_LATENCY_OVER_TIME = f"""
+WITH {_range(True)}{_HOURLY},
+buckets AS (
+    SELECT t.hour, t.bucket, sum(t.hits) AS hits, max(t.duration_us_max) AS longest
+    FROM hourly t WHERE t.bucket >= 0 GROUP BY t.hour, t.bucket
+),
+running AS (
+    SELECT hour, bucket, longest, sum(hits) OVER (PARTITION BY hour ORDER BY bucket) AS below,
+           sum(hits) OVER (PARTITION BY hour) AS total
+    FROM buckets
+)
+SELECT {_HOUR_TEXT.format(hour="hour")} AS hour, {_percentile(0.5)} AS p50_ms, {_percentile(0.95)} AS p95_ms,
+       {_percentile(0.99)} AS p99_ms, max(total) AS timed
+FROM running
+GROUP BY running.hour
+ORDER BY running.hour
+"""
+
+_SUMMARY = f"""
+WITH {_range(True)}{_ROLLED},
+totals AS (
+    SELECT sum(t.hits) AS requests, sum(CASE WHEN t.is_bot THEN t.hits ELSE 0 END) AS bots,
+           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
+           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
+           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
+    FROM rolled t
+),
+buckets AS (
+    SELECT t.bucket, sum(t.hits) AS hits, max(t.duration_us_max) AS longest FROM rolled t WHERE t.bucket >= 0
+    GROUP BY t.bucket
+),
+running AS (
+    SELECT bucket, longest, sum(hits) OVER (ORDER BY bucket) AS below, sum(hits) OVER () AS total FROM buckets
+),
+quantiles AS (
+    SELECT {_percentile(0.5)} AS p50_ms, {_percentile(0.95)} AS p95_ms, {_percentile(0.99)} AS p99_ms FROM running
+)
+SELECT strftime('%Y-%m-%dT%H:%M:%fZ', r.start_ms / 1000.0, 'unixepoch') AS start,
+       strftime('%Y-%m-%dT%H:%M:%fZ', r.end_ms / 1000.0, 'unixepoch') AS end,
+       coalesce(x.requests, 0) AS requests, coalesce(x.requests - x.bots, 0) AS people, coalesce(x.bots, 0) AS bots,
+       round(100.0 * x.bots / x.requests, 2) AS bot_percent, coalesce(x.client_errors, 0) AS client_errors,
+       coalesce(x.server_errors, 0) AS server_errors, round(100.0 * x.server_errors / x.requests, 2) AS server_error_percent,
+       coalesce(x.bytes, 0) AS bytes, x.avg_ms, q.p50_ms, q.p95_ms, q.p99_ms
+FROM range r, totals x, quantiles q
+WHERE r.start_ms IS NOT NULL AND r.end_ms IS NOT NULL
+"""
+
+_BOTS_AND_HUMANS = f"""
+WITH {_range(True)}{_ROLLED},
+per_kind AS (
+    SELECT t.is_bot != 0 AS is_bot, sum(t.hits) AS requests,
+           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
+           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
+           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
+    FROM rolled t GROUP BY 1
+)
+SELECT CASE WHEN is_bot THEN 'bots' ELSE 'people' END AS agent, requests,
+       round(100.0 * requests / sum(requests) OVER (), 2) AS percent, client_errors, server_errors, bytes, avg_ms
+FROM per_kind
+ORDER BY is_bot
+"""
+
+_STATUS_OVER_TIME = f"""
+WITH {_range(True)}{_HOURLY},
+per_hour AS (
+    SELECT t.hour, sum(t.hits) AS requests,
+           sum(CASE WHEN t.status_class = 1 THEN t.hits ELSE 0 END) AS s1xx,
+           sum(CASE WHEN t.status_class = 2 THEN t.hits ELSE 0 END) AS s2xx,
+           sum(CASE WHEN t.status_class = 3 THEN t.hits ELSE 0 END) AS s3xx,
+           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS s4xx,
+           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS s5xx,
+           sum(CASE WHEN t.status_class NOT BETWEEN 1 AND 5 THEN t.hits ELSE 0 END) AS no_response
+    FROM hourly t GROUP BY t.hour
+),
+series (hour, last) AS (
+    SELECT min(hour), max(hour) FROM per_hour WHERE hour IS NOT NULL
+    UNION ALL
+    SELECT hour + 1, last FROM series WHERE hour < last
+)
+SELECT {_HOUR_TEXT.format(hour="s.hour")} AS hour, coalesce(h.requests, 0) AS requests,
+       coalesce(h.s1xx, 0) AS "1xx", coalesce(h.s2xx, 0) AS "2xx", coalesce(h.s3xx, 0) AS "3xx",
+       coalesce(h.s4xx, 0) AS "4xx", coalesce(h.s5xx, 0) AS "5xx", coalesce(h.no_response, 0) AS no_response
+FROM series s LEFT JOIN per_hour h ON h.hour = s.hour
+WHERE s.hour IS NOT NULL
+ORDER BY s.hour
+"""
+
+_VISITORS_BY_DAY = f"""
+WITH {_range(False)},
+per_day AS (
+    SELECT v.day, sum(v.is_bot = 0) AS people, sum(v.is_bot != 0) AS bots, count(*) AS visitors
+    FROM range r JOIN rollup_visitors_daily v ON v.day >= r.first_day AND v.day < r.end_day
+    GROUP BY v.day
+)
+SELECT {_DAY_TEXT.format(day="day")} AS day, people, bots, visitors
+FROM per_day
+ORDER BY per_day.day
+"""
+
+_BYTES_SERVED = f"""
+WITH {_range(True)}{_ROLLED}{_PER_KEY}
+SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind,
+       x.bytes, round(x.bytes / 1e6, 3) AS megabytes, round(100.0 * x.bytes / nullif(sum(x.bytes) OVER (), 0), 2) AS percent,
+       x.requests, round(1.0 * x.bytes / x.requests) AS bytes_per_request
+FROM per_key x {_LABEL_JOINS.format(t="x")}
+ORDER BY x.bytes DESC, route
+LIMIT 100
+"""
+
+# The site part of a referer: what lies between '://' and the next '/', without a leading 'www.'.
+_SITE = """lower(CASE WHEN instr(f.name, '://') > 0
+    THEN substr(substr(f.name, instr(f.name, '://') + 3), 1, instr(substr(f.name, instr(f.name, '://') + 3) || '/', '/') - 1)
+    ELSE f.name END)"""
+
+_PER_REFERER = f""",
+per_referer AS (
+    SELECT l.referer_id, count(*) AS requests
+    FROM range r JOIN request_log l ON {_RAW_RANGE}
+    GROUP BY l.referer_id
+)"""
+
+_REFERRERS = f"""
+WITH {_range(True)}{_PER_REFERER}
+SELECT coalesce(f.name, '(none)') AS referrer, x.requests, round(100.0 * x.requests / sum(x.requests) OVER (), 2) AS percent
+FROM per_referer x LEFT JOIN referers f ON f.id = x.referer_id
+ORDER BY x.requests DESC, referrer
+LIMIT 100
+"""
+
+_REFERRING_SITES = f"""
+WITH {_range(True)}{_PER_REFERER},
+per_site AS (
+    SELECT CASE WHEN f.name IS NULL THEN '(none)' ELSE {_SITE} END AS site, sum(x.requests) AS requests,
+           count(DISTINCT x.referer_id) AS referrers
+    FROM per_referer x LEFT JOIN referers f ON f.id = x.referer_id
+    GROUP BY 1
+)
+SELECT CASE WHEN site LIKE 'www.%' THEN substr(site, 5) ELSE site END AS site, sum(requests) AS requests,
+       round(100.0 * sum(requests) / sum(sum(requests)) OVER (), 2) AS percent, sum(referrers) AS referrers
+FROM per_site
+GROUP BY 1
+ORDER BY requests DESC, site
+LIMIT 100
+"""
+
+_AGENTS = f"""
+WITH {_range(True)},
+per_agent AS (
+    SELECT l.user_agent_id, count(*) AS requests
+    FROM range r JOIN request_log l ON {_RAW_RANGE}
+    GROUP BY l.user_agent_id
+),
+per_class AS (
+    SELECT coalesce(u.browser, '(unclassified)') AS browser, coalesce(u.os, '(unclassified)') AS os,
+           coalesce(u.device, '(unclassified)') AS device,
+           CASE WHEN u.is_bot = 1 THEN 'bot' WHEN u.is_bot = 0 THEN 'person' ELSE '(unclassified)' END AS agent,
+           sum(x.requests) AS requests, count(*) AS agents
+    FROM per_agent x LEFT JOIN user_agents u ON u.id = x.user_agent_id
+    GROUP BY 1, 2, 3, 4
+)
+SELECT browser, os, device, agent, requests, round(100.0 * requests / sum(requests) OVER (), 2) AS percent,
+       agents AS user_agents
+FROM per_class
+ORDER BY requests DESC, browser, os, device
+LIMIT 100
+"""
+
+_LAST_REQUESTS = f"""
+WITH {_range(True)}
+SELECT l.id, strftime('%Y-%m-%dT%H:%M:%fZ', l.start_ms / 1000.0, 'unixepoch') AS start, m.name AS method,
+       p.name AS path, q.name AS query_string, l.http_status AS status, round(l.duration_us / 1000.0, 2) AS duration_ms,
+       l.body_size AS bytes, rt.name AS route,
+       CASE WHEN u.is_bot = 1 THEN 'bot' WHEN u.is_bot = 0 THEN 'person' END AS agent, u.browser, u.os,
+       f.name AS referrer, ip.name AS client_ip, u.name AS user_agent
+FROM request_log l CROSS JOIN range r  -- CROSS JOIN: read request_log newest first, stop at the limit
+LEFT JOIN methods m ON m.id = l.method_id
+LEFT JOIN paths p ON p.id = l.path_id
+LEFT JOIN query_strings q ON q.id = l.query_string_id
+LEFT JOIN routes rt ON rt.id = l.route_id
+LEFT JOIN user_agents u ON u.id = l.user_agent_id
+LEFT JOIN referers f ON f.id = l.referer_id
+LEFT JOIN client_ips ip ON ip.id = coalesce(l.forwarded_ip_id, l.client_ip_id)
+WHERE {_RAW_RANGE}
+ORDER BY l.id DESC
+LIMIT {LAST_REQUESTS}
+"""
+
 QUERIES: Dict[str, dict] = {
+    "summary": _query(
+        "Summary",
+        "One row for the range: requests, people and bots, 4xx and 5xx, bytes, mean duration and the p50, p95 and "
+        "p99 latency in milliseconds (within 4.4%), from the rollups. The range it read is in start and end.",
+        _SUMMARY),
     "traffic_by_hour": _query(
         "Traffic per hour",
-        "Requests per hour (UTC), people and bots, 4xx and 5xx, response bytes and mean duration, from the hourly "
-        "rollups. Hours without traffic between the first and the last are shown as zeros.",
+        "Requests per hour (UTC): people and bots, 4xx and 5xx, response bytes and mean duration, from the hourly "
+        "rollups. Quiet hours between the first and the last with traffic are rows of zeros.",
         _TRAFFIC_BY_HOUR),
+    "traffic_by_day": _query(
+        "Traffic per day",
+        "Requests per day (UTC), as traffic_by_hour, from the daily rollups: every day the range touches, whole.",
+        _TRAFFIC_BY_DAY),
+    "top_routes": _query(
+        "Top routes",
+        "The 100 routes with the most requests, from the rollups: the route template where the framework gave one "
+        "(/items/{item_id}), else the path. Shares, bots, 4xx, 5xx, bytes and mean duration.",
+        _TOP_ROUTES),
     "top_paths": _query(
         "Top paths",
-        "The 100 most requested paths, as requested (one row per item id), from the raw rows: a scan of "
-        "request_log, and only as far back as retention keeps rows. top_routes reads the rollups instead.",
+        "The 100 most requested paths as requested (/items/42, /items/43 ...), from the raw rows: a scan of "
+        "request_log, as far back as retention keeps rows. top_routes reads the rollups instead.",
         _TOP_PATHS),
+    "error_paths": _query(
+        "Top error routes and paths",
+        "Routes (or paths without a route) by their 4xx and 5xx responses, from the rollups, with the share of "
+        "their requests that failed.",
+        _ERROR_PATHS),
+    "slowest_routes": _query(
+        "Slowest routes",
+        "Routes (or paths) by p95 latency, with p50 and p99, in milliseconds, read from the rollups' latency "
+        "histogram (within 4.4%), and the mean and longest duration.",
+        _SLOWEST_ROUTES),
+    "status_over_time": _query(
+        "Status mix over time",
+        "Requests per hour by status class (1xx to 5xx, and no response sent), from the hourly rollups.",
+        _STATUS_OVER_TIME),
+    "latency_over_time": _query(
+        "Latency over time",
+        "p50, p95 and p99 latency per hour (UTC), in milliseconds, from the hourly rollups' latency histogram "
+        "(within 4.4%); timed counts the requests that have a duration.",
+        _LATENCY_OVER_TIME),
+    "bots_and_humans": _query(
+        "Bots and people",
+        "Requests from bots against those from people, from the rollups; an agent not yet classified counts as a "
+        "person, as in the rollups.",
+        _BOTS_AND_HUMANS),
+    "visitors_by_day": _query(
+        "Visitors per day",
+        "Distinct visitors (address and agent) per day (UTC), people and bots, counted exactly in the rollups. "
+        "Days cannot be added up: each day hashes its visitors with its own salt.",
+        _VISITORS_BY_DAY, prefix=False),
+    "bytes_served": _query(
+        "Bytes served",
+        "Response body bytes per route (or path), the largest first, with their share of all bytes served, from "
+        "the rollups.",
+        _BYTES_SERVED),
+    "referrers": _query(
+        "Referrers",
+        "The 100 Referer headers with the most requests ('(none)': typed, bookmarked or not sent), from the raw "
+        "rows.",
+        _REFERRERS),
+    "referring_sites": _query(
+        "Referring sites",
+        "Requests per referring site (the Referer's host, without www.), from the raw rows.",
+        _REFERRING_SITES),
+    "agents": _query(
+        "Browsers, systems and devices",
+        "Requests per browser, operating system, device and bot flag, as agents.py classified each User-Agent, "
+        "from the raw rows.",
+        _AGENTS),
+    "last_requests": _query(
+        "Last requests",
+        f"The {LAST_REQUESTS} newest requests in the range, newest first, from the raw rows.",
+        _LAST_REQUESTS),
 }
