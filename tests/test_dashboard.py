@@ -85,20 +85,6 @@ def log(filled, tmp_path):
     return path
 
 
-@pytest.fixture(autouse=True)
-def dashboard_hooks():
-    """The dashboard's hooks, registered as the plugin package registers them once __init__ imports them."""
-    from datasette.plugins import pm
-
-    registered = pm.is_registered(dashboard) or any(
-        getattr(plugin, "register_routes", None) is dashboard.register_routes for plugin in pm.get_plugins())
-    if not registered:
-        pm.register(dashboard, name="log-dashboard-under-test")
-    yield
-    if not registered:
-        pm.unregister(name="log-dashboard-under-test")
-
-
 def datasette_for(*files, allow=None):
     """A Datasette serving ``files``, with ``allow`` blocks per database where this line reads them."""
     kwargs = {}
