@@ -11,8 +11,11 @@ import hashlib
 import os
 import pathlib
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import xml.etree.ElementTree as ET
 
@@ -125,24 +128,95 @@ def junit_counts(report: pathlib.Path) -> dict:
 
 
 def run_demo(line: str, port: int) -> int:
+    """Serve the demo and its live log behind the example stack, fill the log, then trickle traffic until Ctrl-C."""
     python = ensure_venv(line)
     demo = ROOT / "examples" / "datasette"
-    subprocess.run([str(python), str(demo / "make_demo_db.py")], check=True)
+    subprocess.run([str(python), str(demo / "make_demo_db.py")], check=True, stdout=subprocess.DEVNULL)
     config = ["-c", str(demo / "datasette.yaml")] if line == "1.0" else ["-m", str(demo / "metadata.json")]
     datasette = python.parent / "datasette"
-    log(f"Datasette {datasette_version(python)} with the middleware stack from {config[1]}")
-    log(f"open http://127.0.0.1:{port}/-/asgi-middleware to see the chain; Ctrl-C stops")
-    # The stack's logger writes requests.db next to the config; create it now so Datasette serves it too.
+    # A fresh log each run: what the dashboard shows is this run's traffic and its 30 past days.
+    for suffix in ("", "-wal", "-shm"):
+        (demo / f"requests.db{suffix}").unlink(missing_ok=True)
     subprocess.run([str(python), "-c", "import asgi_log_to_sqlite as a; a.create_file('requests.db')"], cwd=demo, check=True)
-    subprocess.run([str(datasette), "configure-asgi", "check", *config], cwd=demo, check=True)
-    log(f"every request is logged to {demo / 'requests.db'}; browse it at http://127.0.0.1:{port}/requests")
+    checked = subprocess.run([str(datasette), "configure-asgi", "check", *config], cwd=demo, capture_output=True, text=True)
+    if checked.returncode != 0:
+        print(checked.stdout + checked.stderr, end="")
+        return 1
+    chain = [part.split()[1] for part in checked.stdout.splitlines() if part.strip()[:1].isdigit()]
+    log(f"Datasette {datasette_version(python)}, {config[1]}: {' > '.join(chain)}")
+    server = subprocess.Popen(
+        [str(datasette), "serve", "demo.db", "requests.db", *config, "--root", "--host", "127.0.0.1", "--port", str(port)],
+        cwd=demo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    sign_in: list = []
+    threading.Thread(target=_quiet_server_output, args=(server, sign_in), daemon=True).start()
+    trickle = None
+    url = f"http://127.0.0.1:{port}"
+    traffic = [str(python), "-m", "asgi_log_to_sqlite.traffic", url]
+    # Ctrl-C reaches every process of the terminal's group; a plain kill of this one stops the others too.
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
-        return subprocess.call(
-            [str(datasette), "serve", "demo.db", "requests.db", *config, "--host", "127.0.0.1", "--port", str(port)],
-            cwd=demo,
-        )
+        if not _listening(server, port, timeout=60):
+            log(f"Datasette did not start on port {port} (exit {server.poll()})")
+            return 1
+        log("filling the log: 300 live requests, then 3,000 over the past 30 days from an access log")
+        filled = subprocess.run(traffic + ["--requests", "300", "--seconds", "120", "--log", "requests.db",
+                                           "--past-requests", "3000", "--past-days", "30"],
+                                cwd=demo, capture_output=True, text=True)
+        log((filled.stdout or filled.stderr).strip())
+        print(f"""
+  demo database   {url}/demo
+  log database    {url}/requests       (its dashboard is linked from there)
+  sign in first   {sign_in[0] if sign_in else '(Datasette printed no sign-in link)'}
+                  the log is for the root user only; the link works once: restart the demo for another
+  the chain       {url}/-/asgi-middleware
+
+[dev] a request every 2 s keeps the live panel moving; Ctrl-C stops everything
+""", flush=True)
+        while server.poll() is None:
+            if trickle is None or trickle.poll() is not None:
+                # Each run is bounded (300 requests, 10 minutes); the next starts when it ends.
+                trickle = subprocess.Popen(traffic + ["--requests", "300", "--seconds", "600", "--rate", "0.5", "--quiet"],
+                                           cwd=demo)
+            time.sleep(0.5)
+        log(f"Datasette stopped (exit {server.returncode})")
+        return 1
     except KeyboardInterrupt:
         return 0
+    finally:
+        for process in (trickle, server):
+            if process is not None and process.poll() is None:
+                process.terminate()
+        for process in (trickle, server):
+            if process is not None:
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+
+
+def _interrupted(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _quiet_server_output(server: subprocess.Popen, sign_in: list) -> None:
+    """Keep Datasette's sign-in link, drop uvicorn's INFO lines (one per request), print the rest."""
+    for text in server.stdout:
+        if "/-/auth-token?token=" in text:
+            sign_in.append(text.strip())
+        elif not text.startswith("INFO:"):
+            print(f"[datasette] {text}", end="", flush=True)
+
+
+def _listening(server: subprocess.Popen, port: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while server.poll() is None and time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return True
+        except OSError:
+            time.sleep(0.1)
+    return False
 
 
 def run_bench(name: str, extra: list[str]) -> int:
@@ -153,7 +227,7 @@ def run_bench(name: str, extra: list[str]) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="serve the demo database through the example middleware stack")
+    demo = sub.add_parser("demo", help="serve the demo database and its live log behind the example middleware stack, with traffic")
     demo.add_argument("--line", choices=sorted(LINES), default="1.0", help="Datasette line (default 1.0)")
     demo.add_argument("--port", type=int, default=8001)
     test = sub.add_parser("test", help="run the whole test suite on every Datasette line")
