@@ -97,6 +97,7 @@ async def serve_log_databases(datasette: Any) -> None:
     if not keeps_metadata_internally(datasette):
         return
     served = _served.setdefault(datasette, {})
+    new = False
     for name, schema in log_databases(datasette).items():
         db = datasette.databases[name]
         if served.get(name) is db:
@@ -104,6 +105,11 @@ async def serve_log_databases(datasette: Any) -> None:
         # Marked first, so that a concurrent request does not start the same work again.
         served[name] = db
         await serve_log_database(datasette, name, schema)
+        new = True
+    if new:
+        # 1.0 lists a database's queries through its catalog, which it refreshes at most once a
+        # second: a database added since would show none of its queries until then.
+        await datasette.refresh_schemas(force=True)
 
 
 async def serve_log_database(datasette: Any, name: str, schema: Optional[LogSchema] = None) -> None:
