@@ -294,7 +294,7 @@ SELECT strftime('%Y-%m-%dT%H:%M:%fZ', r.start_ms / 1000.0, 'unixepoch') AS start
        coalesce(x.server_errors, 0) AS server_errors, round(100.0 * x.server_errors / x.requests, 2) AS server_error_percent,
        coalesce(x.bytes, 0) AS bytes, x.avg_ms, q.p50_ms, q.p95_ms, q.p99_ms
 FROM range r, totals x, quantiles q
-WHERE r.start_ms IS NOT NULL AND r.end_ms IS NOT NULL
+WHERE r.start_ms < r.end_ms
 """
 
 _BOTS_AND_HUMANS = f"""
