@@ -1,0 +1,122 @@
+"""`scripts/dev.py demo`, piece by piece and for real: Datasette serving the example config with --root, its log
+filled by the bundled traffic generator, the log behind sign-in."""
+import contextlib
+import re
+import socket
+import sqlite3
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from conftest import BIN, DATASETTE_MAJOR, ROOT, free_port, run, subprocess_env
+
+DEMO = ROOT / "examples" / "datasette"
+CONFIG = ["-c", DEMO / "datasette.yaml"] if DATASETTE_MAJOR >= 1 else ["-m", DEMO / "metadata.json"]
+LIVE, PAST, DAYS = 150, 1500, 30
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The demo served from a scratch folder, its log filled: (base URL, log file, the sign-in URL it printed)."""
+    folder = tmp_path_factory.mktemp("demo")
+    assert run("python", DEMO / "make_demo_db.py", folder / "demo.db").returncode == 0
+    assert run("python", "-c", "import asgi_log_to_sqlite as a; a.create_file('requests.db')", cwd=folder).returncode == 0
+    port = free_port()
+    output = folder / "datasette.out"
+    command = [BIN / "datasette", "serve", "demo.db", "requests.db", *CONFIG, "--root",
+               "--host", "127.0.0.1", "--port", str(port)]
+    # Output to a file, not a pipe: uvicorn writes a line per request, and a full pipe would stall the server.
+    with open(output, "w") as out:
+        server = subprocess.Popen([str(part) for part in command], cwd=folder, stdout=out, stderr=subprocess.STDOUT,
+                                  env=subprocess_env())
+    try:
+        wait_for(server, port, output)
+        url = f"http://127.0.0.1:{port}"
+        filled = run("python", "-m", "asgi_log_to_sqlite.traffic", url, "--requests", LIVE, "--seconds", 120,
+                     "--log", "requests.db", "--past-requests", PAST, "--past-days", DAYS, "--seed", 13,
+                     cwd=folder, timeout=180)
+        assert filled.returncode == 0, filled.stderr
+        sign_in = re.search(r"http://\S+/-/auth-token\?token=\w+", output.read_text()).group(0)
+        yield url, folder / "requests.db", sign_in, filled.stdout
+    finally:
+        server.terminate()
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def wait_for(server, port, output, timeout=60):
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.poll() is not None:
+            raise AssertionError(f"datasette exited with {server.returncode}:\n{output.read_text()}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"datasette did not listen on {port} within {timeout} s")
+        time.sleep(0.05)
+
+
+def one(log, sql):
+    conn = sqlite3.connect(log)
+    try:
+        return conn.execute(sql).fetchone()
+    finally:
+        conn.close()
+
+
+def test_the_generator_fills_the_log_with_varied_traffic_over_past_days(demo):
+    url, log, _, summary = demo
+    assert f"{LIVE} live requests" in summary and f"over {DAYS} days imported" in summary
+    live, imported = one(log, "select sum(flags & 256 = 0), sum(flags & 256 != 0) from request_log")
+    assert live >= LIVE and imported >= PAST   # Datasette 1.0's redirects (?sql= to /-/query) add a line each
+    assert one(log, "select count(distinct path) from readable_requests")[0] >= 20
+    assert one(log, "select count(distinct substr(start, 1, 10)) from readable_requests")[0] >= DAYS
+    statuses = {row for row in sqlite3.connect(log).execute("select distinct http_status from request_log")}
+    assert {(200,), (400,), (404,)} <= statuses   # a bad query and missing pages, answered as such
+    bots, humans = one(log, "select sum(u.is_bot = 1), sum(u.is_bot = 0) from request_log r "
+                            "join user_agents u on u.id = r.user_agent_id")
+    assert bots >= 100 and humans >= 500
+    assert one(log, "select count(*) from readable_requests where referer like 'https://www.google.com/%'")[0] > 0
+    assert one(log, f"select count(*) from readable_requests where referer like '{url}/%'")[0] > 0
+    # The dashboard reads the rollups: the past days are in them, visitors included.
+    assert one(log, "select count(*) from rollup_daily")[0] >= DAYS
+    assert one(log, "select count(distinct day) from rollup_visitors_daily")[0] >= DAYS
+
+
+def test_anonymous_users_see_the_demo_but_not_the_log(demo):
+    url, *_ = demo
+    with httpx.Client(base_url=url) as client:
+        assert client.get("/demo").status_code == 200
+        assert client.get("/demo/numbers.json").status_code == 200
+        for path in ("/requests", "/requests/readable_requests", "/requests/request_log.json",
+                     "/requests.json?sql=select+count(*)+from+request_log", "/requests/user_agents.csv"):
+            assert client.get(path).status_code == 403, path
+        listed = client.get("/.json").json()
+        assert "demo" in str(listed) and "requests" not in str(listed)
+
+
+def test_the_printed_sign_in_link_opens_the_log(demo):
+    url, _, sign_in, _ = demo
+    with httpx.Client(base_url=url) as client:
+        assert client.get(sign_in).status_code == 302
+        assert client.get("/requests").status_code == 200
+        rows = client.get("/requests/readable_requests.json?_shape=array&_size=5").json()
+        assert len(rows) == 5 and {"path", "http_status", "user_agent"} <= set(rows[0])
+
+
+def test_the_demo_runs_behind_the_whole_stack(demo):
+    url, log, *_ = demo
+    with httpx.Client(base_url=url) as client:
+        chain = [entry["target"] for entry in client.get("/-/asgi-middleware.json").json()["middleware"]]
+        page = client.get("/demo/numbers.json?_size=200", headers={"origin": "http://localhost:3000",
+                                                                     "accept-encoding": "gzip"})
+    assert chain[0] == "asgi_log_to_sqlite.AsgiLogToSqlite"
+    assert {"asgi_cors.asgi_cors", "asgi_correlation_id.CorrelationIdMiddleware"} <= set(chain) and len(chain) >= 3
+    assert page.headers["access-control-allow-origin"] == "http://localhost:3000"
+    assert re.fullmatch(r"[0-9a-f]{32}", page.headers["x-request-id"])
+    assert page.headers["content-encoding"] == "gzip"
