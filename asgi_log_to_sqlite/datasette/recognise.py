@@ -22,9 +22,12 @@ MIN_VERSION = 2
 REQUIRED_TABLES = frozenset(("request_log", "log_meta") + LOOKUPS)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class LogSchema:
-    """What a log database holds: its schema version and every table's and view's columns, in order."""
+    """What a log database holds: its schema version and every table's and view's columns, in order.
+
+    Compared by identity: a new one is read only when the file changed, which is what caches key on.
+    """
 
     version: int
     columns: Mapping[str, Tuple[str, ...]]

@@ -52,8 +52,20 @@ def _description_html(datasette: Any, name: str) -> str:
 
 # ---- Datasette 0.65 ------------------------------------------------------------------------------
 
+# The keys our metadata holds, at any level. 0.65 asks for one key at a time, hundreds of times per
+# page ("allow" for every table's permission check, "queries", "source"...): the others are no
+# business of ours, and answering them costs nothing.
+_KEYS = frozenset((None, "databases", "tables", "description_html", "description", "columns", "facets",
+                   "label_column", "hidden", "sort_desc"))
+
+# Each Datasette's metadata per log database, built once per schema: name -> (schema, metadata).
+_built: "weakref.WeakKeyDictionary[Any, Dict[str, tuple]]" = weakref.WeakKeyDictionary()
+
+
 @hookimpl
 def get_metadata(datasette, key, database, table):
+    if key not in _KEYS:
+        return None
     if database is not None:
         schema = database_log_schema(datasette, database)
         logs = {database: schema} if schema is not None else {}
@@ -61,16 +73,42 @@ def get_metadata(datasette, key, database, table):
         logs = log_databases(datasette)
     if not logs:
         return None
+    built = _built.setdefault(datasette, {})
     databases = {}
     for name, schema in logs.items():
-        entry = database_metadata(datasette, name, schema)
-        # A description_html would show instead of the user's plain description: theirs wins.
-        users = ((getattr(datasette, "_metadata_local", None) or {}).get("databases") or {}).get(name) or {}
-        if users.get("description") or users.get("description_html"):
-            del entry["description_html"]
-        databases[name] = entry
-    # Built afresh on each call: Datasette merges the user's metadata into the dicts we return.
+        cached = built.get(name)
+        if cached is None or cached[0] is not schema:
+            cached = built[name] = (schema, _database_metadata_065(datasette, name, schema))
+        databases[name] = _copied(cached[1], _users_database(datasette, name).get("tables") or {})
     return {"databases": databases}
+
+
+def _database_metadata_065(datasette: Any, name: str, schema: LogSchema) -> dict:
+    entry = database_metadata(datasette, name, schema)
+    # A description_html would show instead of the user's plain description: theirs wins.
+    users = _users_database(datasette, name)
+    if users.get("description") or users.get("description_html"):
+        del entry["description_html"]
+    return entry
+
+
+def _users_database(datasette: Any, name: str) -> dict:
+    # What the user's metadata file says of this database (0.65 keeps it as _metadata_local).
+    return ((getattr(datasette, "_metadata_local", None) or {}).get("databases") or {}).get(name) or {}
+
+
+def _copied(entry: dict, users: dict) -> dict:
+    # Datasette merges later sources (the user's metadata) into the dicts a hook returns, and pages
+    # add keys to a database's dict: each call gets its own dicts down to each table's, and its own
+    # columns for the tables the user's metadata names. A full deep copy would cost ~100 us a call,
+    # and 0.65 asks dozens of times per page.
+    tables = {}
+    for table, options in entry["tables"].items():
+        options = dict(options)
+        if table in users and "columns" in options:
+            options["columns"] = dict(options["columns"])
+        tables[table] = options
+    return dict(entry, tables=tables)
 
 
 @hookimpl
@@ -124,18 +162,32 @@ async def serve_log_database(datasette: Any, name: str, schema: Optional[LogSche
 
 
 async def _write_metadata(datasette: Any, name: str, schema: LogSchema) -> None:
-    existing = await datasette.get_database_metadata(name)
-    if not existing.get("description") and not existing.get("description_html"):
-        await datasette.set_database_metadata(name, "description_html", _description_html(datasette, name))
-    for table, columns in schema.columns.items():
+    # The rows set_database_metadata, set_resource_metadata and set_column_metadata write, in one
+    # transaction: through them each of the ~170 values is a commit of its own, 6 ms apiece on
+    # the disk-backed internal database, a second at startup. Each is added only where the user's
+    # metadata (already applied from metadata.json) holds none, and get_*_metadata read them back.
+    html = _description_html(datasette, name)
+    resources, columns = [], []
+    for table, names in schema.columns.items():
         description = metadata.table_description(table)
         if description:
-            existing = await datasette.get_resource_metadata(name, table)
-            if not existing.get("description") and not existing.get("description_html"):
-                await datasette.set_resource_metadata(name, table, "description", description)
-        for column, text in metadata.column_descriptions(table, columns).items():
-            if "description" not in await datasette.get_column_metadata(name, table, column):
-                await datasette.set_column_metadata(name, table, column, "description", text)
+            resources.append((name, table, description, name, table))
+        columns.extend((name, table, column, text) for column, text in metadata.column_descriptions(table, names).items())
+
+    def write(conn):
+        conn.execute(
+            "INSERT INTO metadata_databases (database_name, key, value) SELECT ?, 'description_html', ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM metadata_databases WHERE database_name = ? "
+            "AND key IN ('description', 'description_html'))", (name, html, name))
+        conn.executemany(
+            "INSERT INTO metadata_resources (database_name, resource_name, key, value) SELECT ?, ?, 'description', ? "
+            "WHERE NOT EXISTS (SELECT 1 FROM metadata_resources WHERE database_name = ? AND resource_name = ? "
+            "AND key IN ('description', 'description_html'))", resources)
+        conn.executemany(
+            "INSERT INTO metadata_columns (database_name, resource_name, column_name, key, value) "
+            "VALUES (?, ?, ?, 'description', ?) ON CONFLICT DO NOTHING", columns)
+
+    await datasette.get_internal_database().execute_write_fn(write)
 
 
 def _write_table_config(datasette: Any, name: str, schema: LogSchema) -> None:
