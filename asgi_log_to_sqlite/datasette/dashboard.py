@@ -41,23 +41,26 @@ HOURLY_UP_TO = datetime.timedelta(days=7)
 
 # The panels, in page order: id -> the query it draws. "traffic" picks hourly or daily by the period.
 PANELS = {
+    "summary": "summary",
     "traffic": None,
     "status_over_time": "status_over_time",
+    "latency_over_time": "latency_over_time",
     "top_paths": "top_paths",
     "top_routes": "top_routes",
-    "error_paths": "error_paths",
     "slowest_routes": "slowest_routes",
+    "error_paths": "error_paths",
+    "bots_and_humans": "bots_and_humans",
     "agents": "agents",
-    "referrers": "referrers",
     "referring_sites": "referring_sites",
+    "referrers": "referrers",
     "visitors_by_day": "visitors_by_day",
     "bytes_served": "bytes_served",
     "last_requests": "last_requests",
 }
-# Queries also run over the previous period, for the KPI deltas and the traffic chart's comparison line.
-COMPARED = ("traffic", "visitors_by_day", "status_over_time", "bytes_served", "agents", "slowest_routes")
-# What the live panel refreshes every few seconds.
-LIVE = ("traffic", "visitors_by_day", "status_over_time", "bytes_served", "agents", "last_requests")
+# Queries also run over the previous period: the KPI deltas and the traffic chart's comparison line.
+COMPARED = ("summary", "traffic", "visitors_by_day")
+# What the live panel refreshes every few seconds: the KPIs, the traffic chart and the newest requests.
+LIVE = ("summary", "traffic", "visitors_by_day", "last_requests")
 
 
 class PeriodError(ValueError):
@@ -190,15 +193,18 @@ def query_params(name: str, period_params: Dict[str, str], path_prefix: str) -> 
     return {param: given.get(param, "") for param in QUERIES.get(name, {"params": []})["params"]}
 
 
-async def run_query(datasette, db, name: str, params: Dict[str, str]) -> dict:
-    """One query's rows as a panel draws them, or the error that stopped it (a panel fails alone)."""
+async def run_query(datasette, db, name: str, params: Dict[str, str], shown: Optional[Dict[str, str]] = None) -> dict:
+    """One query's rows as a panel draws them, or the error that stopped it (a panel fails alone).
+
+    ``shown`` are the parameters the panel's link carries, when they differ from those run (live).
+    """
     began = time.perf_counter()
     query = QUERIES.get(name)
     if query is None:
         return {"query": name, "title": name, "description": "", "url": "", "columns": [], "rows": [], "ms": 0.0,
                 "error": f"no ready-made query named {name!r}: expected one of {', '.join(QUERIES)}"}
     panel = {"query": name, "title": query["title"], "description": query.get("description", ""),
-             "url": query_url(datasette, db.name, name, params), "columns": [], "rows": [], "error": None}
+             "url": query_url(datasette, db.name, name, shown or params), "columns": [], "rows": [], "error": None}
     try:
         results = await db.execute(query["sql"], params)
     except QueryInterrupted:
@@ -212,22 +218,43 @@ async def run_query(datasette, db, name: str, params: Dict[str, str]) -> dict:
     return panel
 
 
-async def panel_data(datasette, db, period: Period, path_prefix: str = "", only: Optional[List[str]] = None) -> dict:
-    """Every panel's rows for the period, and the compared panels' rows for the previous period."""
+def has_traffic(panel: dict) -> bool:
+    """Whether a panel shows any request: summary is one row even for none, counting them in ``requests``."""
+    if panel["query"] == "summary" and panel["rows"]:
+        return bool(panel["rows"][0][panel["columns"].index("requests")])
+    return bool(panel["rows"])
+
+
+def query_time_ms(moment: datetime.datetime) -> str:
+    """A moment to the millisecond, as last_requests prints its rows' start."""
+    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+async def panel_data(datasette, db, period: Period, path_prefix: str = "", only: Optional[List[str]] = None,
+                     since: Optional[datetime.datetime] = None) -> dict:
+    """Every panel's rows for the period, and the compared panels' rows for the previous period.
+
+    With ``since`` (live), last_requests reads only the rows from that moment on: those newer than the
+    page already shows, and the few of that same millisecond, which the page tells apart by id.
+    """
     wanted = [panel for panel in PANELS if only is None or panel in only]
-    jobs: List[Tuple[str, bool, str, Dict[str, str]]] = []
+    jobs: List[Tuple[str, bool, str, Dict[str, str], Optional[Dict[str, str]]]] = []
     for panel in wanted:
         name = PANELS[panel] or period.traffic_query
-        jobs.append((panel, False, name, query_params(name, period.params(), path_prefix)))
+        params = query_params(name, period.params(), path_prefix)
+        if panel == "last_requests" and since is not None and since > period.start:
+            jobs.append((panel, False, name, {**params, "start": query_time_ms(since)}, params))
+        else:
+            jobs.append((panel, False, name, params, None))
         if panel in COMPARED:
-            jobs.append((panel, True, name, query_params(name, period.params(previous=True), path_prefix)))
+            jobs.append((panel, True, name, query_params(name, period.params(previous=True), path_prefix), None))
     began = time.perf_counter()
-    results = await asyncio.gather(*(run_query(datasette, db, name, params) for _, _, name, params in jobs))
+    results = await asyncio.gather(*(run_query(datasette, db, *job[2:]) for job in jobs))
     data = {"database": db.name, "period": period.as_json(), "path_prefix": path_prefix,
-            "panels": {}, "previous": {}}
-    for (panel, previous, _, _), result in zip(jobs, results):
+            "since": query_time_ms(since) if since else None, "panels": {}, "previous": {}}
+    for (panel, previous, *_), result in zip(jobs, results):
         data["previous" if previous else "panels"][panel] = result
-    data["empty"] = all(not panel["rows"] for panel in data["panels"].values())
+    data["empty"] = not any(has_traffic(panel) for panel in data["panels"].values())
     data["ms"] = round((time.perf_counter() - began) * 1000, 1)
     return data
 
@@ -247,7 +274,13 @@ async def dashboard_data(datasette, request):
             {"ok": False, "error": f"panels={','.join(unknown)!r}: expected names among {', '.join(PANELS)}"},
             status=400,
         )
-    data = await panel_data(datasette, db, period, request.args.get("path_prefix") or "", only)
+    since = None
+    if request.args.get("since"):
+        try:
+            since = parse_time(request.args["since"], "since")
+        except PeriodError as error:
+            return Response.json({"ok": False, "error": str(error)}, status=400)
+    data = await panel_data(datasette, db, period, request.args.get("path_prefix") or "", only, since)
     return Response.json({"ok": True, **data})
 
 

@@ -15,7 +15,7 @@
   };
   var PALETTE = ["#2f6fb3", "#3a9d5d", "#e0a21b", "#c8423b", "#7b5ea7", "#1f9aa0", "#d36f2b", "#7d8ea3"];
   var charts = {};
-  var newestRequest = null;
+  var lastRequests = null;  // the rows the last-requests panel shows, newest first
   var numbers = new Intl.NumberFormat("en");
 
   Chart.defaults.animation = false;
@@ -50,7 +50,10 @@
     return (i ? n.toFixed(n < 10 ? 1 : 0) : String(Math.round(n))) + " " + units[i];
   }
 
-  function msText(ms) { return ms == null ? "–" : (ms < 10 ? ms.toFixed(1) : numbers.format(Math.round(ms))) + " ms"; }
+  function msText(ms) {
+    if (ms == null) { return "–"; }
+    return (ms < 1 ? ms.toFixed(2) : ms < 10 ? ms.toFixed(1) : numbers.format(Math.round(ms))) + " ms";
+  }
 
   function timeLabel(text, daily) {
     var moment = new Date(text);
@@ -157,40 +160,76 @@
   }
 
   // The period's slots (hours or days) from its start, so that this period and the previous line up.
-  function slots(period, daily) {
+  function slots(start, end, daily) {
     var step = daily ? 86400000 : 3600000;
-    var start = Date.parse(period.start);
-    var count = Math.round((Date.parse(period.end) - start) / step);
-    return { step: step, start: start, count: count };
+    var from = Math.floor(Date.parse(start) / step) * step;
+    return { step: step, start: from, count: Math.max(1, Math.ceil((Date.parse(end) - from) / step)) };
   }
 
-  function series(rows, timeColumn, valueColumn, start, grid) {
-    var values = new Array(grid.count).fill(0);
+  function slotLabels(grid, daily) {
+    var labels = [];
+    for (var i = 0; i < grid.count; i++) { labels.push(timeLabel(new Date(grid.start + i * grid.step).toISOString(), daily)); }
+    return labels;
+  }
+
+  // One value per slot from rows keyed by time; gaps are ``empty`` (0 for counts, null for latencies).
+  function series(rows, timeColumn, valueColumn, grid, start, empty) {
+    var values = new Array(grid.count).fill(empty);
+    var from = start == null ? grid.start : Math.floor(Date.parse(start) / grid.step) * grid.step;
     rows.forEach(function (row) {
-      var at = Math.floor((Date.parse(row[timeColumn]) - start) / grid.step);
-      if (at >= 0 && at < grid.count) { values[at] += Number(row[valueColumn]) || 0; }
+      var at = Math.floor((Date.parse(row[timeColumn]) - from) / grid.step);
+      if (at >= 0 && at < grid.count && row[valueColumn] != null) { values[at] = (values[at] || 0) + Number(row[valueColumn]); }
     });
     return values;
   }
 
+  function timeAxes(stacked) {
+    return {
+      x: { stacked: !!stacked, ticks: { maxTicksLimit: 8, maxRotation: 0 }, grid: { display: false } },
+      y: { stacked: !!stacked, beginAtZero: true },
+    };
+  }
+
+  function overTime(id, panel, type, columns, options) {
+    var timeColumn = firstOf(panel, ["hour", "day"]);
+    var daily = timeColumn === "day";
+    var grid = slots(config.period.start, config.period.end, daily);
+    var rows = records(panel);
+    chart(id, type, {
+      labels: slotLabels(grid, daily),
+      datasets: columns.map(function (c) {
+        return Object.assign({ label: c.label, data: series(rows, timeColumn, c.column, grid, null, c.empty === undefined ? 0 : c.empty),
+          backgroundColor: c.color, borderColor: c.color }, c.style || {});
+      }),
+    }, Object.assign({ scales: timeAxes(options && options.stacked) }, options || {}));
+    return rows.length;
+  }
+
   var draw = {
+    summary: function (panel, previous) {
+      var now = records(panel)[0] || {}, before = previous && !previous.error ? records(previous)[0] || {} : {};
+      showKpis(now, before);
+      return panel.rows.length;
+    },
+
     traffic: function (panel, previous) {
       var daily = panel.query === "traffic_by_day";
       var timeColumn = daily ? "day" : "hour";
-      var grid = slots(config.period, daily);
-      var labels = [];
-      for (var i = 0; i < grid.count; i++) {
-        labels.push(timeLabel(new Date(grid.start + i * grid.step).toISOString(), daily));
-      }
-      var datasets = [{ type: "bar", label: "requests", data: series(records(panel), timeColumn, "requests", grid.start, grid),
-        backgroundColor: COLORS.now, order: 2 }];
+      var grid = slots(config.period.start, config.period.end, daily);
+      var datasets = [
+        { type: "bar", label: "people", data: series(records(panel), timeColumn, "people", grid, null, 0),
+          backgroundColor: COLORS.people, stack: "now", order: 2 },
+        { type: "bar", label: "bots", data: series(records(panel), timeColumn, "bots", grid, null, 0),
+          backgroundColor: COLORS.bots, stack: "now", order: 2 },
+      ];
       if (previous && !previous.error) {
-        datasets.push({ type: "line", label: "previous period", order: 1, borderColor: COLORS.previous,
+        datasets.push({ type: "line", label: "previous period (all requests)", order: 1, borderColor: COLORS.previous,
           backgroundColor: COLORS.previous, pointRadius: 0, borderWidth: 2, tension: 0.25,
-          data: series(records(previous), timeColumn, "requests", Date.parse(config.period.previous_start), grid) });
+          data: series(records(previous), timeColumn, "requests", grid, config.period.previous_start, 0) });
       }
-      chart("traffic", "bar", { labels: labels, datasets: datasets }, {
-        scales: { x: { ticks: { maxTicksLimit: 14, maxRotation: 0 } }, y: { beginAtZero: true } },
+      chart("traffic", "bar", { labels: slotLabels(grid, daily), datasets: datasets }, {
+        scales: { x: { stacked: true, ticks: { maxTicksLimit: 14, maxRotation: 0 }, grid: { display: false } },
+          y: { stacked: true, beginAtZero: true } },
         onClick: function (event, elements) {
           if (!elements.length) { return; }
           var day = new Date(grid.start + elements[0].index * grid.step).toISOString().slice(0, 10);
@@ -201,18 +240,20 @@
     },
 
     status_over_time: function (panel) {
-      var timeColumn = firstOf(panel, ["hour", "day"]);
-      var classes = panel.columns.filter(function (c) { return c !== timeColumn; });
       var rows = records(panel);
-      chart("status_over_time", "bar", {
-        labels: rows.map(function (r) { return timeLabel(r[timeColumn], timeColumn === "day"); }),
-        datasets: classes.map(function (c, i) {
-          var digit = (c.match(/[1-5]/) || [""])[0];
-          return { label: c, data: rows.map(function (r) { return r[c]; }),
-            backgroundColor: COLORS["s" + digit] || PALETTE[i % PALETTE.length] };
-        }),
-      }, { scales: { x: { stacked: true, ticks: { maxTicksLimit: 8, maxRotation: 0 } }, y: { stacked: true, beginAtZero: true } } });
-      return rows.length;
+      var classes = ["1xx", "2xx", "3xx", "4xx", "5xx", "no_response"].filter(function (c) {
+        return has(panel, c) && sum(rows, c) > 0;
+      });
+      return overTime("status_over_time", panel, "bar", classes.map(function (c) {
+        return { label: c.replace("_", " "), column: c, color: COLORS["s" + c.charAt(0)] || COLORS.other };
+      }), { stacked: true });
+    },
+
+    latency_over_time: function (panel) {
+      return overTime("latency_over_time", panel, "line", ["p50_ms", "p95_ms", "p99_ms"].map(function (c) {
+        return { label: c.replace("_ms", "") + " ms", column: c, color: COLORS[c.slice(0, 3)], empty: null,
+          style: { pointRadius: 2, borderWidth: 2, spanGaps: true, tension: 0.2 } };
+      }), { scales: { x: timeAxes().x, y: { beginAtZero: true, title: { display: true, text: "ms" } } } });
     },
 
     top_paths: function (panel) {
@@ -221,116 +262,115 @@
     },
 
     top_routes: function (panel) {
-      var label = firstOf(panel, ["route", "path"]);
-      return horizontalBars("top_routes", panel, label, [{ label: "requests", column: "requests", color: COLORS.now }]);
+      return horizontalBars("top_routes", panel, "route", [{ label: "requests", column: "requests", color: COLORS.now }]);
     },
 
     slowest_routes: function (panel) {
-      var label = firstOf(panel, ["route", "path"]);
-      var percentiles = panel.columns.filter(function (c) { return /^p(50|95|99)/.test(c); });
-      return horizontalBars("slowest_routes", panel, label, percentiles.map(function (c) {
+      return horizontalBars("slowest_routes", panel, "route", ["p50_ms", "p95_ms", "p99_ms"].map(function (c) {
         return { label: c.replace("_ms", "") + " ms", column: c, color: COLORS[c.slice(0, 3)] };
       }));
     },
 
-    error_paths: function (panel) { return table("error_paths", panel); },
+    error_paths: function (panel) {
+      return table("error_paths", panel, ["route", "client_errors", "server_errors", "requests", "error_percent"]);
+    },
 
-    agents: function (panel) {
+    bots_and_humans: function (panel) {
       var rows = records(panel);
-      var label = firstOf(panel, ["agent", "browser", "name", "kind"]);
-      var value = firstOf(panel, ["requests", "hits"]);
-      var people = rows.filter(function (r) { return !r.is_bot; }), bots = rows.filter(function (r) { return r.is_bot; });
-      var shown = people.slice(0, 6).concat(bots.slice(0, 4));
-      chart("agents", "bar", {
-        labels: shown.map(function (r) { return r[label] + (r.is_bot ? " (bot)" : ""); }),
-        datasets: [{ label: value, data: shown.map(function (r) { return r[value]; }),
-          backgroundColor: shown.map(function (r) { return r.is_bot ? COLORS.bots : COLORS.people; }) }],
-      }, { indexAxis: "y", plugins: { legend: { display: false } } });
+      chart("bots_and_humans", "doughnut", {
+        labels: rows.map(function (r) { return r.agent; }),
+        datasets: [{ data: rows.map(function (r) { return r.requests; }),
+          backgroundColor: rows.map(function (r) { return COLORS[r.agent] || COLORS.other; }) }],
+      }, { plugins: { legend: { position: "right" } } });
       return rows.length;
     },
 
+    agents: function (panel) {
+      var rows = records(panel).slice(0, 10);
+      chart("agents", "bar", {
+        labels: rows.map(function (r) { return [r.browser, r.os, r.device].filter(Boolean).join(" · "); }),
+        datasets: [{ label: "requests", data: rows.map(function (r) { return r.requests; }),
+          backgroundColor: rows.map(function (r) { return r.agent === "bot" ? COLORS.bots : COLORS.people; }) }],
+      }, { indexAxis: "y", plugins: { legend: { display: false } } });
+      return panel.rows.length;
+    },
+
     referring_sites: function (panel) {
-      var label = firstOf(panel, ["site", "host", "referring_site"]);
-      return horizontalBars("referring_sites", panel, label, [{ label: "requests", column: firstOf(panel, ["requests", "hits"]), color: COLORS.now }]);
+      return horizontalBars("referring_sites", panel, "site", [{ label: "requests", column: "requests", color: COLORS.now }]);
     },
 
     referrers: function (panel) { return table("referrers", panel); },
 
-    visitors_by_day: function (panel, previous) {
+    visitors_by_day: function (panel) {
       var rows = records(panel);
-      var value = firstOf(panel, ["visitors", "people"]);
-      chart("visitors_by_day", "line", {
+      chart("visitors_by_day", "bar", {
         labels: rows.map(function (r) { return timeLabel(r.day, true); }),
-        datasets: [{ label: value, data: rows.map(function (r) { return r[value]; }), borderColor: COLORS.now,
-          backgroundColor: COLORS.now, tension: 0.25 }],
-      }, { scales: { y: { beginAtZero: true } } });
+        datasets: [{ label: "people", data: rows.map(function (r) { return r.people; }), backgroundColor: COLORS.people, stack: "v" },
+          { label: "bots", data: rows.map(function (r) { return r.bots; }), backgroundColor: COLORS.bots, stack: "v" }],
+      }, { scales: { x: { stacked: true, grid: { display: false } }, y: { stacked: true, beginAtZero: true } } });
       return rows.length;
     },
 
     bytes_served: function (panel) {
-      var rows = records(panel);
-      var label = panel.columns[0];
-      var value = firstOf(panel, ["bytes", "body_bytes"]);
+      var rows = records(panel).slice(0, 10);
       chart("bytes_served", "bar", {
-        labels: rows.map(function (r) { return String(r[label]); }),
-        datasets: [{ label: "bytes", data: rows.map(function (r) { return r[value]; }), backgroundColor: COLORS.now }],
-      }, { plugins: { legend: { display: false } }, scales: { y: { ticks: { callback: function (v) { return bytesText(v); } } } } });
-      return rows.length;
+        labels: rows.map(function (r) { return r.route; }),
+        datasets: [{ label: "bytes", data: rows.map(function (r) { return r.bytes; }), backgroundColor: COLORS.now }],
+      }, { indexAxis: "y", plugins: { legend: { display: false } },
+        scales: { x: { ticks: { callback: function (v) { return bytesText(v); } } } } });
+      return panel.rows.length;
     },
 
-    last_requests: function (panel) {
-      if (panel.rows.length) {
-        var idColumn = panel.columns.indexOf("id");
-        newestRequest = Math.max(newestRequest || 0, Number(panel.rows[0][idColumn]) || 0);
+    last_requests: function (panel, previous, data) {
+      var shown = ["start", "method", "path", "status", "duration_ms", "bytes", "agent", "browser", "referrer"];
+      if (data.since && lastRequests) {
+        // Live: the rows newer than those shown go on top; each id once, 100 at most.
+        var idAt = panel.columns.indexOf("id");
+        var seen = {};
+        lastRequests.rows.forEach(function (row) { seen[row[idAt]] = true; });
+        var fresh = panel.rows.filter(function (row) { return !seen[row[idAt]]; });
+        panel = Object.assign({}, panel, { rows: fresh.concat(lastRequests.rows).slice(0, 100) });
       }
-      return table("last_requests", panel);
+      lastRequests = panel;
+      return table("last_requests", panel, shown);
     },
   };
 
-  // ---- KPIs ---------------------------------------------------------------------------------------
+  // ---- KPIs: this period against the previous ---------------------------------------------------------
 
-  function totals(panels) {
-    var traffic = records(panels.traffic || { columns: [], rows: [] });
-    var requests = sum(traffic, "requests");
-    var figures = {
-      requests: requests,
-      errors: requests ? 100 * sum(traffic, "server_errors") / requests : null,
-      bytes: sum(traffic, "bytes"),
-      bots: requests ? 100 * sum(traffic, "bots") / requests : null,
-    };
-    if (panels.visitors_by_day) { figures.visitors = sum(records(panels.visitors_by_day), firstOf(panels.visitors_by_day, ["visitors"])); }
-    if (panels.slowest_routes) {
-      // The busiest route's p95 stands for the site until a whole-period percentile query exists.
-      var routes = records(panels.slowest_routes);
-      figures.p95 = routes.length ? routes[0][firstOf(panels.slowest_routes, ["p95_ms", "p95"])] : null;
-    }
-    return figures;
-  }
+  var KPIS = {
+    requests: { value: function (s) { return s.requests; }, text: function (v) { return numbers.format(v); } },
+    visitors: { value: function (s, v) { return v; }, text: function (v) { return numbers.format(v); } },
+    errors: { value: function (s) { return s.server_error_percent; }, text: function (v) { return v.toFixed(1) + "%"; }, points: true },
+    p95: { value: function (s) { return s.p95_ms; }, text: msText },
+    bytes: { value: function (s) { return s.bytes; }, text: bytesText },
+    bots: { value: function (s) { return s.bot_percent; }, text: function (v) { return Math.round(v) + "%"; }, points: true },
+  };
+  var visitors = { now: null, before: null };
 
-  function showKpis(data) {
-    var now = totals(data.panels), before = totals(data.previous);
-    var text = {
-      requests: function (v) { return numbers.format(v); },
-      visitors: function (v) { return numbers.format(v); },
-      errors: function (v) { return v == null ? "–" : v.toFixed(1) + "%"; },
-      p95: msText,
-      bytes: bytesText,
-      bots: function (v) { return v == null ? "–" : Math.round(v) + "%"; },
-    };
-    Object.keys(text).forEach(function (kpi) {
+  function showKpis(now, before) {
+    Object.keys(KPIS).forEach(function (kpi) {
+      var spec = KPIS[kpi];
       var element = document.querySelector('[data-kpi="' + kpi + '"]');
-      var value = now[kpi], previous = before[kpi];
-      element.querySelector(".log-kpi-value").textContent = value == null ? "–" : text[kpi](value);
+      var value = spec.value(now, visitors.now), previous = spec.value(before, visitors.before);
+      element.querySelector(".log-kpi-value").textContent = value == null ? "–" : spec.text(value);
       var delta = element.querySelector(".log-kpi-delta");
       delta.className = "log-kpi-delta";
-      if (value == null || previous == null) { delta.textContent = ""; return; }
-      var relative = kpi === "errors" || kpi === "bots";
-      var change = relative ? value - previous : (previous ? 100 * (value - previous) / previous : null);
-      if (change == null) { delta.textContent = "new"; return; }
-      delta.textContent = (change >= 0 ? "▲ " : "▼ ") + Math.abs(change).toFixed(relative ? 1 : 0) + (relative ? " pts" : "%");
-      delta.classList.add(change >= 0 ? "log-up" : "log-down");
-      delta.title = "previous period: " + text[kpi](previous);
+      delta.textContent = "";
+      delta.removeAttribute("title");
+      if (value == null || previous == null) { return; }
+      var change = spec.points ? value - previous : (previous ? 100 * (value - previous) / previous : null);
+      delta.title = "previous period: " + spec.text(previous);
+      if (change == null) { delta.textContent = value ? "new" : ""; return; }
+      delta.textContent = (change >= 0 ? "▲ " : "▼ ") + Math.abs(change).toFixed(spec.points ? 1 : 0) + (spec.points ? " pts" : "%");
+      delta.classList.add(change > 0 ? "log-up" : (change < 0 ? "log-down" : "log-same"));
     });
+  }
+
+  function countVisitors(data) {
+    // Distinct visitors are counted per day (a visitor is kept one day): the period's figure adds its days.
+    if (data.panels.visitors_by_day) { visitors.now = sum(records(data.panels.visitors_by_day), "visitors"); }
+    if (data.previous.visitors_by_day) { visitors.before = sum(records(data.previous.visitors_by_day), "visitors"); }
   }
 
   // ---- loading --------------------------------------------------------------------------------------
@@ -339,12 +379,13 @@
     var empty = data.empty;
     document.getElementById("log-empty").hidden = !empty;
     document.getElementById("log-dashboard").classList.toggle("log-is-empty", empty);
-    showKpis(data);
-    Object.keys(data.panels).forEach(function (id) {
+    countVisitors(data);
+    // The summary last, once the visitors it shows are counted.
+    Object.keys(data.panels).sort(function (a, b) { return (a === "summary") - (b === "summary"); }).forEach(function (id) {
       var panel = data.panels[id];
       var element = titled(id, panel);
       if (panel.error) { drawn(element, 0); return; }
-      drawn(element, draw[id](panel, data.previous[id]));
+      drawn(element, draw[id](panel, data.previous[id], data));
     });
     document.body.setAttribute("data-dashboard", "drawn");
   }
@@ -352,6 +393,10 @@
   function load(panels) {
     var query = new URLSearchParams(config.query_string);
     if (panels) { query.set("panels", panels.join(",")); }
+    if (panels && lastRequests && lastRequests.rows.length) {
+      // Live asks only for the requests from the newest one shown on.
+      query.set("since", lastRequests.rows[0][lastRequests.columns.indexOf("start")]);
+    }
     return fetch(config.data_url + "?" + query.toString(), { credentials: "same-origin" })
       .then(function (response) { return response.json(); })
       .then(function (data) {

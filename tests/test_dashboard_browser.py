@@ -1,0 +1,161 @@
+"""The dashboard in a real browser: headless Debian Chromium, driven by Selenium, against `datasette serve`.
+
+It opens the dashboard and the ready-made queries' pages, checks that every panel drew its rows
+(dashboard.js sets data-rows on a panel once drawn) on a canvas of some size, and that the console
+stayed free of errors. Screenshots go to test-artifacts/ at the repository root.
+"""
+import asyncio
+import pathlib
+
+import pytest
+
+from conftest import DATASETTE_MAJOR, ROOT, free_port, running_server
+from test_dashboard import FIREFOX, make_log, send_traffic
+
+webdriver = pytest.importorskip("selenium.webdriver")
+from selenium.webdriver.chrome.options import Options  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM = pathlib.Path("/usr/bin/chromium")
+CHROMEDRIVER = pathlib.Path("/usr/bin/chromedriver")
+ARTIFACTS = ROOT / "test-artifacts"
+LINE = f"datasette-{DATASETTE_MAJOR}"
+QUERY_PAGES = ("traffic_by_hour", "top_paths", "status_over_time", "slowest_routes", "last_requests")
+
+pytestmark = pytest.mark.skipif(
+    not (CHROMIUM.exists() and CHROMEDRIVER.exists()),
+    reason="Debian's chromium and chromium-driver (the test command installs them)",
+)
+
+
+def chromium(user_data_dir):
+    """Headless Chromium through its own chromedriver; both paths given, so Selenium Manager fetches nothing."""
+    options = Options()
+    options.binary_location = str(CHROMIUM)
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                     "--disable-sync", "--disable-extensions", "--window-size=1400,1800",
+                     f"--user-data-dir={user_data_dir}"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """`datasette serve` on a free loopback port, over a log written by the real middleware."""
+    folder = tmp_path_factory.mktemp("browser")
+    log = make_log(folder / "requests.db")
+    port = free_port()
+    command = ["datasette", "serve", str(log), "-h", "127.0.0.1", "-p", str(port)]
+    with running_server(command, port):
+        yield f"http://127.0.0.1:{port}", log
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    driver = chromium(tmp_path_factory.mktemp("chromium-profile"))
+    driver.set_page_load_timeout(30)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def screenshot(driver, name, folder=ARTIFACTS):
+    """The whole page as a PNG: the window is made as tall as the page first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.png"
+    height = driver.execute_script("return document.documentElement.scrollHeight")
+    width = driver.get_window_size()["width"]
+    driver.set_window_size(width, max(height + 140, 900))
+    driver.save_screenshot(str(path))
+    driver.set_window_size(width, 1800)
+    return path
+
+
+def console_errors(driver):
+    return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
+
+
+def drawn_panels(driver, url):
+    driver.get(url)
+    WebDriverWait(driver, 20).until(
+        lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-dashboard") in ("drawn", "failed"))
+    assert driver.find_element(By.TAG_NAME, "body").get_attribute("data-dashboard") == "drawn"
+    return driver.find_elements(By.CSS_SELECTOR, "[data-panel]")
+
+
+def test_every_panel_draws_its_rows_with_no_console_errors(served, browser):
+    served, _ = served
+    panels = drawn_panels(browser, served + "/requests/-/dashboard")
+    screenshot(browser, f"{LINE}-dashboard")
+    assert len(panels) >= 12
+    for panel in panels:
+        name = panel.get_attribute("data-panel")
+        assert panel.get_attribute("data-error") is None, f"{name}: {panel.get_attribute('data-error')}"
+        assert int(panel.get_attribute("data-rows")) > 0, f"{name} drew no rows"
+        if panel.get_attribute("data-kind") == "chart":
+            canvas = panel.find_element(By.TAG_NAME, "canvas")
+            assert canvas.size["width"] > 100 and canvas.size["height"] > 100, name
+        elif panel.get_attribute("data-kind") == "table":
+            assert panel.find_elements(By.CSS_SELECTOR, "tbody tr"), name
+        else:
+            values = [e.text for e in panel.find_elements(By.CSS_SELECTOR, ".log-kpi-value")]
+            assert len(values) == 6 and "…" not in values, values
+        link = panel.find_element(By.CSS_SELECTOR, "h2 a").get_attribute("href")
+        assert link.startswith(served + "/requests/") and "start=" in link, f"{name}: {link}"
+    kpi = browser.find_element(By.CSS_SELECTOR, '[data-kpi="requests"] .log-kpi-value').text
+    assert kpi.replace(",", "").isdigit() and int(kpi.replace(",", "")) > 0
+    assert console_errors(browser) == []
+
+
+def test_a_preset_and_a_bar_click_narrow_the_page(served, browser):
+    served, _ = served
+    drawn_panels(browser, served + "/requests/-/dashboard?range=24h")
+    assert browser.find_element(By.CSS_SELECTOR, ".log-preset[aria-current]").text.replace(" ", "") == "24h"
+    # Clicking the busiest path's bar filters the page by that path, shown as a removable chip.
+    canvas = browser.find_element(By.CSS_SELECTOR, '[data-panel="top_paths"] canvas')
+    browser.execute_script("""
+        const chart = Chart.getChart(arguments[0]);
+        const bar = chart.getDatasetMeta(0).data[0];
+        const box = arguments[0].getBoundingClientRect();
+        arguments[0].dispatchEvent(new MouseEvent('click', {clientX: box.left + bar.x - 2, clientY: box.top + bar.y, bubbles: true}));
+    """, canvas)
+    WebDriverWait(browser, 20).until(lambda d: "path_prefix=" in d.current_url)
+    drawn_panels(browser, browser.current_url)
+    chip = browser.find_element(By.CSS_SELECTOR, ".log-chip")
+    assert "path starts with" in chip.text
+    screenshot(browser, f"{LINE}-dashboard-filtered")
+    assert console_errors(browser) == []
+
+
+def test_live_shows_requests_logged_after_the_page_loaded(served, browser):
+    url, log = served
+    drawn_panels(browser, url + "/requests/-/dashboard")
+    requests_kpi = '[data-kpi="requests"] .log-kpi-value'
+    before = int(browser.find_element(By.CSS_SELECTOR, requests_kpi).text.replace(",", ""))
+    browser.find_element(By.ID, "log-live").click()
+    asyncio.run(send_traffic(log, [("/live/arrived", FIREFOX, None, 3)]))
+    WebDriverWait(browser, 30).until(
+        lambda d: "/live/arrived" in d.find_element(By.CSS_SELECTOR, '[data-panel="last_requests"]').text)
+    WebDriverWait(browser, 30).until(
+        lambda d: int(d.find_element(By.CSS_SELECTOR, requests_kpi).text.replace(",", "")) == before + 3)
+    shown = browser.find_element(By.CSS_SELECTOR, '[data-panel="last_requests"]').text
+    assert shown.count("/live/arrived") == 3  # each new row once, however many refreshes ran
+    screenshot(browser, f"{LINE}-dashboard-live")
+    browser.find_element(By.ID, "log-live").click()
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("query", QUERY_PAGES)
+def test_the_ready_made_query_pages_open(served, browser, query):
+    served, _ = served
+    browser.get(served + f"/requests/{query}")
+    WebDriverWait(browser, 20).until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.rows-and-columns, .zero-results"))
+    rows = browser.find_elements(By.CSS_SELECTOR, "table.rows-and-columns tbody tr")
+    assert rows, f"{query} showed no rows"
+    screenshot(browser, f"{LINE}-query-{query}")
+    assert console_errors(browser) == []
