@@ -64,15 +64,16 @@ def browser(tmp_path_factory):
         driver.quit()
 
 
-def screenshot(driver, name, folder=ARTIFACTS):
-    """The whole page as a PNG: the window is made as tall as the page first."""
+def screenshot(driver, name, folder=ARTIFACTS, whole_page=True):
+    """The page as a PNG; ``whole_page`` makes the window as tall as the page first."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    width = driver.get_window_size()["width"]
-    driver.set_window_size(width, max(height + 140, 900))
+    size = driver.get_window_size()
+    if whole_page:
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.set_window_size(size["width"], max(height + 140, 900))
     driver.save_screenshot(str(path))
-    driver.set_window_size(width, 1800)
+    driver.set_window_size(size["width"], size["height"])
     return path
 
 
@@ -159,3 +160,37 @@ def test_the_ready_made_query_pages_open(served, browser, query):
     assert rows, f"{query} showed no rows"
     screenshot(browser, f"{LINE}-query-{query}")
     assert console_errors(browser) == []
+
+
+def docs_screenshot(out: pathlib.Path, rows: int = 300_000) -> None:
+    """The README's picture: the dashboard of a synthetic 30-day log (benchmarks/synthetic_log.py)."""
+    import sys
+    import tempfile
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from synthetic_log import make_log as make_synthetic_log
+
+    with tempfile.TemporaryDirectory() as folder:
+        log = pathlib.Path(folder) / "requests.db"
+        make_synthetic_log(str(log), rows, days=30, seed=0)
+        port = free_port()
+        with running_server(["datasette", "serve", str(log), "-h", "127.0.0.1", "-p", str(port)], port):
+            driver = chromium(pathlib.Path(folder) / "profile")
+            try:
+                # The top of the page: KPIs, traffic, status mix, latency and the top lists.
+                driver.set_window_size(1280, 1500)
+                drawn_panels(driver, f"http://127.0.0.1:{port}/requests/-/dashboard")
+                saved = screenshot(driver, out.stem, out.parent, whole_page=False)
+            finally:
+                driver.quit()
+    print(f"wrote {saved}")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write the README's screenshot of the dashboard.")
+    parser.add_argument("out", type=pathlib.Path, help="the PNG to write, e.g. docs/images/dashboard.png")
+    parser.add_argument("--rows", type=int, default=300_000)
+    arguments = parser.parse_args()
+    docs_screenshot(arguments.out, arguments.rows)

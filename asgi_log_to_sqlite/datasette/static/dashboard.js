@@ -362,8 +362,10 @@
       var change = spec.points ? value - previous : (previous ? 100 * (value - previous) / previous : null);
       delta.title = "previous period: " + spec.text(previous);
       if (change == null) { delta.textContent = value ? "new" : ""; return; }
-      delta.textContent = (change >= 0 ? "▲ " : "▼ ") + Math.abs(change).toFixed(spec.points ? 1 : 0) + (spec.points ? " pts" : "%");
-      delta.classList.add(change > 0 ? "log-up" : (change < 0 ? "log-down" : "log-same"));
+      var shown = Math.abs(change).toFixed(spec.points ? 1 : 0);
+      if (Number(shown) === 0) { delta.textContent = "= " + (spec.points ? "0.0 pts" : "0%"); return; }
+      delta.textContent = (change > 0 ? "▲ " : "▼ ") + shown + (spec.points ? " pts" : "%");
+      delta.classList.add(change > 0 ? "log-up" : "log-down");
     });
   }
 
