@@ -7,8 +7,9 @@ static files and bots' probes, then items, posts, API objects and user profiles 
 templates, and 1,000 documentation pages without a route), chosen with a Zipf-like skew; 300 user
 agents (40 bots: crawlers, monitors, HTTP libraries), each with its browser, OS, device and bot
 flag set as agents.py would; 20,000 client addresses; 200 referers, absent for half the requests;
-mostly GET; 2xx, 304, 404 and some 5xx; log-normal durations with a slow tail; more traffic by day
-than by night. A visitor (address and agent) makes sessions of 8 requests. Every value is a
+mostly GET; 2xx, 304, 404 and some 5xx; log-normal durations with a slow tail; traffic that swings 3
+to 1 over each day. Sessions of 8 requests each come from 60,000 visitors (an address and an agent,
+one in five a bot), who come back. Every value is a
 function of the row number and ``--seed``, so a seed gives the same file.
 
 The rollups are then filled as the writer would have: ``Rollups().rebuild`` for the hourly and
@@ -100,7 +101,7 @@ def _rows_sql(rows: int, days: int, newest_ms: int, seed: int) -> str:
     span = days * DAY_MS
     first_ms = newest_ms - span
     u = [_uniform(a) for a in (48271, 69621, 16807, 39373, 40692, 40014, 41358, 45318, 52774, 62089)]
-    us = [_uniform(a, "hs") for a in (48271, 69621, 16807)]
+    visitor = f"(1 + CAST({_uniform(48271, 'hs')} * {VISITORS} AS INTEGER))"
     zipf = f"(1 + CAST({PATHS} * power({u[1]}, 3) AS INTEGER))"
     # Traffic swings 3 to 1 over each day: time warped by a sine of period one day, monotone in the row
     # number, and zero at both ends so that the rows start ``days`` ago and end now.
@@ -116,12 +117,12 @@ hashed AS (
 ),
 drawn AS (
     SELECT i, CAST(tu - {warp} AS INTEGER) AS start_ms,
-           -- the session's visitor: 1 in 5 is a bot agent
-           1 + CAST({us[0]} * {VISITORS} AS INTEGER) AS visitor,
-           CASE WHEN {us[1]} < 0.2 THEN 1 + CAST({us[2]} * {BOTS} AS INTEGER)
-                ELSE {BOTS + 1} + CAST({us[2]} * {AGENTS - BOTS} AS INTEGER) END AS agent,
-           -- bots' probes only from bots; the skewed draw steps over them
-           CASE WHEN {us[1]} < 0.2 AND {u[0]} < 0.08 THEN {PROBES[0]} + CAST({u[1]} * {len(PROBES)} AS INTEGER)
+           -- the session's visitor, who comes back in other sessions with the same address and agent
+           {visitor} AS visitor,
+           CASE WHEN {visitor} % 5 = 0 THEN 1 + ({visitor} / 5) % {BOTS}
+                ELSE {BOTS + 1} + {visitor} * 7 % {AGENTS - BOTS} END AS agent,
+           -- bots' probes only from bots (1 visitor in 5); the skewed draw steps over them
+           CASE WHEN {visitor} % 5 = 0 AND {u[0]} < 0.08 THEN {PROBES[0]} + CAST({u[1]} * {len(PROBES)} AS INTEGER)
                 WHEN {zipf} IN {PROBES} THEN {zipf} + {len(PROBES)} ELSE {zipf} END AS path,
            {u[2]} AS u_status, {u[3]} AS u_method, {u[4]} + {u[5]} + {u[6]} + {u[7]} AS u_sum4, {u[8]} AS u_slow,
            {u[9]} AS u_misc
@@ -144,7 +145,7 @@ SELECT i, start_ms, duration_us, duration_us * 3 / 4, method, path,
        CASE WHEN u_misc < 0.1 THEN 1 + CAST(u_misc * 10 * 50 AS INTEGER) END, agent,
        CASE WHEN agent > {BOTS} AND u_misc >= 0.5 THEN 1 + CAST(power((u_misc - 0.5) * 2, 2) * {REFERERS} AS INTEGER) END,
        CASE WHEN agent > {BOTS} THEN 1 + visitor % 5 END, status,
-       CASE WHEN status = 404 THEN 6 ELSE content_type END, 1 + visitor % {ADDRESSES}, 1, route_id,
+       CASE WHEN status = 404 THEN 6 ELSE content_type END, 1 + visitor * 7919 % {ADDRESSES}, 1, route_id,
        CASE WHEN status = 304 OR method = 3 THEN 0 WHEN status != 200 THEN 150 + visitor % 200
             ELSE CAST(size * (0.5 + u_misc) AS INTEGER) END,
        CASE WHEN method IN (2, 4) THEN 200 + visitor % 2000 ELSE 0 END, 0, 1.0

@@ -1,0 +1,104 @@
+"""Each ready-made query's time on a large log: the default range (7 days) and a 30-day one.
+
+    python3 scripts/dev.py bench log_queries [--file FILE | --rows 10000000] [--runs 5]
+
+Without ``--file``, a log of ``--rows`` rows over 30 days is generated first with
+synthetic_log.make_log (minutes for 10,000,000 rows) in a temporary directory, and deleted after;
+``--keep FILE`` writes it there instead and keeps it for the next run's ``--file``. Each query runs
+``--runs`` times per range on one sqlite3 connection, as Datasette would run it (parameters as
+text); the median is reported, with the rows returned and what the query reads. The first run of
+each is included: the file is read once beforehand, so every run finds it in the page cache.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from asgi_log_to_sqlite.datasette.queries import QUERIES  # noqa: E402
+
+from synthetic_log import make_log  # noqa: E402
+
+RAW = ("top_paths", "referrers", "referring_sites", "agents", "last_requests")
+
+
+def reads(name: str) -> str:
+    return "raw rows" if name in RAW else "visitor sets" if name == "visitors_by_day" else "rollups"
+
+
+def timed(conn: sqlite3.Connection, sql: str, params: dict, runs: int):
+    """(median seconds, rows returned) of ``runs`` runs of ``sql``."""
+    seconds, count = [], 0
+    for _ in range(runs):
+        started = time.perf_counter()
+        count = len(conn.execute(sql, params).fetchall())
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds), count
+
+
+def warm(path: str) -> None:
+    """Read the whole file once, so that the first timed run does not pay for the disk."""
+    with open(path, "rb") as file:
+        while file.read(1 << 24):
+            pass
+
+
+def report(path: str, runs: int) -> None:
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT count(*) FROM request_log").fetchone()[0]
+        first, last = conn.execute("SELECT min(start_ms), max(start_ms) FROM request_log").fetchone()
+        sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("rollup_hourly", "rollup_daily")}
+    finally:
+        conn.close()
+    days = (last - first) / 86_400_000
+    print(f"{path}: {rows:,} rows over {days:.1f} days, {os.path.getsize(path) / 1e6:,.0f} MB; "
+          f"rollup_hourly {sizes['rollup_hourly']:,} rows, rollup_daily {sizes['rollup_daily']:,}; "
+          f"median of {runs} runs, SQLite {sqlite3.sqlite_version}")
+    warm(path)
+    month_start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 30 * 86_400))
+    print()
+    print(f"| query | reads | default range (7 days) | rows | 30 days (start={month_start}) | rows |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    conn = sqlite3.connect(path)
+    try:
+        for name, query in QUERIES.items():
+            blank = {param: "" for param in query["params"]}
+            week, week_rows = timed(conn, query["sql"], blank, runs)
+            month, month_rows = timed(conn, query["sql"], dict(blank, start=month_start), runs)
+            print(f"| `{name}` | {reads(name)} | {week * 1000:,.0f} ms | {week_rows} | {month * 1000:,.0f} ms "
+                  f"| {month_rows} |", flush=True)
+    finally:
+        conn.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--file", help="an existing log to query (else one is generated)")
+    parser.add_argument("--keep", help="generate the log here and keep it")
+    parser.add_argument("--rows", type=int, default=10_000_000, help="rows of the generated log")
+    parser.add_argument("--runs", type=int, default=5)
+    args = parser.parse_args()
+    if args.file:
+        report(args.file, args.runs)
+        return 0
+    with tempfile.TemporaryDirectory() as scratch:
+        path = args.keep or os.path.join(scratch, "log.db")
+        started = time.perf_counter()
+        make_log(path, args.rows)
+        print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.0f} s")
+        report(path, args.runs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
