@@ -153,7 +153,9 @@ def run_demo(line: str, port: int) -> int:
     trickle = None
     url = f"http://127.0.0.1:{port}"
     traffic = [str(python), "-m", "asgi_log_to_sqlite.traffic", url]
-    # Ctrl-C reaches every process of the terminal's group; a plain kill of this one stops the others too.
+    # Ctrl-C reaches every process of the terminal's group; SIGINT or SIGTERM to this one alone, even
+    # started in the background (where SIGINT starts ignored), stops the others too.
+    signal.signal(signal.SIGINT, _interrupted)
     signal.signal(signal.SIGTERM, _interrupted)
     try:
         if not _listening(server, port, timeout=60):
@@ -179,8 +181,10 @@ def run_demo(line: str, port: int) -> int:
                 trickle = subprocess.Popen(traffic + ["--requests", "300", "--seconds", "600", "--rate", "0.5", "--quiet"],
                                            cwd=demo)
             time.sleep(0.5)
-        log(f"Datasette stopped (exit {server.returncode})")
-        return 1
+        # Exit 0: Datasette was told to stop (Ctrl-C reached it first); anything else it says itself.
+        if server.returncode != 0:
+            log(f"Datasette stopped (exit {server.returncode})")
+        return server.returncode
     except KeyboardInterrupt:
         return 0
     finally:
