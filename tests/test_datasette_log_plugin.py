@@ -4,6 +4,7 @@ A log opened with no metadata file shows the readable view first, labels for eve
 facets, a description for every column and its lookup tables last; its ready-made queries are on its
 page and run; what the user configured wins; any other database gets none of it.
 """
+import shutil
 import sqlite3
 
 import httpx
@@ -17,10 +18,12 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from asgi_log_to_sqlite import AsgiLogToSqlite, create_file
+from asgi_log_to_sqlite.importer import import_logs
+from asgi_log_to_sqlite.merging import merge_files
 from asgi_log_to_sqlite.datasette import metadata, recognise
 from asgi_log_to_sqlite.datasette.queries import QUERIES
 from asgi_log_to_sqlite.schema import LOOKUPS
-from conftest import DATASETTE_MAJOR
+from conftest import DATASETTE_MAJOR, TESTS
 
 FIREFOX = "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0"
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
@@ -227,6 +230,31 @@ async def test_every_column_of_every_table_and_view_of_a_new_log_has_a_descripti
     page = (await ds.client.get("/log/readable_requests")).text
     assert metadata.DESCRIBED["readable_requests"]["columns"]["duration_ms"] in page
     assert metadata.DESCRIBED["readable_requests"]["description"] in page
+
+
+@pytest.mark.asyncio
+async def test_the_tables_of_an_upgraded_imported_and_merged_log_have_descriptions_too(log_path, tmp_path):
+    # A 0.1.1 file upgraded in place keeps requests_0_1; import and merge add their ledgers.
+    path = str(tmp_path / "old.db")
+    shutil.copy(TESTS / "fixtures" / "log-0.1.1.db", path)
+    create_file(path)
+    import_logs(path, [str(TESTS / "fixtures" / "access" / "nginx-combined.log")])
+    merge_files(path, [log_path])
+    tables = every_table_and_view(path)
+    assert {"requests_0_1", "import_sources", "log_merged_sources"} <= set(tables)
+    ds = Datasette(files=[path])
+    await ds.invoke_startup()
+    missing = [f"{table}.{column}" for table, columns in tables.items() for column in columns
+               if not await column_description(ds, "old", table, column)]
+    assert missing == []
+
+
+@pytest.mark.asyncio
+async def test_the_readable_view_shows_the_newest_request_first(log_path):
+    ds = Datasette(files=[log_path])
+    rows = (await get_json(ds, "/log/readable_requests.json?_shape=objects"))["rows"]
+    assert [row["path"] for row in rows[:2]] == ["/", "/boom"]
+    assert rows[0]["query_string"] == "?q=1"
 
 
 # ---- the ready-made queries ----------------------------------------------------------------------

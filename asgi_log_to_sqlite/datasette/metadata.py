@@ -228,6 +228,7 @@ def _described() -> Dict[str, dict]:
             "legacy_rowid": "the highest requests_0_1 rowid copied so far",
             "rows": "raw rows copied from it, in all",
             "counters": "JSON: each log_counters reason's count already added",
+            "merged_at": "when it was last merged, UTC",
         },
     }
     return tables
