@@ -390,6 +390,8 @@
       drawn(element, draw[id](panel, data.previous[id], data));
     });
     document.body.setAttribute("data-dashboard", "drawn");
+    // How many loads have been drawn (the first, then each live refresh): a way to wait for the next one.
+    document.body.setAttribute("data-loads", String(Number(document.body.getAttribute("data-loads") || 0) + 1));
   }
 
   function load(panels) {
