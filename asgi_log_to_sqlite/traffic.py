@@ -6,8 +6,8 @@
 
 Requests mix pages, table views, JSON, CSV, SQL (a bad query answers 400) and missing pages (404),
 from browsers, bots (Googlebot, Bingbot, ...), curl and scripts, with referrers from search engines,
-social sites and the site itself. Each comes from one of a few hundred visitors: addresses of the
-documentation ranges (RFC 5737), sent as X-Forwarded-For, which uvicorn believes from 127.0.0.1.
+social sites and the site itself. Each comes from one of a few hundred visitors, at addresses no one
+is given (198.18.0.0/15, 2001:db8::/32), sent as X-Forwarded-For, which uvicorn believes from 127.0.0.1.
 
 Live requests all happen now. A log cannot be sent requests in the past, so ``--log`` adds the past
 days the honest way a log gets them: as an access log (combined format, with nginx's request time)
@@ -373,9 +373,17 @@ def _statuses(statuses: collections.Counter) -> str:
     return ", ".join(f"{count} {name}" for name, count in sorted(classes.items())) or "none answered"
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors said in one line and exit 1, as every other error of the generator."""
+
+    def error(self, message: str):
+        print(f"Error: {message} (python -m asgi_log_to_sqlite.traffic --help)", file=sys.stderr)
+        sys.exit(1)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m asgi_log_to_sqlite.traffic",
-                                     description=__doc__.split("\n\n")[0])
+    parser = _Parser(prog="python -m asgi_log_to_sqlite.traffic", description=__doc__,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("url", help="the server, on this machine: http://127.0.0.1:8001")
     parser.add_argument("--requests", type=int, required=True, help="live requests to send, at most")
     parser.add_argument("--seconds", type=float, required=True, help="stop after this many seconds")

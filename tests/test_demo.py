@@ -105,6 +105,8 @@ def test_the_printed_sign_in_link_opens_the_log(demo):
     with httpx.Client(base_url=url) as client:
         assert client.get(sign_in).status_code == 302
         assert client.get("/requests").status_code == 200
+        with httpx.Client(base_url=url) as stranger:
+            assert stranger.get(sign_in).status_code == 403   # good once, as the demo says
         rows = client.get("/requests/readable_requests.json?_shape=array&_size=5").json()
         assert len(rows) == 5 and {"path", "http_status", "user_agent"} <= set(rows[0])
 

@@ -121,6 +121,8 @@ def test_any_host_but_this_machine_is_refused(url, host):
 @pytest.mark.parametrize("args, words", [
     (["ftp://127.0.0.1/", "--requests", 1, "--seconds", 5], ["'ftp://127.0.0.1/'", "http://127.0.0.1:8001"]),
     (["http://127.0.0.1:1", "--requests", -1, "--seconds", 5], ["--requests -1"]),
+    (["http://127.0.0.1:1", "--requests", "many", "--seconds", 5], ["--requests", "'many'"]),
+    (["http://127.0.0.1:1", "--seconds", 5], ["required", "--requests"]),
     (["http://127.0.0.1:1", "--requests", 1, "--seconds", 0], ["--seconds 0"]),
     (["http://127.0.0.1:1", "--requests", 1, "--seconds", 5, "--rate", 0], ["--rate 0"]),
     (["http://127.0.0.1:1", "--requests", 1, "--seconds", 5, "--past-requests", 10], ["needs --log"]),
