@@ -36,6 +36,7 @@ class Report:
 
     rows: int = 0                  # request rows deleted, request_log and requests_0_1
     legacy_rows: int = 0           # of those, rows of the 0.1.1 table requests_0_1
+    rollup_rows: int = 0           # rollup rows deleted: only past the size budget, once no raw row is left
     lookups: Dict[str, int] = field(default_factory=dict)  # lookup table -> values deleted
     pages_vacuumed: int = 0        # pages given back to the file system
     bytes_before: int = 0          # page_count x page_size when the round began
@@ -46,7 +47,7 @@ class Report:
     incremental: bool = True       # auto_vacuum=INCREMENTAL; without it freed pages stay in the file
 
     def did_something(self) -> bool:
-        return bool(self.rows or sum(self.lookups.values()) or self.pages_vacuumed)
+        return bool(self.rows or self.rollup_rows or sum(self.lookups.values()) or self.pages_vacuumed)
 
 
 class Pace:
@@ -130,6 +131,41 @@ def delete_chunk(conn: sqlite3.Connection, pace: Pace, table: str, key: str, low
     if table == LEGACY:
         pace.report.legacy_rows += deleted
     return deleted, end
+
+
+# The rollup tables in the order the size budget deletes them once no raw row is left: the
+# hourly detail before the daily totals, each oldest first by its primary key.
+_ROLLUPS_OLDEST_FIRST = (
+    ("rollup_visitors_hourly", "hour, is_bot, visitor"),
+    ("rollup_hourly", "hour, route_id, path_id, method_id, status_class, is_bot, bucket"),
+    ("rollup_visitors_daily", "day, is_bot, visitor"),
+    ("rollup_daily", "day, route_id, path_id, method_id, status_class, is_bot, bucket"),
+)
+
+
+def delete_oldest_rollups(conn: sqlite3.Connection, pace: Pace) -> int:
+    """One transaction deleting the oldest rollup rows: the hourly tables' oldest hour first, then
+    the daily tables' oldest day. Returns how many went; 0 when no rollup row is left.
+
+    Only the size budget calls this, with every raw row but the newest gone: a budget that the
+    rollups alone fill would otherwise stop the log taking new rows.
+    """
+    tables = [(table, key) for table, key in _ROLLUPS_OLDEST_FIRST if has_table(conn, table)]
+    with pace.transaction("rollups", 1000, 100, 200_000) as units:
+        deleted = 0
+        for level in (tables[:2], tables[2:]):
+            # Of an hourly (or daily) pair, the table whose oldest hour (day) is older goes first.
+            oldest = [(conn.execute(f"SELECT min({key.split(',')[0]}) FROM [{table}]").fetchone()[0], table, key)
+                      for table, key in level]
+            oldest = sorted(found for found in oldest if found[0] is not None)
+            if oldest:
+                _, table, key = oldest[0]
+                deleted = conn.execute(f"DELETE FROM [{table}] WHERE ({key}) IN (SELECT {key} FROM [{table}] "
+                                       f"ORDER BY {key} LIMIT ?)", (units[0],)).rowcount
+                break
+        units[0] = max(deleted, 1)
+    pace.report.rollup_rows += deleted
+    return deleted
 
 
 def delete_orphans(conn: sqlite3.Connection, pace: Pace, table: str) -> int:
@@ -315,7 +351,8 @@ def _add_meta(conn: sqlite3.Connection, key: str, amount: int) -> None:
 def store_summary(conn: sqlite3.Connection, report: Report) -> None:
     """Keep what the round did in log_meta, for anyone who reads the file later."""
     if has_table(conn, "log_meta"):
-        summary = {"at_ms": int(time.time() * 1000), "rows": report.rows, "lookups": sum(report.lookups.values()),
+        summary = {"at_ms": int(time.time() * 1000), "rows": report.rows, "rollup_rows": report.rollup_rows,
+                   "lookups": sum(report.lookups.values()),
                    "pages_vacuumed": report.pages_vacuumed, "transactions": report.transactions,
                    "longest_hold_ms": round(report.longest_hold * 1000, 3), "seconds": round(report.seconds, 3)}
         conn.execute("INSERT INTO log_meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -173,7 +173,7 @@ class Retention:
             if not self._delete_rows(conn, pace, strict=strict):
                 return False
             now = time.monotonic()
-            self._orphans_owed = self._orphans_owed or report.rows > 0
+            self._orphans_owed = self._orphans_owed or report.rows > 0 or report.rollup_rows > 0
             # A look reads every row once per lookup table: the writer looks at most once a
             # minute, or at once when the size budget was hit.
             if strict or (self._orphans_owed and (full or now - self._orphans_at >= ORPHANS_EVERY_S)):
@@ -233,7 +233,10 @@ class Retention:
                 legacy = legacy_from is not None
                 legacy_from = legacy_from or 0
             elif low is None or low >= high:
-                return True  # at most the newest row is left, and it stays
+                # At most the newest row is left, and it stays. Past the budget still, the oldest
+                # rollups go: a budget they alone fill would stop the log taking new rows.
+                if not (sizing and pruning.delete_oldest_rollups(conn, pace)):
+                    return True
             elif sizing or low < count_below:
                 pruning.delete_chunk(conn, pace, "request_log", "id", low, high if sizing else count_below, None)
             elif cutoff_ms is not None and _older(conn, "request_log", "id", "start_ms", max(low, age_from), cutoff_ms, high):

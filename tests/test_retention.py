@@ -147,13 +147,37 @@ def test_size_budget_keeps_the_newest_rows_and_loses_none(tmp_path):
     assert rows + pruned(log) == sent and app.stats()["counted"] == {} and counters(log) == {}
 
 
-def test_rows_are_counted_only_when_pruning_cannot_free_room(tmp_path):
-    """A budget filled by values the rollups still count (long unique paths): pruning deletes the raw
-    rows, but that frees too little, so batches are held and what overflows the queue is counted."""
+def test_past_the_raw_rows_the_oldest_rollups_go_and_the_log_keeps_taking_rows(tmp_path):
+    """A budget filled by what the rollups count (long unique paths, each kept by its hourly and daily
+    totals): once only the newest raw row is left, the oldest rollup rows go, then the values only
+    they named, so every request is still logged and nothing is counted as lost."""
     log = str(tmp_path / "log.db")
     app = AsgiLogToSqlite(ok, log, max_size_mb=0.25, queue_size=300, stop_timeout_ms=200)
     sent = 0
-    for wave in range(100):  # ten paths of 900 bytes a wave: about five pages
+    for wave in range(100):  # ten paths of 900 bytes a wave: about five pages, twenty times the budget
+        send(app, f"/{wave}-{'x' * 900}", 10)
+        sent += 10
+        assert app.flush(10)
+    assert app.close()
+    assert app.stats()["counted"] == {} and counters(log) == {}
+    assert count(log) + pruned(log) == sent
+    summary = json.loads(query(log, "SELECT value FROM log_meta WHERE key = 'retention.last_prune'")[0][0])
+    assert summary["rollup_rows"] > 0
+    # The newest wave is counted in full by the rollups that are left; the oldest waves' totals are gone.
+    hits = dict(query(log, "SELECT substr(p.name, 1, instr(p.name, '-') - 1), sum(h.hits) FROM rollup_daily h "
+                           "JOIN paths p ON p.id = h.path_id GROUP BY 1"))
+    assert hits.get("/99") == 10 and "/0" not in hits
+    pages, page_size = (query(log, f"PRAGMA {pragma}")[0][0] for pragma in ("page_count", "page_size"))
+    assert pages * page_size <= 0.25 * MB
+
+
+def test_rows_are_counted_only_when_pruning_cannot_free_room(tmp_path):
+    """A budget barely above an empty log's own pages: with every old row and rollup gone, a batch of
+    long values still does not fit, so batches are held and what overflows the queue is counted."""
+    log = str(tmp_path / "log.db")
+    app = AsgiLogToSqlite(ok, log, max_size_mb=0.16, queue_size=300, stop_timeout_ms=200)
+    sent = 0
+    for wave in range(100):
         send(app, f"/{wave}-{'x' * 900}", 10)
         sent += 10
         if not app.flush(3):
@@ -164,7 +188,6 @@ def test_rows_are_counted_only_when_pruning_cannot_free_room(tmp_path):
     assert set(app.stats()["counted"]) == {"queue_full"}, app.stats()
     assert app.close()  # what is still held is counted too, once stop_timeout_ms is over
     lost = app.stats()["counted"]
-    assert pruned(log) > 0  # pruning ran, and deleted what it could
     assert count(log) + pruned(log) + sum(lost.values()) == sent, lost
 
 

@@ -52,6 +52,8 @@ def prune(file: str, keep_days: Optional[str], keep_rows: Optional[str], max_siz
     deleted = {"rows": report.rows}
     if report.legacy_rows:
         deleted["rows_of_0_1_1"] = report.legacy_rows
+    if report.rollup_rows:
+        deleted["rollup_rows"] = report.rollup_rows
     deleted.update((f"{table}_values", count) for table, count in sorted(report.lookups.items()) if count)
     budget = policy.budget_bytes
     space = _space(report)
