@@ -362,6 +362,16 @@ def test_a_datetime_end_is_exclusive(filled):
     assert run(filled, "summary", start=today, end=f"{day_of()} 23:59:59.999")[0]["requests"] == NOW_ROWS
 
 
+def test_javascript_times_and_offsets_are_read_as_utc(filled):
+    """A dashboard sends Date.toISOString() (2026-12-01T00:00:00.000Z); an offset is applied."""
+    old_day, next_day = day_of(3 * DAY_S), day_of(2 * DAY_S)
+    for start, end in ((f"{old_day}T00:00:00.000Z", f"{next_day}T00:00:00.000Z"),
+                       (f"{old_day}T01:00:00+01:00", f"{next_day} 01:00+01:00")):
+        (row,) = run(filled, "summary", start=start, end=end)
+        assert (row["start"], row["end"], row["requests"]) == (f"{old_day}T00:00:00.000Z",
+                                                               f"{next_day}T00:00:00.000Z", OLD_ROWS)
+
+
 def test_an_earlier_start_reaches_the_ten_day_old_rows(filled):
     rows = by(run(filled, "top_paths", start=day_of(11 * DAY_S)), "path")
     assert rows["/items/9"]["requests"] == 2
