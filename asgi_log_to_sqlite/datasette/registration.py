@@ -4,9 +4,10 @@
   facets and hidden tables, and ``canned_queries`` the ready-made queries. Datasette merges the
   user's metadata over ours, so theirs wins key by key.
 - 1.0 keeps metadata in its internal database and table options in ``datasette.config``: ours are
-  written once per log database, from ``startup`` for the databases present then, and from the
-  first request after a database is added or a file becomes a log. Each value is written only where
-  the user set none, and a query only where the user has none of that name.
+  written once per log database (the descriptions in one transaction), from ``startup`` for the
+  databases present then, and from the first request after a database is added or a file becomes a
+  log. Each value is written only where the user set none, and a query only where the user has none
+  of that name.
 """
 from __future__ import annotations
 
@@ -140,9 +141,14 @@ async def serve_log_databases(datasette: Any) -> None:
         db = datasette.databases[name]
         if served.get(name) is db:
             continue
-        # Marked first, so that a concurrent request does not start the same work again.
+        # Marked first, so that a concurrent request does not start the same work again; unmarked
+        # if it fails, so that the next request tries again.
         served[name] = db
-        await serve_log_database(datasette, name, schema)
+        try:
+            await serve_log_database(datasette, name, schema)
+        except BaseException:
+            del served[name]
+            raise
         new = True
     if new:
         # 1.0 lists a database's queries through its catalog, which it refreshes at most once a
