@@ -4,7 +4,8 @@
     python -m asgi_log_to_sqlite.traffic http://127.0.0.1:8001 --requests 300 --seconds 60 \\
         --log requests.db --past-requests 3000 --past-days 30
 
-Requests mix pages, table views, JSON, CSV, SQL (a bad query answers 400) and missing pages (404),
+Requests mix pages, table views, JSON, CSV, SQL (a bad query answers 400), missing pages (404), and
+a few HEADs and POSTs (405),
 from browsers, bots (Googlebot, Bingbot, ...), curl and scripts, with referrers from search engines,
 social sites and the site itself. Each comes from one of a few hundred visitors, at addresses no one
 is given (198.18.0.0/15, 2001:db8::/32), sent as X-Forwarded-For, which uvicorn believes from 127.0.0.1.
@@ -41,6 +42,7 @@ DAY_S = 86_400
 MAX_REDIRECTS = 3
 
 # (target, weight): the pages of the Datasette demo (examples/datasette), the way people and bots hit them.
+# A target is GET unless it starts with another method.
 DEMO_TARGETS: Tuple[Tuple[str, int], ...] = (
     ("/", 30),
     ("/demo", 25),
@@ -70,7 +72,12 @@ DEMO_TARGETS: Tuple[Tuple[str, int], ...] = (
     ("/wp-login.php", 3),                                    # 404: the scanners' favourites
     ("/.env", 2),
     ("/admin", 2),
+    ("POST /wp-login.php", 3),                               # 405: no form there
+    ("HEAD /", 4),                                           # uptime monitors
+    ("HEAD /demo/numbers.csv", 1),
 )
+# What a scanner's POST sends, so that the request has a body to count.
+POST_BODY = b"log=admin&pwd=admin&wp-submit=Log+In"
 
 # (agent, weight, is_bot): real user agents, people's browsers first.
 AGENTS: Tuple[Tuple[str, int, bool], ...] = (
@@ -130,6 +137,12 @@ class Visit:
     address: str
     language: str
     when: Optional[float] = None
+    method: str = "GET"
+
+    @property
+    def request(self) -> str:
+        """``METHOD target``: what the answers of a run are kept under."""
+        return f"{self.method} {self.target}"
 
 
 @dataclasses.dataclass
@@ -144,7 +157,7 @@ class Answer:
 
 @dataclasses.dataclass
 class Sent:
-    """What a live run did: its answers per target, and how it ended."""
+    """What a live run did: its answers per request (``METHOD target``), and how it ended."""
 
     answers: Dict[str, List[Answer]] = dataclasses.field(default_factory=lambda: collections.defaultdict(list))
     statuses: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -205,7 +218,8 @@ def plan(count: int, site: str, *, rng: random.Random, targets: Sequence[Tuple[s
     visits = []
     for when, target in zip(times, chosen):
         address, agent, language = rng.choice(people)
-        visits.append(Visit(target=target, agent=agent,
+        method, _, path = target.rpartition(" ")
+        visits.append(Visit(target=path, method=method or "GET", agent=agent,
                             referer=rng.choices(referers, referer_weights)[0], address=address,
                             language=language, when=when))
     return visits
@@ -261,10 +275,10 @@ def send(parts: urllib.parse.SplitResult, visits: Sequence[Visit], seconds: floa
                     sent.failed += 1
                     break
                 sent.statuses[answer.status] += 1
-                sent.answers[visit.target].append(answer)
+                sent.answers[visit.request].append(answer)
                 if answer.redirect is None or time.monotonic() >= deadline or sent.count >= len(visits):
                     break
-                visit = dataclasses.replace(visit, target=answer.redirect)
+                visit = dataclasses.replace(visit, target=answer.redirect, method="GET")
     finally:
         if connection is not None:
             connection.close()
@@ -282,8 +296,12 @@ def _get(connection: http.client.HTTPConnection, parts: urllib.parse.SplitResult
         headers["Referer"] = visit.referer
     if visit.language:
         headers["Accept-Language"] = visit.language
+    body = None
+    if visit.method == "POST":
+        body = POST_BODY
+        headers["Content-Type"] = "application/x-www-form-urlencoded"
     started = time.perf_counter()
-    connection.request("GET", parts.path.rstrip("/") + visit.target, headers=headers)
+    connection.request(visit.method, parts.path.rstrip("/") + visit.target, body=body, headers=headers)
     response = connection.getresponse()
     size = len(response.read())
     seconds = time.perf_counter() - started
@@ -307,16 +325,17 @@ def access_log_lines(visits: Sequence[Visit], answers: Dict[str, List[Answer]], 
     lines = []
     for visit in visits:
         when = visit.when
-        target: Optional[str] = visit.target
+        request: Optional[str] = visit.request
         for _hop in range(MAX_REDIRECTS + 1):
-            measured = answers.get(target) if target is not None else None
+            measured = answers.get(request) if request is not None else None
             if not measured or when is None:
                 break
             answer = rng.choice(measured)
             stamp = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime(when))
-            lines.append(f'{visit.address} - - [{stamp}] "GET {target} HTTP/1.1" {answer.status} {answer.size} '
+            lines.append(f'{visit.address} - - [{stamp}] "{request} HTTP/1.1" {answer.status} {answer.size} '
                          f'"{visit.referer or "-"}" "{visit.agent}" {answer.seconds:.3f}')
-            target, when = answer.redirect, when + answer.seconds
+            request = f"GET {answer.redirect}" if answer.redirect else None
+            when += answer.seconds
     return lines
 
 

@@ -77,7 +77,9 @@ def test_the_generator_fills_the_log_with_varied_traffic_over_past_days(demo):
     assert one(log, "select count(distinct path) from readable_requests")[0] >= 20
     assert one(log, "select count(distinct substr(start, 1, 10)) from readable_requests")[0] >= DAYS
     statuses = {row for row in sqlite3.connect(log).execute("select distinct http_status from request_log")}
-    assert {(200,), (400,), (404,)} <= statuses   # a bad query and missing pages, answered as such
+    assert {(200,), (400,), (404,), (405,)} <= statuses   # a bad query, missing pages, a POST with no form
+    methods = {row for row in sqlite3.connect(log).execute("select distinct method from readable_requests")}
+    assert methods == {("GET",), ("HEAD",), ("POST",)}
     bots, humans = one(log, "select sum(u.is_bot = 1), sum(u.is_bot = 0) from request_log r "
                             "join user_agents u on u.id = r.user_agent_id")
     assert bots >= 100 and humans >= 500
