@@ -263,6 +263,8 @@ async def test_the_readable_view_shows_the_newest_request_first(log_path):
 async def test_every_ready_made_query_is_on_the_log_page_and_runs_with_its_defaults(log_path):
     ds = Datasette(files=[log_path])
     assert sorted(await query_names(ds, "log")) == sorted(QUERIES)
+    if DATASETTE_MAJOR >= 1:
+        assert f'href="{queries_page("log")}"' in (await ds.client.get("/log")).text
     page = (await ds.client.get(queries_page("log"))).text
     for name, query in QUERIES.items():
         assert f'href="/log/{name}"' in page and query["title"] in page
