@@ -18,20 +18,15 @@ Lookup ids are mapped per chunk, for the values that chunk's rows use, through t
 """
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import pathlib
 import sqlite3
-import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-import sqlite_utils
-
 from . import rollups
-from .failures import retry_while_locked
+from .merge_setup import LEDGER, Attached, MergeError, check_log, file_id, has_table, now_text, prepare, transaction
 from .rotation import is_dated
-from .schema import LOOKUPS, SCHEMA_VERSION, create_file
+from .schema import LOOKUPS
 
 # A live logger on the destination waits for at most one chunk's transaction: each is sized to take
 # about CHUNK_SECONDS, from CHUNK_ROWS rows at first (a chunk of rows with many new lookup values is slower).
@@ -41,14 +36,9 @@ _CHUNK_LIMITS = (200, 50_000)
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000   # the units of the rollup tables' hour and day columns
 # The window of a whole-file merge: every start time there is.
 WHOLE = (-(2 ** 63), 2 ** 63 - 1)
-LEDGER = "log_merged_sources"
 LEGACY = "requests_0_1"
 
 Progress = Callable[[int, int], None]   # (rows copied by this chunk, rows this run copies in all)
-
-
-class MergeError(ValueError):
-    """A source or destination that cannot be merged or rotated; the message is one line naming it."""
 
 
 def merge_files(destination: str, sources: Sequence[str], progress: Optional[Progress] = None,
@@ -104,7 +94,7 @@ class Transfer:
         ``planned``: what the transfers planned before this one in the same run will record.
         """
         with self._open() as conn:
-            own_id, self.file_id = _file_id(conn, "main"), _file_id(conn, "src")
+            own_id, self.file_id = file_id(conn, "main"), file_id(conn, "src")
             if self.file_id == own_id:
                 raise MergeError(f"{self.source}: is the destination's own log (file_id {own_id}), or a copy of it")
             entry = self._entry(conn)
@@ -204,7 +194,7 @@ class Transfer:
 
         Returns the rollup rows merged (hourly and daily).
         """
-        with _transaction(conn):
+        with transaction(conn):
             merged = {}
             if self._entry(conn) is not None:
                 return 0   # another merge of this source began first
@@ -216,7 +206,7 @@ class Transfer:
             conn.execute(
                 f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, rolled_up_to, counters, merged_at) "
                 "VALUES (?, ?, ?, NULL, ?, ?, '{}', ?)",
-                (self.file_id, *self.window, os.path.abspath(self.source), rolled_up_to, _now()))
+                (self.file_id, *self.window, os.path.abspath(self.source), rolled_up_to, now_text()))
         return merged.get("rollup_hourly", 0) + merged.get("rollup_daily", 0)
 
     def _rollups_of_window(self, conn) -> str:
@@ -256,7 +246,7 @@ class Transfer:
                 "ORDER BY id LIMIT 1 OFFSET ?", (last, ceiling, lo, hi, self.chunk_rows - 1)).fetchone()
             upper = found[0] if found else ceiling
             parameters = (last, upper, lo, hi)
-            with _transaction(conn) as held:
+            with transaction(conn) as held:
                 if self._taken(conn, "last_row_id") > last:
                     continue   # another merge of this source ran meanwhile: go on from where it got to
                 self._map_used(conn, references, "request_log", condition, parameters)
@@ -284,7 +274,7 @@ class Transfer:
         if last >= newest:
             return 0
         if not has_table(conn, "main", LEGACY):
-            with _transaction(conn):
+            with transaction(conn):
                 self._create_legacy(conn)
         references = _references(conn, "src", LEGACY)
         condition = "{s}rowid > ?1 AND {s}rowid <= ?2 AND {s}start * 1000 >= ?3 AND {s}start * 1000 < ?4"
@@ -294,7 +284,7 @@ class Transfer:
         while last < newest:
             upper = min(newest, last + self.chunk_rows)
             parameters = (last, upper, lo, hi)
-            with _transaction(conn) as held:
+            with transaction(conn) as held:
                 if self._taken(conn, "legacy_rowid") > last:
                     last = self._taken(conn, "legacy_rowid")
                     continue
@@ -330,7 +320,7 @@ class Transfer:
         """
         lo, hi = self.window
         key = (self.file_id, lo, hi)
-        with _transaction(conn):
+        with transaction(conn):
             seen = json.loads(conn.execute(f"SELECT counters FROM main.{LEDGER} WHERE {_KEY}", key).fetchone()[0] or "{}")
             added = 0
             for reason, count, first_ms, last_ms, last_error in conn.execute(
@@ -342,7 +332,7 @@ class Transfer:
                     conn.execute(_ADD_COUNT, (reason, delta, first_ms, last_ms, last_error))
                     added += delta
             conn.execute(f"UPDATE main.{LEDGER} SET counters = ?, merged_at = ?, path = ? WHERE {_KEY}",
-                         (json.dumps(seen, sort_keys=True), _now(), os.path.abspath(self.source), *key))
+                         (json.dumps(seen, sort_keys=True), now_text(), os.path.abspath(self.source), *key))
             if has_table(conn, "src", "rollup_hourly"):
                 # Sets: adding the source's visitors again adds none twice, and covers its copied rows.
                 for table, unit, where in _ROLLUP_TABLES[2:4]:
@@ -353,7 +343,7 @@ class Transfer:
                     f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, last_row_id, rows, merged_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file_id, first_ms, last_ms) DO UPDATE SET "
                     "last_row_id = excluded.last_row_id, rows = excluded.rows, merged_at = excluded.merged_at",
-                    (origin, first, last, via, path, last_row_id, rows, _now()))
+                    (origin, first, last, via, path, last_row_id, rows, now_text()))
         return added
 
     # ---- lookup ids ----------------------------------------------------------------------
@@ -377,8 +367,8 @@ class Transfer:
         conn.execute(f"INSERT INTO temp.map_{table} (old_id, new_id) SELECT s.id, m.id FROM src.[{table}] s "
                      f"JOIN main.[{table}] m ON m.name = s.name {where}", parameters)
 
-    def _open(self) -> "_Attached":
-        return _Attached(self.destination, self.source)
+    def _open(self) -> "Attached":
+        return Attached(self.destination, self.source)
 
 
 class _CountsOnly(rollups.Rollups):
@@ -400,26 +390,6 @@ _ROLLUP_TABLES = [
 ]
 # A source's own row in a destination's ledger (bind file_id, first_ms, last_ms).
 _KEY = "file_id = ? AND first_ms = ? AND last_ms = ? AND via IS NULL"
-
-
-class _Attached:
-    """A connection to the destination with the source ATTACHed read-only as ``src``, for a with block."""
-
-    def __init__(self, destination: str, source: str):
-        self.destination, self.source = destination, source
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.conn = _connect(self.destination)
-        try:
-            self.conn.execute("ATTACH DATABASE ? AS src", (file_uri(self.source, "ro"),))
-            self.conn.execute("ATTACH DATABASE ':memory:' AS period")
-        except BaseException:
-            self.conn.close()
-            raise
-        return self.conn
-
-    def __exit__(self, *exc) -> None:
-        self.conn.close()
 
 
 _ADD_COUNT = (
@@ -460,86 +430,3 @@ def _references(conn: sqlite3.Connection, schema: str, table: str) -> Dict[str, 
     return {row[3]: row[2] for row in conn.execute(f"PRAGMA {schema}.foreign_key_list([{table}])") if row[2] in LOOKUPS}
 
 
-def check_log(path: str, *, upgradable: bool = False) -> None:
-    """Raise MergeError unless ``path`` is a log database of this schema version (any version if ``upgradable``)."""
-    if not os.path.exists(path):
-        raise MergeError(f"{path}: no such file")
-    if os.path.isdir(path):
-        raise MergeError(f"{path}: is a directory; give a log database file")
-    conn = sqlite3.connect(file_uri(path, "ro"), uri=True)
-    try:
-        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        version = conn.execute("PRAGMA user_version").fetchone()[0]
-    except sqlite3.DatabaseError as error:
-        raise MergeError(f"{path}: not a SQLite database ({error})") from None
-    finally:
-        conn.close()
-    if "request_log" not in tables and not (upgradable and (not tables or "requests" in tables)):
-        raise MergeError(f"{path}: not a request log (it has no request_log table)")
-    if version != SCHEMA_VERSION and not upgradable:
-        raise MergeError(f"{path}: a log of schema version {version}, expected {SCHEMA_VERSION}; upgrade it first "
-                         f"with: python -c 'import asgi_log_to_sqlite; asgi_log_to_sqlite.create_file(\"{path}\")'")
-
-
-def prepare(destination: str) -> None:
-    """Create the destination log, or bring an existing one to this schema version (as logging to it would)."""
-    if os.path.exists(destination):
-        check_log(destination, upgradable=True)
-    try:
-        create_file(destination)
-    except ValueError as error:
-        raise MergeError(str(error)) from None
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    """The destination, autocommit, with the ledger and the temp id maps."""
-    conn = sqlite3.connect(file_uri(path, "rw"), uri=True, isolation_level=None, timeout=5)
-    conn.execute("PRAGMA busy_timeout = 5000")
-    conn.execute("PRAGMA temp_store = MEMORY")
-    db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
-    conn.execute(db.create_table_sql(LEDGER, {
-        "file_id": str, "first_ms": int, "last_ms": int, "via": str, "path": str, "last_row_id": int,
-        "rolled_up_to": int, "legacy_rowid": int, "rows": int, "counters": str, "merged_at": str,
-    }, pk=("file_id", "first_ms", "last_ms"), not_null={"first_ms", "last_ms", "last_row_id", "rolled_up_to",
-                                                        "legacy_rowid", "rows"},
-        defaults={"last_row_id": 0, "rolled_up_to": 0, "legacy_rowid": 0, "rows": 0}, if_not_exists=True))
-    for table in LOOKUPS:
-        conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS map_{table} (old_id INTEGER PRIMARY KEY, new_id INTEGER NOT NULL)")
-    return conn
-
-
-class _transaction:
-    """BEGIN IMMEDIATE .. COMMIT, or ROLLBACK on any error; retried while another process holds the lock."""
-
-    def __init__(self, conn: sqlite3.Connection):
-        self.conn = conn
-
-    def __enter__(self) -> "_transaction":
-        retry_while_locked(lambda: self.conn.execute("BEGIN IMMEDIATE"), 30, first_delay=0.05, longest_delay=0.05)
-        self.started = time.perf_counter()
-        return self
-
-    def __exit__(self, kind, error, traceback) -> None:
-        if kind is None:
-            self.conn.execute("COMMIT")
-        elif self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
-        self.seconds = time.perf_counter() - self.started   # how long the write lock was held
-
-
-def _file_id(conn: sqlite3.Connection, schema: str) -> str:
-    return conn.execute(f"SELECT value FROM {schema}.log_meta WHERE key = 'file_id'").fetchone()[0]
-
-
-def has_table(conn: sqlite3.Connection, schema: str, table: str) -> bool:
-    return conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE type = 'table' AND name = ?",
-                        (table,)).fetchone() is not None
-
-
-def file_uri(path: str, mode: str) -> str:
-    # From the absolute path, so that '?', '#' or '%' in a file name stay part of the name.
-    return pathlib.Path(path).absolute().as_uri() + f"?mode={mode}"
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -11,7 +11,8 @@ import os
 import sqlite3
 from typing import Dict, List, Optional, Tuple
 
-from .merging import DAY_MS, HOUR_MS, LEGACY, MergeError, Progress, Transfer, check_log, file_uri, has_table, prepare
+from .merge_setup import MergeError, check_log, file_uri, has_table, prepare
+from .merging import DAY_MS, HOUR_MS, LEGACY, Progress, Transfer
 from .rotation import DatedPath, is_dated
 
 
