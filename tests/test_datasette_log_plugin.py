@@ -279,6 +279,7 @@ async def test_a_database_that_is_not_a_log_gets_no_queries_labels_facets_or_des
     assert await query_names(ds, "plain") == []
     assert await facet_names(ds, "/plain/things") == set()
     assert await column_description(ds, "plain", "things", "name") is None
+    assert await configured(ds, "plain", "things", "label_column") is None
     assert not [table for table in (await get_json(ds, "/plain.json"))["tables"] if table["hidden"]]
     page = (await ds.client.get("/plain")).text
     assert "readable_requests" not in page
