@@ -274,8 +274,10 @@ async def test_the_log_database_page_links_to_its_dashboard(log, tmp_path):
     sqlite3.connect(other).execute("create table t (x)").connection.close()
     ds = datasette_for(log, other)
     page = (await ds.client.get("/requests")).text
-    assert 'href="/requests/-/dashboard"' in page
-    assert "Traffic dashboard" in page
+    # The database actions menu on both lines, and the top of the page on 1.0 (0.65 has no top_database).
+    top = '<p class="log-dashboard-link"><a href="/requests/-/dashboard">Traffic dashboard</a>'
+    assert (top in page) == (DATASETTE_MAJOR >= 1)
+    assert page.replace(top, "").count('<a href="/requests/-/dashboard"') == 1
     assert "/-/dashboard" not in (await ds.client.get("/other")).text
 
 
