@@ -161,9 +161,11 @@ def run_demo(line: str, port: int) -> int:
         if not _listening(server, port, timeout=60):
             log(f"Datasette did not start on port {port} (exit {server.poll()})")
             return 1
-        log("filling the log: 300 live requests, then 3,000 over the past 30 days from an access log")
-        filled = subprocess.run(traffic + ["--requests", "300", "--seconds", "120", "--log", "requests.db",
-                                           "--past-requests", "3000", "--past-days", "30"],
+        # A few hundred now and thousands before: past hours carry enough that the burst of now
+        # does not flatten the traffic chart.
+        log("filling the log: 200 live requests, then 6,000 over the past 30 days from an access log")
+        filled = subprocess.run(traffic + ["--requests", "200", "--seconds", "120", "--log", "requests.db",
+                                           "--past-requests", "6000", "--past-days", "30"],
                                 cwd=demo, capture_output=True, text=True)
         log((filled.stdout or filled.stderr).strip())
         print(f"""

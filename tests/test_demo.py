@@ -111,6 +111,10 @@ def test_the_printed_sign_in_link_opens_the_log(demo):
             assert stranger.get(sign_in).status_code == 403   # good once, as the demo says
         rows = client.get("/requests/readable_requests.json?_shape=array&_size=5").json()
         assert len(rows) == 5 and {"path", "http_status", "user_agent"} <= set(rows[0])
+        # The log's page links to its dashboard, which draws from this traffic: for root, and root only.
+        [dashboard] = set(re.findall(r'href="([^"]*dashboard[^"]*)"', client.get("/requests").text))
+        assert client.get(dashboard).status_code == 200
+        assert httpx.get(url + dashboard).status_code == 403
 
 
 def test_the_demo_runs_behind_the_whole_stack(demo):
