@@ -304,18 +304,3 @@ async def test_an_actor_who_may_not_view_the_database_gets_403(log):
         assert root.status_code == 200, url
     assert (await ds.client.get("/requests")).status_code == 403
 
-
-@pytest.mark.asyncio
-async def test_live_reads_the_last_requests_only_from_the_newest_one_shown(log):
-    ds = datasette_for(log)
-    first = (await data(ds))["panels"]["last_requests"]
-    start = first["columns"].index("start")
-    assert len(first["rows"]) == OLD_ROWS + NOW_ROWS
-    newest = first["rows"][0][start]
-    live = (await data(ds, urllib.parse.urlencode({"panels": "last_requests", "since": newest})))
-    rows = live["panels"]["last_requests"]["rows"]
-    assert rows and all(row[start] >= newest for row in rows) and len(rows) < len(first["rows"])
-    # The panel's link still opens the whole period's query.
-    assert live["panels"]["last_requests"]["url"] == first["url"]
-    response = await ds.client.get("/requests/-/dashboard.json?since=soon")
-    assert response.status_code == 400 and "since='soon'" in response.json()["error"]

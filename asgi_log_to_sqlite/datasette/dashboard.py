@@ -193,18 +193,15 @@ def query_params(name: str, period_params: Dict[str, str], path_prefix: str) -> 
     return {param: given.get(param, "") for param in QUERIES.get(name, {"params": []})["params"]}
 
 
-async def run_query(datasette, db, name: str, params: Dict[str, str], shown: Optional[Dict[str, str]] = None) -> dict:
-    """One query's rows as a panel draws them, or the error that stopped it (a panel fails alone).
-
-    ``shown`` are the parameters the panel's link carries, when they differ from those run (live).
-    """
+async def run_query(datasette, db, name: str, params: Dict[str, str]) -> dict:
+    """One query's rows as a panel draws them, or the error that stopped it (a panel fails alone)."""
     began = time.perf_counter()
     query = QUERIES.get(name)
     if query is None:
         return {"query": name, "title": name, "description": "", "url": "", "columns": [], "rows": [], "ms": 0.0,
                 "error": f"no ready-made query named {name!r}: expected one of {', '.join(QUERIES)}"}
     panel = {"query": name, "title": query["title"], "description": query.get("description", ""),
-             "url": query_url(datasette, db.name, name, shown or params), "columns": [], "rows": [], "error": None}
+             "url": query_url(datasette, db.name, name, params), "columns": [], "rows": [], "error": None}
     try:
         results = await db.execute(query["sql"], params)
     except QueryInterrupted:
@@ -225,33 +222,22 @@ def has_traffic(panel: dict) -> bool:
     return bool(panel["rows"])
 
 
-def query_time_ms(moment: datetime.datetime) -> str:
-    """A moment to the millisecond, as last_requests prints its rows' start."""
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-async def panel_data(datasette, db, period: Period, path_prefix: str = "", only: Optional[List[str]] = None,
-                     since: Optional[datetime.datetime] = None) -> dict:
+async def panel_data(datasette, db, period: Period, path_prefix: str = "", only: Optional[List[str]] = None) -> dict:
     """Every panel's rows for the period, and the compared panels' rows for the previous period.
 
-    With ``since`` (live), last_requests reads only the rows from that moment on: those newer than the
-    page already shows, and the few of that same millisecond, which the page tells apart by id.
+    The queries run concurrently, on Datasette's pool of SQL threads.
     """
     wanted = [panel for panel in PANELS if only is None or panel in only]
-    jobs: List[Tuple[str, bool, str, Dict[str, str], Optional[Dict[str, str]]]] = []
+    jobs: List[Tuple[str, bool, str, Dict[str, str]]] = []
     for panel in wanted:
         name = PANELS[panel] or period.traffic_query
-        params = query_params(name, period.params(), path_prefix)
-        if panel == "last_requests" and since is not None and since > period.start:
-            jobs.append((panel, False, name, {**params, "start": query_time_ms(since)}, params))
-        else:
-            jobs.append((panel, False, name, params, None))
+        jobs.append((panel, False, name, query_params(name, period.params(), path_prefix)))
         if panel in COMPARED:
-            jobs.append((panel, True, name, query_params(name, period.params(previous=True), path_prefix), None))
+            jobs.append((panel, True, name, query_params(name, period.params(previous=True), path_prefix)))
     began = time.perf_counter()
-    results = await asyncio.gather(*(run_query(datasette, db, *job[2:]) for job in jobs))
+    results = await asyncio.gather(*(run_query(datasette, db, name, params) for _, _, name, params in jobs))
     data = {"database": db.name, "period": period.as_json(), "path_prefix": path_prefix,
-            "since": query_time_ms(since) if since else None, "panels": {}, "previous": {}}
+            "panels": {}, "previous": {}}
     for (panel, previous, *_), result in zip(jobs, results):
         data["previous" if previous else "panels"][panel] = result
     data["empty"] = not any(has_traffic(panel) for panel in data["panels"].values())
@@ -274,13 +260,7 @@ async def dashboard_data(datasette, request):
             {"ok": False, "error": f"panels={','.join(unknown)!r}: expected names among {', '.join(PANELS)}"},
             status=400,
         )
-    since = None
-    if request.args.get("since"):
-        try:
-            since = parse_time(request.args["since"], "since")
-        except PeriodError as error:
-            return Response.json({"ok": False, "error": str(error)}, status=400)
-    data = await panel_data(datasette, db, period, request.args.get("path_prefix") or "", only, since)
+    data = await panel_data(datasette, db, period, request.args.get("path_prefix") or "", only)
     return Response.json({"ok": True, **data})
 
 

@@ -15,7 +15,8 @@
   };
   var PALETTE = ["#2f6fb3", "#3a9d5d", "#e0a21b", "#c8423b", "#7b5ea7", "#1f9aa0", "#d36f2b", "#7d8ea3"];
   var charts = {};
-  var lastRequests = null;  // the rows the last-requests panel shows, newest first
+  var shownRequests = [];  // the rows the last-requests panel shows, newest first
+  var newestId = null;  // the id of the newest of them
   var numbers = new Intl.NumberFormat("en");
 
   Chart.defaults.animation = false;
@@ -323,15 +324,14 @@
 
     last_requests: function (panel, previous, data) {
       var shown = ["start", "method", "path", "status", "duration_ms", "bytes", "agent", "browser", "referrer"];
-      if (data.since && lastRequests) {
-        // Live: the rows newer than those shown go on top; each id once, 100 at most.
-        var idAt = panel.columns.indexOf("id");
-        var seen = {};
-        lastRequests.rows.forEach(function (row) { seen[row[idAt]] = true; });
-        var fresh = panel.rows.filter(function (row) { return !seen[row[idAt]]; });
-        panel = Object.assign({}, panel, { rows: fresh.concat(lastRequests.rows).slice(0, 100) });
+      var idAt = panel.columns.indexOf("id");
+      if (newestId !== null) {
+        // Live: only the rows newer than the newest shown are added, on top; 100 at most are kept.
+        var fresh = panel.rows.filter(function (row) { return row[idAt] > newestId; });
+        panel = Object.assign({}, panel, { rows: fresh.concat(shownRequests).slice(0, 100) });
       }
-      lastRequests = panel;
+      shownRequests = panel.rows;
+      if (panel.rows.length) { newestId = Math.max(newestId || 0, panel.rows[0][idAt]); }
       return table("last_requests", panel, shown);
     },
   };
@@ -397,10 +397,6 @@
   function load(panels) {
     var query = new URLSearchParams(config.query_string);
     if (panels) { query.set("panels", panels.join(",")); }
-    if (panels && lastRequests && lastRequests.rows.length) {
-      // Live asks only for the requests from the newest one shown on.
-      query.set("since", lastRequests.rows[0][lastRequests.columns.indexOf("start")]);
-    }
     return fetch(config.data_url + "?" + query.toString(), { credentials: "same-origin" })
       .then(function (response) { return response.json(); })
       .then(function (data) {
