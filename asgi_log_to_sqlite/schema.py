@@ -136,7 +136,8 @@ LEFT JOIN methods m ON m.id = r.method_id
 LEFT JOIN client_ips ip ON ip.id = r.client_ip_id
 """
 
-_READABLE = """
+# The readable view as version 1 made it; version 2 adds the agent's classes (_READABLE).
+_READABLE_V1 = """
 SELECT
     r.id,
     strftime('%Y-%m-%dT%H:%M:%fZ', r.start_ms / 1000.0, 'unixepoch') AS start,
@@ -176,6 +177,10 @@ LEFT JOIN user_agents ua ON ua.id = r.user_agent_id
 LEFT JOIN referers ref ON ref.id = r.referer_id
 LEFT JOIN accept_languages al ON al.id = r.accept_language_id
 """
+_READABLE = _READABLE_V1.replace(
+    "    ua.name AS user_agent,\n",
+    "    ua.name AS user_agent,\n    ua.browser,\n    ua.os,\n    ua.device,\n    ua.is_bot,\n",
+)
 
 _LEGACY_COLUMNS = (
     "start, method, path, query_string, user_agent, referer, accept_language, "
@@ -198,12 +203,14 @@ def migrate_0_to_1(db: sqlite_utils.Database) -> None:
         db.rename_table("requests", "requests_0_1")
         body += f"UNION ALL SELECT {_LEGACY_COLUMNS} FROM requests_0_1\n"
     db.create_view("requests", body, ignore=True)
-    db.create_view("readable_requests", _READABLE, ignore=True)
+    db.create_view("readable_requests", _READABLE_V1, ignore=True)
 
 
 def migrate_1_to_2(db: sqlite_utils.Database) -> None:
-    """Version 1 to 2: agent classes on user_agents, and the rollup tables that outlive raw rows."""
+    """Version 1 to 2: agent classes on user_agents (and in readable_requests), and the rollup tables."""
     agents.add_columns(db)
+    # The readable view shows the agent's classes too: a bot flag to facet on, a browser to read.
+    db.create_view("readable_requests", _READABLE, replace=True)
     rollups.create_tables(db)
     # Facts about the file itself. file_id tells merge a file it has merged before, wherever it moved.
     _create_table(db, "log_meta", {"key": str, "value": str}, pk="key")
