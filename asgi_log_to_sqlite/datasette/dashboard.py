@@ -285,6 +285,7 @@ async def dashboard_page(datasette, request):
         "data_url": datasette.urls.database(db.name) + "/-/dashboard.json",
         "query_string": urllib.parse.urlencode({**query, **({"path_prefix": path_prefix} if path_prefix else {})}),
         "period": period.as_json(),
+        "panels": list(PANELS),
         "live_panels": list(LIVE),
         "traffic_command": TRAFFIC_COMMAND,
     }

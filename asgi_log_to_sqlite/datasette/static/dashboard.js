@@ -209,6 +209,7 @@
   var draw = {
     summary: function (panel, previous) {
       var now = records(panel)[0] || {}, before = previous && !previous.error ? records(previous)[0] || {} : {};
+      summaries = { now: now, before: before };
       showKpis(now, before);
       return panel.rows.length;
     },
@@ -347,6 +348,7 @@
     bots: { value: function (s) { return s.bot_percent; }, text: function (v) { return Math.round(v) + "%"; }, points: true },
   };
   var visitors = { now: null, before: null };
+  var summaries = null;  // the summary rows shown, this period and the previous, to show again with the visitors
 
   function showKpis(now, before) {
     Object.keys(KPIS).forEach(function (kpi) {
@@ -373,53 +375,70 @@
     // Distinct visitors are counted per day (a visitor is kept one day): the period's figure adds its days.
     if (data.panels.visitors_by_day) { visitors.now = sum(records(data.panels.visitors_by_day), "visitors"); }
     if (data.previous.visitors_by_day) { visitors.before = sum(records(data.previous.visitors_by_day), "visitors"); }
+    if (data.panels.visitors_by_day && summaries) { showKpis(summaries.now, summaries.before); }
   }
 
   // ---- loading --------------------------------------------------------------------------------------
 
   function show(data) {
-    var empty = data.empty;
-    document.getElementById("log-empty").hidden = !empty;
-    document.getElementById("log-dashboard").classList.toggle("log-is-empty", empty);
+    if (data.panels.summary) {
+      // The summary counts every request of the period: it alone tells an empty period.
+      document.getElementById("log-empty").hidden = !data.empty;
+      document.getElementById("log-dashboard").classList.toggle("log-is-empty", data.empty);
+    }
     countVisitors(data);
-    // The summary last, once the visitors it shows are counted.
-    Object.keys(data.panels).sort(function (a, b) { return (a === "summary") - (b === "summary"); }).forEach(function (id) {
+    Object.keys(data.panels).forEach(function (id) {
       var panel = data.panels[id];
       var element = titled(id, panel);
       if (panel.error) { drawn(element, 0); return; }
       drawn(element, draw[id](panel, data.previous[id], data));
     });
-    document.body.setAttribute("data-dashboard", "drawn");
-    // How many loads have been drawn (the first, then each live refresh): a way to wait for the next one.
-    document.body.setAttribute("data-loads", String(Number(document.body.getAttribute("data-loads") || 0) + 1));
   }
 
-  function load(panels) {
+  function fetchPanels(panels) {
     var query = new URLSearchParams(config.query_string);
-    if (panels) { query.set("panels", panels.join(",")); }
+    query.set("panels", panels.join(","));
     return fetch(config.data_url + "?" + query.toString(), { credentials: "same-origin" })
       .then(function (response) { return response.json(); })
       .then(function (data) {
         if (!data.ok) { throw new Error(data.error); }
         show(data);
+        return true;
       })
       .catch(function (error) {
-        document.body.setAttribute("data-dashboard", "failed");
         var message = document.createElement("p");
         message.className = "message-error";
-        message.textContent = "The dashboard's data did not load: " + error.message;
+        message.textContent = "The dashboard's data did not load (" + panels.join(", ") + "): " + error.message;
         document.getElementById("log-dashboard").prepend(message);
+        return false;
       });
   }
 
-  var timer = null;
+  function loaded(results) {
+    document.body.setAttribute("data-dashboard", results.every(Boolean) ? "drawn" : "failed");
+    // How many loads have been drawn (the first, then each live refresh): a way to wait for the next one.
+    document.body.setAttribute("data-loads", String(Number(document.body.getAttribute("data-loads") || 0) + 1));
+  }
+
+  // One request per panel, so that each draws as soon as its own query is done, not after the slowest.
+  function loadAll() {
+    return Promise.all(config.panels.map(function (id) { return fetchPanels([id]); })).then(loaded);
+  }
+
+  // Live: the next refresh is asked for once the last one is drawn, so slow queries never pile up.
+  var live = false, timer = null;
+  function refresh() {
+    fetchPanels(config.live_panels).then(function (ok) {
+      loaded([ok]);
+      if (live) { timer = setTimeout(refresh, LIVE_EVERY_MS); }
+    });
+  }
   document.getElementById("log-live").addEventListener("change", function (event) {
-    document.body.classList.toggle("log-live-on", event.target.checked);
-    if (timer) { clearInterval(timer); timer = null; }
-    if (event.target.checked) {
-      timer = setInterval(function () { load(config.live_panels); }, LIVE_EVERY_MS);
-    }
+    live = event.target.checked;
+    document.body.classList.toggle("log-live-on", live);
+    clearTimeout(timer);
+    if (live) { timer = setTimeout(refresh, LIVE_EVERY_MS); }
   });
 
-  load(null);
+  loadAll();
 })();
