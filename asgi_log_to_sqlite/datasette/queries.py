@@ -68,42 +68,55 @@ wanted_paths AS (
 )"""
 
 
-_ROLLUP_COLUMNS = ("t.route_id, t.path_id, t.method_id, t.status_class, t.is_bot, t.bucket, t.hits, t.bytes, "
-                   "t.duration_us_sum, t.duration_us_max")
-_ROLLUP_PREFIX = ("(r.prefix = '' OR t.route_id IN (SELECT id FROM wanted_routes) "
-                  "OR t.path_id IN (SELECT id FROM wanted_paths))")
-# The rollups of the range's hours: whole days from rollup_daily (24 times fewer rows), the hours
-# before the first whole day and after the last one from rollup_hourly.
-_ROLLED = f""",
-rolled AS (
-    SELECT t.day * 24 AS hour, {_ROLLUP_COLUMNS}
-    FROM range r JOIN rollup_daily t ON t.day >= r.full_from AND t.day < r.full_until WHERE {_ROLLUP_PREFIX}
-    UNION ALL
-    SELECT t.hour, {_ROLLUP_COLUMNS}
-    FROM range r JOIN rollup_hourly t ON t.hour >= r.first_hour AND t.hour < min(r.end_hour, r.full_from * 24)
-    WHERE {_ROLLUP_PREFIX}
-    UNION ALL
-    SELECT t.hour, {_ROLLUP_COLUMNS}
-    FROM range r JOIN rollup_hourly t ON t.hour >= max(r.first_hour, r.full_until * 24) AND t.hour < r.end_hour
-    WHERE {_ROLLUP_PREFIX}
-)"""
-# The range's hours from rollup_hourly alone, for queries that show each hour.
-_HOURLY = f""",
-hourly AS (
-    SELECT t.hour, {_ROLLUP_COLUMNS}
-    FROM range r JOIN rollup_hourly t ON t.hour >= r.first_hour AND t.hour < r.end_hour WHERE {_ROLLUP_PREFIX}
-)"""
-_DAILY = f""",
-daily AS (
-    SELECT t.day, {_ROLLUP_COLUMNS}
-    FROM range r JOIN rollup_daily t ON t.day >= r.first_day AND t.day < r.end_day WHERE {_ROLLUP_PREFIX}
-)"""
+# The range's hours from rollup_hourly, or days from rollup_daily, as a FROM clause: written into
+# the aggregate itself, since a CTE here would be copied into a temporary table (3,000,000 rows for
+# 30 days of a 10,000,000-row log) before the GROUP BY, which the key's order serves as it is.
+# The bounds are scalar subqueries, constants to SQLite: a join to range would hide that the rows
+# come in the key's order, and the GROUP BY would sort them again.
+_CONSTANT_PREFIX = ("((SELECT prefix FROM range) = '' OR t.route_id IN (SELECT id FROM wanted_routes) "
+                    "OR t.path_id IN (SELECT id FROM wanted_paths))")
+_FROM_HOURLY = (f"FROM rollup_hourly t WHERE t.hour >= (SELECT first_hour FROM range) "
+                f"AND t.hour < (SELECT end_hour FROM range) AND {_CONSTANT_PREFIX}")
+_FROM_DAILY = (f"FROM rollup_daily t WHERE t.day >= (SELECT first_day FROM range) "
+               f"AND t.day < (SELECT end_day FROM range) AND {_CONSTANT_PREFIX}")
+# The range's hours as three parts: its whole days from rollup_daily (fewer rows than their hours),
+# and the hours before the first whole day and after the last from rollup_hourly.
+_PARTS = (
+    ("rollup_daily", "day", "(SELECT full_from FROM range)", "(SELECT full_until FROM range)"),
+    ("rollup_hourly", "hour", "(SELECT first_hour FROM range)", "(SELECT min(end_hour, full_from * 24) FROM range)"),
+    ("rollup_hourly", "hour", "(SELECT max(first_hour, full_until * 24) FROM range)", "(SELECT end_hour FROM range)"),
+)
+
+
+def _rolled(columns: str, group: str = "", where: str = "true") -> str:
+    """The range's rollups, ``columns`` of each part, UNION ALL: summed per unit and ``group`` if given.
+
+    ``group`` is a prefix of the key (route_id, path_id, ...), so each part reads its table in the
+    key's order and sums as it goes, with no sort: 30 days of rollup_daily become one row per day
+    and route rather than one per day, route, method, status class, bot flag and latency bucket.
+    """
+    parts = []
+    for table, unit, low, high in _PARTS:
+        grouped = f" GROUP BY t.{unit}, {group}" if group else ""
+        parts.append(f"SELECT {columns} FROM {table} t WHERE t.{unit} >= {low} AND t.{unit} < {high} "
+                     f"AND {_CONSTANT_PREFIX} AND {where}{grouped}")
+    return "\n    UNION ALL\n    ".join(parts)
+
+
+_KEY_SUMS = ("t.route_id, t.path_id, sum(t.hits) AS hits, sum(t.hits * (t.is_bot != 0)) AS bots, "
+             "sum(t.hits * (t.status_class = 4)) AS client_errors, sum(t.hits * (t.status_class = 5)) AS server_errors, "
+             "sum(t.bytes) AS bytes, sum(t.duration_us_sum) AS duration_us_sum, sum(t.hits * (t.bucket >= 0)) AS timed, "
+             "max(t.duration_us_max) AS longest")
+_SUMMED = ("sum(hits) AS requests, sum(bots) AS bots, sum(client_errors) AS client_errors, "
+           "sum(server_errors) AS server_errors, sum(bytes) AS bytes, "
+           "round(sum(duration_us_sum) / 1000.0 / nullif(sum(timed), 0), 2) AS avg_ms, max(longest) / 1000.0 AS max_ms")
+_BUCKET_STREAM = "t.route_id, t.path_id, t.bucket, t.hits, t.duration_us_max AS longest"
 # Raw rows in the range; request_log has no index on start_ms, so this is a scan of the table.
 _RAW_PREFIX = "(r.prefix = '' OR l.path_id IN (SELECT id FROM wanted_paths))"
 _RAW_RANGE = f"l.start_ms >= r.start_ms AND l.start_ms < r.end_ms AND {_RAW_PREFIX}"
 _LABEL = "coalesce(rt.name, p.name, '(unknown)')"
 _LABEL_JOINS = "LEFT JOIN routes rt ON rt.id = {t}.route_id AND {t}.route_id != 0 LEFT JOIN paths p ON p.id = {t}.path_id AND {t}.path_id != 0"
-_TIMED_HITS = "sum(CASE WHEN t.bucket >= 0 THEN t.hits ELSE 0 END)"
+_TIMED_HITS = "sum(t.hits * (t.bucket >= 0))"
 _AVG_MS = f"round(sum(t.duration_us_sum) / 1000.0 / nullif({_TIMED_HITS}, 0), 2)"
 _HOUR_TEXT = "strftime('%Y-%m-%dT%H:00Z', {hour} * 3600, 'unixepoch')"
 _DAY_TEXT = "date({day} * 86400, 'unixepoch')"
@@ -115,14 +128,14 @@ def _query(title: str, description: str, sql: str, prefix: bool = True) -> dict:
 
 
 _TRAFFIC_BY_HOUR = f"""
-WITH {_range(True)}{_HOURLY},
+WITH {_range(True)},
 per_hour AS (
-    SELECT t.hour, sum(t.hits) AS requests, sum(CASE WHEN t.is_bot THEN 0 ELSE t.hits END) AS people,
-           sum(CASE WHEN t.is_bot THEN t.hits ELSE 0 END) AS bots,
-           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
-           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
+    SELECT t.hour, sum(t.hits) AS requests, sum(t.hits * (t.is_bot = 0)) AS people,
+           sum(t.hits * (t.is_bot != 0)) AS bots,
+           sum(t.hits * (t.status_class = 4)) AS client_errors,
+           sum(t.hits * (t.status_class = 5)) AS server_errors,
            sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
-    FROM hourly t GROUP BY t.hour
+    {_FROM_HOURLY} GROUP BY t.hour
 ),
 -- Every hour from the first with traffic to the last, so that a chart shows quiet hours as zeros.
 series (hour, last) AS (
@@ -157,14 +170,14 @@ LIMIT 100
 """
 
 _TRAFFIC_BY_DAY = f"""
-WITH {_range(True)}{_DAILY},
+WITH {_range(True)},
 per_day AS (
-    SELECT t.day, sum(t.hits) AS requests, sum(CASE WHEN t.is_bot THEN 0 ELSE t.hits END) AS people,
-           sum(CASE WHEN t.is_bot THEN t.hits ELSE 0 END) AS bots,
-           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
-           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
+    SELECT t.day, sum(t.hits) AS requests, sum(t.hits * (t.is_bot = 0)) AS people,
+           sum(t.hits * (t.is_bot != 0)) AS bots,
+           sum(t.hits * (t.status_class = 4)) AS client_errors,
+           sum(t.hits * (t.status_class = 5)) AS server_errors,
            sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
-    FROM daily t GROUP BY t.day
+    {_FROM_DAILY} GROUP BY t.day
 ),
 series (day, last) AS (
     SELECT min(day), max(day) FROM per_day WHERE day IS NOT NULL
@@ -183,15 +196,13 @@ ORDER BY s.day
 # Per route (or path without a route) over the range, from the rollups.
 _PER_KEY = f""",
 per_key AS (
-    SELECT t.route_id, t.path_id, sum(t.hits) AS requests, sum(CASE WHEN t.is_bot THEN t.hits ELSE 0 END) AS bots,
-           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
-           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
-           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms, max(t.duration_us_max) / 1000.0 AS max_ms
-    FROM rolled t GROUP BY t.route_id, t.path_id
+    SELECT route_id, path_id, {_SUMMED}
+    FROM ({_rolled(_KEY_SUMS, "t.route_id, t.path_id")})
+    GROUP BY route_id, path_id
 )"""
 
 _TOP_ROUTES = f"""
-WITH {_range(True)}{_ROLLED}{_PER_KEY}
+WITH {_range(True)}{_PER_KEY}
 SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind, x.requests,
        round(100.0 * x.requests / sum(x.requests) OVER (), 2) AS percent, x.bots,
        x.client_errors, x.server_errors, x.bytes, x.avg_ms
@@ -201,7 +212,7 @@ LIMIT 100
 """
 
 _ERROR_PATHS = f"""
-WITH {_range(True)}{_ROLLED}{_PER_KEY}
+WITH {_range(True)}{_PER_KEY}
 SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind,
        x.client_errors + x.server_errors AS errors, x.client_errors, x.server_errors, x.requests,
        round(100.0 * (x.client_errors + x.server_errors) / x.requests, 2) AS error_percent
@@ -224,10 +235,11 @@ def _percentile(q: float) -> str:
 
 
 _SLOWEST_ROUTES = f"""
-WITH {_range(True)}{_ROLLED}{_PER_KEY},
+WITH {_range(True)}{_PER_KEY},
 buckets AS (
-    SELECT t.route_id, t.path_id, t.bucket, sum(t.hits) AS hits, max(t.duration_us_max) AS longest
-    FROM rolled t WHERE t.bucket >= 0 GROUP BY t.route_id, t.path_id, t.bucket
+    SELECT route_id, path_id, bucket, sum(hits) AS hits, max(longest) AS longest
+    FROM ({_rolled(_BUCKET_STREAM, where="t.bucket >= 0")})
+    GROUP BY route_id, path_id, bucket
 ),
 running AS (
     SELECT route_id, path_id, bucket, longest,
@@ -251,10 +263,10 @@ LIMIT 100
 """
 
 _LATENCY_OVER_TIME = f"""
-WITH {_range(True)}{_HOURLY},
+WITH {_range(True)},
 buckets AS (
     SELECT t.hour, t.bucket, sum(t.hits) AS hits, max(t.duration_us_max) AS longest
-    FROM hourly t WHERE t.bucket >= 0 GROUP BY t.hour, t.bucket
+    {_FROM_HOURLY} AND t.bucket >= 0 GROUP BY t.hour, t.bucket
 ),
 running AS (
     SELECT hour, bucket, longest, sum(hits) OVER (PARTITION BY hour ORDER BY bucket) AS below,
@@ -269,17 +281,13 @@ ORDER BY running.hour
 """
 
 _SUMMARY = f"""
-WITH {_range(True)}{_ROLLED},
+WITH {_range(True)},
 totals AS (
-    SELECT sum(t.hits) AS requests, sum(CASE WHEN t.is_bot THEN t.hits ELSE 0 END) AS bots,
-           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
-           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
-           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
-    FROM rolled t
+    SELECT {_SUMMED} FROM ({_rolled(_KEY_SUMS, "t.route_id, t.path_id")})
 ),
 buckets AS (
-    SELECT t.bucket, sum(t.hits) AS hits, max(t.duration_us_max) AS longest FROM rolled t WHERE t.bucket >= 0
-    GROUP BY t.bucket
+    SELECT bucket, sum(hits) AS hits, max(longest) AS longest FROM ({_rolled(_BUCKET_STREAM, where="t.bucket >= 0")})
+    GROUP BY bucket
 ),
 running AS (
     SELECT bucket, longest, sum(hits) OVER (ORDER BY bucket) AS below, sum(hits) OVER () AS total FROM buckets
@@ -298,13 +306,11 @@ WHERE r.start_ms < r.end_ms
 """
 
 _BOTS_AND_HUMANS = f"""
-WITH {_range(True)}{_ROLLED},
+WITH {_range(True)},
 per_kind AS (
-    SELECT t.is_bot != 0 AS is_bot, sum(t.hits) AS requests,
-           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS client_errors,
-           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS server_errors,
-           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
-    FROM rolled t GROUP BY 1
+    SELECT is_bot != 0 AS is_bot, {_SUMMED}
+    FROM ({_rolled("t.is_bot, " + _KEY_SUMS, "t.route_id, t.path_id, t.method_id, t.status_class, t.is_bot")})
+    GROUP BY 1
 )
 SELECT CASE WHEN is_bot THEN 'bots' ELSE 'people' END AS agent, requests,
        round(100.0 * requests / sum(requests) OVER (), 2) AS percent, client_errors, server_errors, bytes, avg_ms
@@ -313,16 +319,16 @@ ORDER BY is_bot
 """
 
 _STATUS_OVER_TIME = f"""
-WITH {_range(True)}{_HOURLY},
+WITH {_range(True)},
 per_hour AS (
     SELECT t.hour, sum(t.hits) AS requests,
-           sum(CASE WHEN t.status_class = 1 THEN t.hits ELSE 0 END) AS s1xx,
-           sum(CASE WHEN t.status_class = 2 THEN t.hits ELSE 0 END) AS s2xx,
-           sum(CASE WHEN t.status_class = 3 THEN t.hits ELSE 0 END) AS s3xx,
-           sum(CASE WHEN t.status_class = 4 THEN t.hits ELSE 0 END) AS s4xx,
-           sum(CASE WHEN t.status_class = 5 THEN t.hits ELSE 0 END) AS s5xx,
-           sum(CASE WHEN t.status_class NOT BETWEEN 1 AND 5 THEN t.hits ELSE 0 END) AS no_response
-    FROM hourly t GROUP BY t.hour
+           sum(t.hits * (t.status_class = 1)) AS s1xx,
+           sum(t.hits * (t.status_class = 2)) AS s2xx,
+           sum(t.hits * (t.status_class = 3)) AS s3xx,
+           sum(t.hits * (t.status_class = 4)) AS s4xx,
+           sum(t.hits * (t.status_class = 5)) AS s5xx,
+           sum(t.hits * (t.status_class NOT BETWEEN 1 AND 5)) AS no_response
+    {_FROM_HOURLY} GROUP BY t.hour
 ),
 series (hour, last) AS (
     SELECT min(hour), max(hour) FROM per_hour WHERE hour IS NOT NULL
@@ -350,7 +356,7 @@ ORDER BY per_day.day
 """
 
 _BYTES_SERVED = f"""
-WITH {_range(True)}{_ROLLED}{_PER_KEY}
+WITH {_range(True)}{_PER_KEY}
 SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind,
        x.bytes, round(x.bytes / 1e6, 3) AS megabytes, round(100.0 * x.bytes / nullif(sum(x.bytes) OVER (), 0), 2) AS percent,
        x.requests, round(1.0 * x.bytes / x.requests) AS bytes_per_request
