@@ -6,6 +6,7 @@ them apart.
 """
 import asyncio
 import datetime
+import html
 import html.parser
 import json
 import shutil
@@ -304,3 +305,25 @@ async def test_an_actor_who_may_not_view_the_database_gets_403(log):
         assert root.status_code == 200, url
     assert (await ds.client.get("/requests")).status_code == 403
 
+
+
+@pytest.mark.asyncio
+async def test_every_panel_title_links_to_its_query_in_the_html_itself(log):
+    ds = datasette_for(log)
+    result = await data(ds, "range=24h")
+    page = (await ds.client.get("/requests/-/dashboard?range=24h")).text
+    for panel_id, panel in result["panels"].items():
+        assert f'href="{html.escape(panel["url"])}"' in page, panel_id
+
+
+@pytest.mark.asyncio
+async def test_under_a_base_url_every_url_of_the_page_carries_it(log):
+    ds = Datasette([str(log)], settings={"base_url": "/logs/"})
+    page = (await ds.client.get("/requests/-/dashboard")).text
+    own = [u for u in parse_urls(page) if not off_site([u])]
+    assert own and all(u.startswith("/logs/") for u in own), [u for u in own if not u.startswith("/logs/")]
+    assert '"data_url": "/logs/requests/-/dashboard.json"' in page
+    result = await data(ds, "panels=top_paths")
+    assert result["panels"]["top_paths"]["url"].startswith("/logs/requests/top_paths?")
+    database_page = (await ds.client.get("/requests")).text
+    assert 'href="/logs/requests/-/dashboard"' in database_page

@@ -294,12 +294,14 @@ async def dashboard_page(datasette, request):
         "period": period,
         "period_error": error,
         "path_prefix": path_prefix,
+        "dashboard_path": dashboard_url(datasette, db.name),
         "without_path_prefix": dashboard_url(datasette, db.name, query),
         "presets": preset_links(datasette, db.name, path_prefix),
         "custom_start": period.start.date().isoformat(),
         "custom_end": (period.end - datetime.timedelta(seconds=1)).date().isoformat(),
         "database_url": datasette.urls.database(db.name),
-        "panels": {panel: QUERIES.get(name, {"title": name})["title"] for panel, name in PANELS.items() if name},
+        "panels": {panel: panel_link(datasette, db.name, PANELS[panel] or period.traffic_query, period, path_prefix)
+                   for panel in PANELS},
         "config_json": markupsafe.Markup(json.dumps(config).replace("</", "<\\/")),
         "chart_js_url": datasette.urls.static_plugins(static_plugin_name(), "chart.umd.min.js"),
         "dashboard_js_url": datasette.urls.static_plugins(static_plugin_name(), "dashboard.js"),
@@ -308,6 +310,13 @@ async def dashboard_page(datasette, request):
     }
     html = await datasette.render_template("log_dashboard.html", context, request=request)
     return Response.html(html, status=400 if error else 200)
+
+
+def panel_link(datasette, database: str, name: str, period: Period, path_prefix: str) -> dict:
+    """A panel's title and the link to its query with the page's parameters, before any data is fetched."""
+    query = QUERIES.get(name, {"title": name, "description": ""})
+    return {"title": query["title"], "description": query["description"],
+            "url": query_url(datasette, database, name, query_params(name, period.params(), path_prefix))}
 
 
 def static_plugin_name() -> str:
