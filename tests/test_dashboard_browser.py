@@ -9,6 +9,8 @@ import pathlib
 
 import pytest
 
+from asgi_log_to_sqlite import create_file
+
 from conftest import DATASETTE_MAJOR, ROOT, free_port, running_server
 from test_dashboard import FIREFOX, make_log, send_traffic
 
@@ -48,8 +50,9 @@ def served(tmp_path_factory):
     """`datasette serve` on a free loopback port, over a log written by the real middleware."""
     folder = tmp_path_factory.mktemp("browser")
     log = make_log(folder / "requests.db")
+    empty = create_file(str(folder / "empty.db"))
     port = free_port()
-    command = ["datasette", "serve", str(log), "-h", "127.0.0.1", "-p", str(port)]
+    command = ["datasette", "serve", str(log), empty, "-h", "127.0.0.1", "-p", str(port)]
     with running_server(command, port):
         yield f"http://127.0.0.1:{port}", log
 
@@ -152,6 +155,16 @@ def test_live_shows_requests_logged_after_the_page_loaded(served, browser):
     assert shown.count("/live/arrived") == 3
     screenshot(browser, f"{LINE}-dashboard-live")
     browser.find_element(By.ID, "log-live").click()
+    assert console_errors(browser) == []
+
+
+def test_a_log_with_no_traffic_says_how_to_make_some_instead_of_empty_axes(served, browser):
+    url, _ = served
+    drawn_panels(browser, url + "/empty/-/dashboard")
+    message = browser.find_element(By.ID, "log-empty")
+    assert message.is_displayed() and "python -m asgi_log_to_sqlite.traffic URL" in message.text
+    assert not any(panel.is_displayed() for panel in browser.find_elements(By.CSS_SELECTOR, "[data-panel]"))
+    screenshot(browser, f"{LINE}-dashboard-empty")
     assert console_errors(browser) == []
 
 
