@@ -264,7 +264,12 @@ async def test_an_empty_log_says_so_and_shows_how_to_make_traffic(tmp_path):
     result = await data(ds)
     assert result["empty"] is True
     page = (await ds.client.get("/requests/-/dashboard")).text
-    assert "No requests in this period" in page and "python -m asgi_log_to_sqlite.traffic URL" in page
+    assert "No requests in this period" in page
+    # Aimed at the server the page came from (Datasette's client calls itself localhost) ...
+    assert "python -m asgi_log_to_sqlite.traffic http://localhost --requests 300 --seconds 60" in page
+    # ... but never at a server elsewhere, where the generator would refuse to send.
+    page = (await ds.client.get("/requests/-/dashboard", headers={"host": "logs.example.com"})).text
+    assert "python -m asgi_log_to_sqlite.traffic http://127.0.0.1:8001 --requests 300 --seconds 60" in page
 
 
 # ---- links from the database page ------------------------------------------------------------------

@@ -162,7 +162,8 @@ def test_a_log_with_no_traffic_says_how_to_make_some_instead_of_empty_axes(serve
     url, _ = served
     drawn_panels(browser, url + "/empty/-/dashboard")
     message = browser.find_element(By.ID, "log-empty")
-    assert message.is_displayed() and "python -m asgi_log_to_sqlite.traffic URL" in message.text
+    # The command sends its traffic to the very server the page came from.
+    assert message.is_displayed() and f"python -m asgi_log_to_sqlite.traffic {url} --requests" in message.text
     assert not any(panel.is_displayed() for panel in browser.find_elements(By.CSS_SELECTOR, "[data-panel]"))
     screenshot(browser, f"{LINE}-dashboard-empty")
     assert console_errors(browser) == []

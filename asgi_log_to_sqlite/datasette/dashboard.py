@@ -27,7 +27,9 @@ DATASETTE_MAJOR = int(DATASETTE_VERSION.split(".")[0])
 PAGE_ROUTE = r"^/(?P<database>[^/]+)/-/dashboard$"
 DATA_ROUTE = r"^/(?P<database>[^/]+)/-/dashboard\.json$"
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
-TRAFFIC_COMMAND = "python -m asgi_log_to_sqlite.traffic URL"
+# What the empty page suggests: the bundled traffic generator, which only sends to this machine.
+TRAFFIC_COMMAND = "python -m asgi_log_to_sqlite.traffic {origin} --requests 300 --seconds 60"
+LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 # The presets of the period control: name -> (label, length).
 PRESETS = {
@@ -287,7 +289,6 @@ async def dashboard_page(datasette, request):
         "period": period.as_json(),
         "panels": list(PANELS),
         "live_panels": list(LIVE),
-        "traffic_command": TRAFFIC_COMMAND,
     }
     context = {
         "database": db.name,
@@ -306,10 +307,17 @@ async def dashboard_page(datasette, request):
         "chart_js_url": datasette.urls.static_plugins(static_plugin_name(), "chart.umd.min.js"),
         "dashboard_js_url": datasette.urls.static_plugins(static_plugin_name(), "dashboard.js"),
         "dashboard_css_url": datasette.urls.static_plugins(static_plugin_name(), "dashboard.css"),
-        "traffic_command": TRAFFIC_COMMAND,
+        "traffic_command": traffic_command(request),
     }
     html = await datasette.render_template("log_dashboard.html", context, request=request)
     return Response.html(html, status=400 if error else 200)
+
+
+def traffic_command(request) -> str:
+    """The traffic generator's command line, aimed at this server when it listens on this machine."""
+    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    origin = f"{request.scheme}://{request.host}" if host in LOOPBACK else "http://127.0.0.1:8001"
+    return TRAFFIC_COMMAND.format(origin=origin)
 
 
 def panel_link(datasette, database: str, name: str, period: Period, path_prefix: str) -> dict:
