@@ -8,7 +8,6 @@ import asyncio
 import datetime
 import html
 import html.parser
-import json
 import shutil
 import sqlite3
 import time
@@ -231,7 +230,7 @@ async def test_a_custom_range_reaches_the_old_rows_and_long_ranges_read_the_dail
     ds = datasette_for(log)
     old_day = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=3)).date().isoformat()
     result = await data(ds, f"start={old_day}&end={old_day}")
-    assert result["period"]["start"] == f"{old_day}T00:00:00Z"
+    assert result["period"]["start"] == f"{old_day}T00:00:00Z" and result["period"]["label"] == old_day
     paths = [row[0] for row in result["panels"]["top_paths"]["rows"]]
     assert sorted(paths) == ["/archive/2024", "/missing"]
     month = await data(ds, "range=30d")

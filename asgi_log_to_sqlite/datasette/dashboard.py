@@ -98,6 +98,14 @@ def query_time(moment: datetime.datetime) -> str:
     return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def custom_label(start: datetime.datetime, end: datetime.datetime) -> str:
+    """A custom period as a person reads it: whole days as dates (the last one included), else times."""
+    if start.time() == end.time() == datetime.time(0):
+        last = (end - datetime.timedelta(days=1)).date()
+        return str(last) if last == start.date() else f"{start.date()} to {last}"
+    return f"{start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+
+
 class Period:
     """The page's period [start, end) and the previous one of the same length, from the URL's parameters."""
 
@@ -116,7 +124,7 @@ class Period:
                 start_at = end_at - PRESETS[DEFAULT_PRESET][1]
             if start_at >= end_at:
                 raise PeriodError(f"start={start!r} is not before end={end or 'now'!r}: expected start < end")
-            return cls(start_at, end_at, None, f"{query_time(start_at)} to {query_time(end_at)}")
+            return cls(start_at, end_at, None, custom_label(start_at, end_at))
         preset = args.get("range") or DEFAULT_PRESET
         if preset not in PRESETS:
             raise PeriodError(f"range={preset!r} is not a preset: expected one of {', '.join(PRESETS)}")
