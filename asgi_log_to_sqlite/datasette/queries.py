@@ -111,7 +111,8 @@ _SUMMED = ("sum(hits) AS requests, sum(bots) AS bots, sum(client_errors) AS clie
            "sum(server_errors) AS server_errors, sum(bytes) AS bytes, "
            "round(sum(duration_us_sum) / 1000.0 / nullif(sum(timed), 0), 2) AS avg_ms, max(longest) / 1000.0 AS max_ms")
 _BUCKET_STREAM = "t.route_id, t.path_id, t.bucket, t.hits, t.duration_us_max AS longest"
-# Raw rows in the range; request_log has no index on start_ms, so this is a scan of the table.
+# Raw rows in the range: a scan of request_log, which has no index on start_ms unless its owner
+# added docs/schema.md's, which SQLite then uses for the range.
 _RAW_PREFIX = "(r.prefix = '' OR l.path_id IN (SELECT id FROM wanted_paths))"
 _RAW_RANGE = f"l.start_ms >= r.start_ms AND l.start_ms < r.end_ms AND {_RAW_PREFIX}"
 _LABEL = "coalesce(rt.name, p.name, '(unknown)')"
