@@ -433,3 +433,22 @@ def test_last_requests_stops_at_a_hundred_newest_first(tmp_path):
     rows = run(path, "last_requests")
     assert len(rows) == 100 and rows[0]["path"] == "/users/last" and rows[0]["agent"] == "bot"
     assert rows[0]["id"] == raw(path, "SELECT max(id) FROM request_log")[0][0]
+
+
+def test_hours_without_rollups_are_left_out_until_a_rebuild(log):
+    """Raw rows from before rollups existed (a file upgraded from schema 1) count once `rollup --rebuild` ran."""
+    wide = {"start": day_of(11 * DAY_S), "end": day_of(-DAY_S)}
+    before = {name: run(log, name, **wide) for name in ("summary", "top_routes", "traffic_by_day")}
+    conn = sqlite3.connect(log)
+    try:
+        with conn:
+            conn.execute("DELETE FROM rollup_hourly")
+            conn.execute("DELETE FROM rollup_daily")
+    finally:
+        conn.close()
+    assert run(log, "summary", **wide)[0]["requests"] == 0 and run(log, "top_routes", **wide) == []
+    assert sum(row["requests"] for row in run(log, "top_paths", **wide)) == NOW_ROWS + OLD_ROWS + 2
+    result = CliRunner().invoke(cli, ["rollup", str(log), "--rebuild"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    for name, rows in before.items():
+        assert run(log, name, **wide) == rows, name
