@@ -5,17 +5,17 @@
 The rows read like a site's traffic over ``--days`` days up to now: 5,000 paths (20 fixed pages,
 static files and bots' probes, then items, posts, API objects and user profiles under 4 route
 templates, and 1,000 documentation pages without a route), chosen with a Zipf-like skew; 300 user
-agents (40 bots: crawlers, monitors, HTTP libraries), each with its browser, OS, device and bot
-flag set as agents.py would; 20,000 client addresses; 200 referers, absent for half the requests;
-mostly GET; 2xx, 304, 404 and some 5xx; log-normal durations with a slow tail; traffic that swings 3
-to 1 over each day. Sessions of 8 requests each come from 60,000 visitors (an address and an agent,
-one in five a bot), who come back. Every value is a
-function of the row number and ``--seed``, so a seed gives the same file.
+agents (40 bots: crawlers, monitors, HTTP libraries), each with a browser, OS, device and bot flag
+like those agents.py gives; 20,000 client addresses; 200 referers, absent for half the requests;
+mostly GET; 2xx, 304, 404 and some 5xx; log-normal durations with a slow tail; traffic that swings
+3 to 1 over each day. Sessions of 8 requests come from 60,000 visitors (an address and an agent,
+one in five a bot), who come back. Every value is a function of the row number and ``--seed``, so
+a seed gives the same rows, their times shifted to end at the moment it runs.
 
 The rollups are then filled as the writer would have: ``Rollups().rebuild`` for the hourly and
-daily tables (the writer's own statements), and the visitor sets with one SELECT DISTINCT per
-table, an integer of the (address, agent) ids standing in for the salted hash (no salt exists for
-past days, and the counts are the same). Other benchmarks import ``make_log``.
+daily tables (exact), and the visitor sets with one SELECT DISTINCT per table, an integer of the
+(address, agent) ids standing in for the salted hash (no salt exists for past days, and the
+counts are the same). Other benchmarks import ``make_log``.
 """
 from __future__ import annotations
 
