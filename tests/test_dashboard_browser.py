@@ -120,19 +120,42 @@ def test_a_preset_and_a_bar_click_narrow_the_page(served, browser):
     served, _ = served
     drawn_panels(browser, served + "/requests/-/dashboard?range=24h")
     assert browser.find_element(By.CSS_SELECTOR, ".log-preset[aria-current]").text.replace(" ", "") == "24h"
-    # Clicking the busiest path's bar filters the page by that path, shown as a removable chip.
+    # Clicking the bar of /api/items filters the page by that path, shown as a removable chip.
     canvas = browser.find_element(By.CSS_SELECTOR, '[data-panel="top_paths"] canvas')
     browser.execute_script("""
         const chart = Chart.getChart(arguments[0]);
-        const bar = chart.getDatasetMeta(0).data[0];
+        const bar = chart.getDatasetMeta(0).data[chart.data.labels.indexOf(arguments[1])];
         const box = arguments[0].getBoundingClientRect();
         arguments[0].dispatchEvent(new MouseEvent('click', {clientX: box.left + bar.x - 2, clientY: box.top + bar.y, bubbles: true}));
-    """, canvas)
-    WebDriverWait(browser, 20).until(lambda d: "path_prefix=" in d.current_url)
+    """, canvas, "/api/items")
+    WebDriverWait(browser, 20).until(lambda d: "path_prefix=%2Fapi%2Fitems" in d.current_url)
     drawn_panels(browser, browser.current_url)
     chip = browser.find_element(By.CSS_SELECTOR, ".log-chip")
-    assert "path starts with" in chip.text
+    assert "path starts with /api/items" in chip.text
+    labels = browser.execute_script(
+        "return Chart.getChart(arguments[0]).data.labels", browser.find_element(By.CSS_SELECTOR, '[data-panel="top_paths"] canvas'))
+    assert sorted(labels) == ["/api/items", "/api/items/7"]
     screenshot(browser, f"{LINE}-dashboard-filtered")
+    chip.find_element(By.TAG_NAME, "a").click()
+    WebDriverWait(browser, 20).until(lambda d: "path_prefix" not in d.current_url)
+    assert "range=24h" in browser.current_url and not browser.find_elements(By.CSS_SELECTOR, ".log-chip")
+    assert console_errors(browser) == []
+
+
+def test_a_click_on_a_traffic_bar_narrows_the_page_to_its_day(served, browser):
+    url, _ = served
+    drawn_panels(browser, url + "/requests/-/dashboard")
+    day = browser.execute_script("""
+        const canvas = arguments[0], chart = Chart.getChart(canvas);
+        const people = chart.data.datasets[0].data, last = people.findLastIndex(value => value > 0);
+        const bar = chart.getDatasetMeta(0).data[last], box = canvas.getBoundingClientRect();
+        canvas.dispatchEvent(new MouseEvent('click', {clientX: box.left + bar.x, clientY: box.top + bar.y + 1, bubbles: true}));
+        return new Date(Date.now()).toISOString().slice(0, 10);
+    """, browser.find_element(By.CSS_SELECTOR, '[data-panel="traffic"] canvas'))
+    WebDriverWait(browser, 20).until(lambda d: "start=" in d.current_url)
+    assert f"start={day}&end={day}" in browser.current_url and "range=" not in browser.current_url
+    drawn_panels(browser, browser.current_url)
+    assert browser.find_element(By.CSS_SELECTOR, ".log-period-label strong").text == day
     assert console_errors(browser) == []
 
 

@@ -153,10 +153,9 @@
 
   function narrowTo(params) {
     var query = new URLSearchParams(config.query_string);
-    Object.keys(params).forEach(function (key) {
-      query.delete("range");
-      query.set(key, params[key]);
-    });
+    // A day replaces the period (a preset or a custom range); a path keeps it.
+    if (params.start) { query.delete("range"); }
+    Object.keys(params).forEach(function (key) { query.set(key, params[key]); });
     window.location.search = "?" + query.toString();
   }
 
