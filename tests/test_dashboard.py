@@ -17,6 +17,7 @@ from unittest import mock
 import httpx
 import pytest
 from datasette.app import Datasette
+from datasette.database import QueryInterrupted
 
 from asgi_log_to_sqlite import AsgiLogToSqlite, create_file
 from asgi_log_to_sqlite.datasette import dashboard
@@ -331,3 +332,24 @@ async def test_under_a_base_url_every_url_of_the_page_carries_it(log):
     assert result["panels"]["top_paths"]["url"].startswith("/logs/requests/top_paths?")
     database_page = (await ds.client.get("/requests")).text
     assert 'href="/logs/requests/-/dashboard"' in database_page
+
+
+@pytest.mark.asyncio
+async def test_a_query_past_the_time_limit_fails_its_panel_alone_and_says_what_to_do(log):
+    ds = datasette_for(log)
+    db = ds.get_database("requests")
+    real_execute = db.execute
+
+    async def execute(sql, *args, **kwargs):
+        # top_paths as Datasette reports a query its time limit stopped; every other query runs.
+        if sql == QUERIES["top_paths"]["sql"]:
+            raise QueryInterrupted(sqlite3.OperationalError("interrupted"), sql, args)
+        return await real_execute(sql, *args, **kwargs)
+
+    with mock.patch.object(db, "execute", execute):
+        result = await data(ds, "panels=traffic,top_paths")
+    assert result["panels"]["top_paths"]["rows"] == []
+    assert result["panels"]["top_paths"]["error"] == (
+        "top_paths took longer than Datasette's time limit (1,000 ms): "
+        "a shorter period, or --setting sql_time_limit_ms 5000, lets it finish")
+    assert result["panels"]["traffic"]["error"] is None and result["panels"]["traffic"]["rows"]

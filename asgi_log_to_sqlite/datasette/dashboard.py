@@ -215,7 +215,9 @@ async def run_query(datasette, db, name: str, params: Dict[str, str]) -> dict:
     try:
         results = await db.execute(query["sql"], params)
     except QueryInterrupted:
-        panel["error"] = f"{name} took longer than Datasette's time limit ({datasette.setting('sql_time_limit_ms')} ms)"
+        limit = datasette.setting("sql_time_limit_ms")
+        panel["error"] = (f"{name} took longer than Datasette's time limit ({limit:,} ms): "
+                          f"a shorter period, or --setting sql_time_limit_ms {limit * 5}, lets it finish")
     except Exception as error:  # the panel shows what went wrong; the others still draw
         panel["error"] = f"{name} failed: {error}"
     else:
