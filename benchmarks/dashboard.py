@@ -5,8 +5,8 @@
 Without ``--file`` it writes a log of ``--rows`` rows over 30 days with benchmarks/synthetic_log.py
 (10,000,000 rows take minutes), into a temporary folder removed afterwards. It then serves that file
 with Datasette and this distribution's plugin, in process, and loads the dashboard's data as the page
-does: one GET /<db>/-/dashboard.json?panels=<id> per panel, all at once, each panel drawn when its own
-answer arrives. Cases:
+does: one GET /<db>/-/dashboard.json?panels=<id> per panel, all at once and in the page's order
+(dashboard.FETCH_ORDER), each panel drawn when its own answer arrives. Cases:
 
   7d      the default period (the last 7 days), and the 7 days before it for the compared panels
   30d     the last 30 days, and the 30 before them
@@ -36,12 +36,12 @@ sys.path.insert(0, str(HERE))
 from datasette.app import Datasette  # noqa: E402
 from datasette.version import __version__ as DATASETTE_VERSION  # noqa: E402
 
-from asgi_log_to_sqlite.datasette.dashboard import LIVE, PANELS  # noqa: E402
+from asgi_log_to_sqlite.datasette.dashboard import FETCH_ORDER, LIVE  # noqa: E402
 
 
 def cases() -> Dict[str, Tuple[str, List[List[str]]]]:
     """case -> (range parameters, the panels of each request)."""
-    each = [[panel] for panel in PANELS]
+    each = [[panel] for panel in FETCH_ORDER]
     return {"7d": ("", each), "30d": ("range=30d&", each), "live": ("", [list(LIVE)])}
 
 
