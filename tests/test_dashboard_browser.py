@@ -5,13 +5,14 @@ It opens the dashboard and the ready-made queries' pages, checks that every pane
 stayed free of errors. Screenshots go to test-artifacts/ at the repository root.
 """
 import asyncio
+import datetime
 import pathlib
 
 import pytest
 
 from asgi_log_to_sqlite import create_file
 
-from conftest import DATASETTE_MAJOR, ROOT, free_port, running_server
+from conftest import DATASETTE_MAJOR, ROOT, free_port, run, running_server
 from test_dashboard import FIREFOX, make_log, send_traffic
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -45,14 +46,33 @@ def chromium(user_data_dir):
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
 
 
+def imported_log(folder):
+    """A log imported from an nginx access log of the last few days (its rows have no durations)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    lines = []
+    for n in range(200):
+        moment = now - datetime.timedelta(minutes=37 * n)
+        path, status = [("/", 200), ("/about", 200), ("/blog/1", 200), ("/missing", 404), ("/api/x", 500)][n % 5]
+        agent = FIREFOX if n % 3 else "Googlebot/2.1 (+http://www.google.com/bot.html)"
+        lines.append(f'10.0.0.{n % 40} - - [{moment:%d/%b/%Y:%H:%M:%S +0000}] "GET {path} HTTP/1.1" {status} '
+                     f'{100 + n} "https://search.example.com/?q={n % 7}" "{agent}"')
+    access = folder / "access.log"
+    access.write_text("\n".join(lines) + "\n")
+    target = folder / "nginx.db"
+    done = run("asgi-log-to-sqlite", "import", target, access)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return str(target)
+
+
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`datasette serve` on a free loopback port, over a log written by the real middleware."""
     folder = tmp_path_factory.mktemp("browser")
     log = make_log(folder / "requests.db")
     empty = create_file(str(folder / "empty.db"))
+    imported = imported_log(folder)
     port = free_port()
-    command = ["datasette", "serve", str(log), empty, "-h", "127.0.0.1", "-p", str(port)]
+    command = ["datasette", "serve", str(log), empty, imported, "-h", "127.0.0.1", "-p", str(port)]
     with running_server(command, port):
         yield f"http://127.0.0.1:{port}", log
 
@@ -189,6 +209,17 @@ def test_a_log_with_no_traffic_says_how_to_make_some_instead_of_empty_axes(serve
     assert message.is_displayed() and f"python -m asgi_log_to_sqlite.traffic {url} --requests" in message.text
     assert not any(panel.is_displayed() for panel in browser.find_elements(By.CSS_SELECTOR, "[data-panel]"))
     screenshot(browser, f"{LINE}-dashboard-empty")
+    assert console_errors(browser) == []
+
+
+def test_an_imported_nginx_log_draws_every_panel_but_the_latencies_it_has_none_of(served, browser):
+    url, _ = served
+    panels = drawn_panels(browser, url + "/nginx/-/dashboard")
+    rows = {panel.get_attribute("data-panel"): int(panel.get_attribute("data-rows")) for panel in panels}
+    # An access log carries no durations, so the latency panels have no rows to draw, and say so.
+    assert {name for name, count in rows.items() if count == 0} == {"latency_over_time", "slowest_routes"}
+    assert all(panel.get_attribute("data-error") is None for panel in panels)
+    screenshot(browser, f"{LINE}-dashboard-imported")
     assert console_errors(browser) == []
 
 
