@@ -133,31 +133,33 @@ def delete_chunk(conn: sqlite3.Connection, pace: Pace, table: str, key: str, low
     return deleted, end
 
 
-# The rollup tables in the order the size budget deletes them once no raw row is left: the
-# hourly detail before the daily totals, each oldest first by its primary key.
+# The rollup tables in the order the size budget deletes them once no raw row is left, by level:
+# the hourly detail, the daily detail, then the whole site's hourly and daily totals, each level's
+# oldest rows first by their primary key.
 _ROLLUPS_OLDEST_FIRST = (
-    ("rollup_visitors_hourly", "hour, is_bot, visitor"),
-    ("rollup_hourly", "hour, route_id, path_id, method_id, status_class, is_bot, bucket"),
-    ("rollup_visitors_daily", "day, is_bot, visitor"),
-    ("rollup_daily", "day, route_id, path_id, method_id, status_class, is_bot, bucket"),
+    (("rollup_visitors_hourly", "hour, is_bot, visitor"),
+     ("rollup_hourly", "hour, route_id, path_id, method_id, status_class, is_bot, bucket")),
+    (("rollup_visitors_daily", "day, is_bot, visitor"),
+     ("rollup_daily", "day, route_id, path_id, method_id, status_class, is_bot, bucket")),
+    (("rollup_traffic_hourly", "hour, status_class, is_bot, bucket"),),
+    (("rollup_traffic_daily", "day, status_class, is_bot, bucket"),),
 )
 
 
 def delete_oldest_rollups(conn: sqlite3.Connection, pace: Pace) -> int:
-    """One transaction deleting the oldest rollup rows: the hourly tables' oldest hour first, then
-    the daily tables' oldest day. Returns how many went; 0 when no rollup row is left.
+    """One transaction deleting the oldest rollup rows of the first level that has any (see
+    _ROLLUPS_OLDEST_FIRST). Returns how many went; 0 when no rollup row is left.
 
     Only the size budget calls this, with every raw row but the newest gone: a budget that the
     rollups alone fill would otherwise stop the log taking new rows.
     """
-    tables = [(table, key) for table, key in _ROLLUPS_OLDEST_FIRST if has_table(conn, table)]
     with pace.transaction("rollups", 1000, 100, 200_000) as units:
         deleted = 0
-        for level in (tables[:2], tables[2:]):
-            # Of an hourly (or daily) pair, the table whose oldest hour (day) is older goes first.
-            oldest = [(conn.execute(f"SELECT min({key.split(',')[0]}) FROM [{table}]").fetchone()[0], table, key)
-                      for table, key in level]
-            oldest = sorted(found for found in oldest if found[0] is not None)
+        for level in _ROLLUPS_OLDEST_FIRST:
+            # Of a level's tables, the one whose oldest hour (day) is older goes first.
+            oldest = sorted((found, table, key) for table, key in level if has_table(conn, table)
+                            for (found,) in conn.execute(f"SELECT min({key.split(',')[0]}) FROM [{table}]")
+                            if found is not None)
             if oldest:
                 _, table, key = oldest[0]
                 deleted = conn.execute(f"DELETE FROM [{table}] WHERE ({key}) IN (SELECT {key} FROM [{table}] "

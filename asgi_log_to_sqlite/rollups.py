@@ -72,6 +72,28 @@ _TO_HOURLY = (f"INSERT INTO rollup_hourly (hour, {_COLUMNS}) {_KEYED.format(unit
               f"ON CONFLICT (hour, {_KEY}) DO UPDATE SET {_ADD}")
 _TO_DAILY = (f"INSERT INTO rollup_daily (day, {_COLUMNS}) {_KEYED.format(unit='hour / 24')} "
              f"ON CONFLICT (day, {_KEY}) DO UPDATE SET {_ADD}")
+# The whole site's totals per hour and day, without route, path or method: what the over-time
+# charts, the headline figures and the site's percentiles read, a few dozen rows an hour where
+# rollup_hourly has thousands. Summed from rollup_batch, whose groups are already keyed.
+TRAFFIC_KEY = ("status_class", "is_bot", "bucket")
+_TRAFFIC_COLUMNS = ", ".join(TRAFFIC_KEY + VALUES)
+_TRAFFIC_KEY = ", ".join(TRAFFIC_KEY)
+_TRAFFIC_SUMS = """
+SELECT {unit}, coalesce(status_class, 0), coalesce(is_bot, 0) != 0, coalesce(bucket, -1), sum(hits),
+       coalesce(sum(bytes), 0), sum(CASE WHEN bucket IS NULL THEN 0 ELSE coalesce(duration_us_sum, 0) END),
+       max(CASE WHEN bucket IS NULL THEN NULL ELSE duration_us_max END)
+FROM {source} GROUP BY 1, 2, 3, 4"""
+_TO_TRAFFIC_HOURLY = (f"INSERT INTO rollup_traffic_hourly (hour, {_TRAFFIC_COLUMNS}) "
+                      f"{_TRAFFIC_SUMS.format(unit='hour', source='rollup_batch')} "
+                      f"ON CONFLICT (hour, {_TRAFFIC_KEY}) DO UPDATE SET {_ADD}")
+_TO_TRAFFIC_DAILY = (f"INSERT INTO rollup_traffic_daily (day, {_TRAFFIC_COLUMNS}) "
+                     f"{_TRAFFIC_SUMS.format(unit='hour / 24', source='rollup_batch')} "
+                     f"ON CONFLICT (day, {_TRAFFIC_KEY}) DO UPDATE SET {_ADD}")
+# The same totals from the detailed tables, whose keys hold no NULLs: for rebuild and upgrades.
+_TRAFFIC_FROM = """
+INSERT INTO {table} ({unit}, {columns}) SELECT {unit}, {key}, sum(hits), sum(bytes), sum(duration_us_sum),
+       max(duration_us_max) FROM {source} WHERE {where} GROUP BY {unit}, {key}
+ON CONFLICT ({unit}, {key}) DO UPDATE SET {add}"""
 # Distinct ids first, names after: two lookups per distinct pair instead of per row. The forwarded
 # address (behind a trusted proxy) is the client's; the socket peer is the proxy's.
 _VISITS = """
@@ -131,6 +153,16 @@ def create_tables(db: sqlite_utils.Database) -> None:
         time="date(t.day * 86400, 'unixepoch')", unit="day", table="rollup_daily"), ignore=True)
 
 
+def create_traffic_tables(db: sqlite_utils.Database) -> None:
+    """Create the whole site's totals (schema version 3) and sum them from the detailed rollups."""
+    traffic = dict.fromkeys(TRAFFIC_KEY + VALUES, int)
+    for source, table, unit in (("rollup_hourly", "rollup_traffic_hourly", "hour"),
+                                ("rollup_daily", "rollup_traffic_daily", "day")):
+        _create(db, table, {unit: int, **traffic}, pk=(unit,) + TRAFFIC_KEY,
+                not_null=(unit,) + TRAFFIC_KEY + VALUES[:3])
+        db.conn.execute(traffic_from(source, table, unit))
+
+
 def _create_table(db: sqlite_utils.Database, name: str, columns: dict) -> None:
     db.conn.execute(db.create_table_sql(name, columns, if_not_exists=True))
 
@@ -139,6 +171,13 @@ def _create(db: sqlite_utils.Database, name: str, columns: dict, pk: tuple, not_
     # WITHOUT ROWID: the key is the table's only B-tree, so an upsert is one seek, not two.
     sql = db.create_table_sql(name, columns, pk=pk, not_null=not_null, if_not_exists=True)
     db.conn.execute(sql.rstrip().rstrip(";") + " WITHOUT ROWID")
+
+
+def traffic_from(source: str, table: str, unit: str, where: str = "true", schema: str = "main") -> str:
+    """INSERT of the site's totals (rollup_traffic_hourly or _daily) summed from ``schema``'s detailed
+    rollup table ``source`` (rollup_hourly or rollup_daily), for its rows ``where``, added to main's."""
+    return _TRAFFIC_FROM.format(table=f"main.{table}", unit=unit, columns=_TRAFFIC_COLUMNS, key=_TRAFFIC_KEY,
+                                source=f"{schema}.{source}", where=where, add=_ADD)
 
 
 def bucket_of(duration_us: Optional[int]) -> int:
@@ -213,6 +252,8 @@ class Rollups:
         conn.execute(_FILL_BATCH, (first_id, last_id))
         conn.execute(_TO_HOURLY)
         conn.execute(_TO_DAILY)
+        conn.execute(_TO_TRAFFIC_HOURLY)
+        conn.execute(_TO_TRAFFIC_DAILY)
         first_hour, last_hour = conn.execute("SELECT min(hour), max(hour) FROM rollup_batch").fetchone()
         # Emptied before the COMMIT: readers and the next batch find it empty.
         conn.execute("DELETE FROM rollup_batch")
@@ -340,6 +381,12 @@ class Rollups:
         conn.execute(f"DELETE FROM rollup_hourly WHERE hour IN (SELECT hour FROM {_COVERED})")
         conn.execute(f"INSERT INTO rollup_hourly (hour, {_COLUMNS}) SELECT hour, {_COLUMNS} FROM temp.rebuild_hourly "
                      f"WHERE hour IN (SELECT hour FROM {_COVERED})")
+        # The site's totals are sums of the detailed rows: the rebuilt hours' and days' again.
+        conn.execute(f"DELETE FROM rollup_traffic_hourly WHERE hour IN (SELECT hour FROM {_COVERED})")
+        conn.execute(traffic_from("rollup_hourly", "rollup_traffic_hourly", "hour", f"hour IN (SELECT hour FROM {_COVERED})"))
+        conn.execute(f"DELETE FROM rollup_traffic_daily WHERE day IN (SELECT hour / 24 FROM {_COVERED})")
+        conn.execute(traffic_from("rollup_daily", "rollup_traffic_daily", "day",
+                                  f"day IN (SELECT hour / 24 FROM {_COVERED})"))
         self.expire_salts(conn)
         salted = {day for (day,) in conn.execute(
             f"SELECT day FROM rollup_salts WHERE day IN (SELECT hour / 24 FROM {_COVERED})")}
@@ -437,6 +484,9 @@ def merge_from(conn: sqlite3.Connection, schema: str, id_maps: Dict[str, str]) -
         merged[table] = conn.execute(
             f"INSERT INTO main.{table} ({unit}, {_COLUMNS}) SELECT {select} FROM {source}.{table} s "
             f"{' '.join(joins)} WHERE true ON CONFLICT ({unit}, {_KEY}) DO UPDATE SET {_ADD}").rowcount
+    for source_table, table, unit in (("rollup_hourly", "rollup_traffic_hourly", "hour"),
+                                      ("rollup_daily", "rollup_traffic_daily", "day")):
+        merged[table] = conn.execute(traffic_from(source_table, table, unit, schema=source)).rowcount
     for table, unit in (("rollup_visitors_hourly", "hour"), ("rollup_visitors_daily", "day")):
         merged[table] = conn.execute(f"INSERT OR IGNORE INTO main.{table} ({unit}, is_bot, visitor) "
                                      f"SELECT {unit}, is_bot, visitor FROM {source}.{table}").rowcount

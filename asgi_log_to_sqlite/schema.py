@@ -28,7 +28,7 @@ from .failures import retry_while_locked
 from .files import check_writable, ensure_file
 from .rotation import DatedPath, is_dated
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # The six lookup tables of 0.1.1, then ours. Each is (id integer primary key, name text unique).
 LEGACY_LOOKUPS = ("paths", "query_strings", "user_agents", "referers", "accept_languages", "content_types")
@@ -217,7 +217,12 @@ def migrate_1_to_2(db: sqlite_utils.Database) -> None:
     db.conn.execute("INSERT OR IGNORE INTO log_meta (key, value) VALUES ('file_id', ?)", (uuid.uuid4().hex,))
 
 
-MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2]
+def migrate_2_to_3(db: sqlite_utils.Database) -> None:
+    """Version 2 to 3: the whole site's hourly and daily totals, summed from the detailed rollups."""
+    rollups.create_traffic_tables(db)
+
+
+MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2, migrate_2_to_3]
 
 
 def _create_table(db: sqlite_utils.Database, name: str, columns: dict, **options) -> None:

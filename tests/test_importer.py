@@ -107,6 +107,7 @@ def test_readable_requests_shows_an_imported_line_as_the_logger_would(tmp_path):
         "id": 1, "start": "2023-10-10T13:55:36.000Z", "method": "GET", "path": "/blog/post",
         "query_string": "?page=2&token=REDACTED", "http_status": 200, "body_size": 5123,
         "client_ip": "203.0.113.0", "user_agent": FIREFOX,
+        "browser": "Firefox", "os": "Linux", "device": "desktop", "is_bot": 0,
         "referer": "https://example.com/search?q=sqlite&api_key=REDACTED",
         "flags": FLAG_IMPORTED, "sample_rate": 1.0,
     }

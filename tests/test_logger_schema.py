@@ -10,7 +10,8 @@ import sys
 import pytest
 import sqlite_utils
 
-from asgi_log_to_sqlite import create_file
+from asgi_log_to_sqlite import SCHEMA_VERSION, create_file
+from asgi_log_to_sqlite import schema as log_schema
 from conftest import TESTS
 
 FIXTURES = TESTS / "fixtures"
@@ -78,19 +79,19 @@ def made_by_version_1(directory):
 
 
 @pytest.mark.parametrize("origin", ["new", "0.1.1", "version 1"])
-def test_files_get_the_schema_of_version_2(tmp_path, origin):
+def test_files_get_the_schema_of_version_3(tmp_path, origin):
     if origin == "new":
-        path, expected = tmp_path / "log.db", FIXTURES / "schema-v2.sql"
+        path, expected = tmp_path / "log.db", FIXTURES / "schema-v3.sql"
     elif origin == "0.1.1":
-        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v2-from-0.1.1.sql"
+        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v3-from-0.1.1.sql"
     else:
         # Upgraded in place from version 1, a file is what a new one is.
-        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v2.sql"
+        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v3.sql"
     create_file(str(path))
     db = sqlite_utils.Database(path)
     try:
         assert_same_schema(db, expected)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         assert db.journal_mode == "wal"
         assert db.execute("SELECT count(*) FROM log_meta WHERE key = 'file_id'").fetchone()[0] == 1
         # New files give freed pages back to the disk; older ones keep their setting until `vacuum`.
@@ -161,7 +162,37 @@ def test_processes_setting_up_one_fresh_file_at_once_all_succeed(tmp_path, round
     assert [w.exitcode for w in workers] == [0] * processes
     db = sqlite_utils.Database(path)
     try:
-        assert_same_schema(db, FIXTURES / "schema-v2.sql")
+        assert_same_schema(db, FIXTURES / "schema-v3.sql")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
+
+
+def test_a_version_2_file_gets_the_sites_totals_summed_from_its_rollups(tmp_path):
+    """Version 3 adds rollup_traffic_hourly and _daily; a version 2 file's are its detailed rollups summed."""
+    path = str(tmp_path / "v2.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for migrate in log_schema.MIGRATIONS[:2]:
+        migrate(db)
+    conn.execute("PRAGMA user_version = 2")
+    key = "route_id, path_id, method_id, status_class, is_bot, bucket, hits, bytes, duration_us_sum, duration_us_max"
+    rows = [(480_000, 1, 0, 1, 2, 0, 80, 3, 30, 900, 400), (480_000, 0, 7, 1, 2, 0, 80, 2, 20, 700, 500),
+            (480_000, 0, 7, 1, 4, 1, 12, 1, 5, 9, 9), (480_001, 1, 0, 1, 2, 0, -1, 4, 40, 0, None)]
+    conn.executemany(f"INSERT INTO rollup_hourly (hour, {key}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    conn.executemany(f"INSERT INTO rollup_daily (day, {key}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                     f"ON CONFLICT DO UPDATE SET hits = hits + excluded.hits, bytes = bytes + excluded.bytes, "
+                     f"duration_us_sum = duration_us_sum + excluded.duration_us_sum",
+                     [(row[0] // 24,) + row[1:] for row in rows])
+    conn.close()
+    create_file(path)
+    conn = sqlite3.connect(path)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("SELECT hour, status_class, is_bot, bucket, hits, bytes, duration_us_sum, duration_us_max "
+                            "FROM rollup_traffic_hourly ORDER BY 1, 2, 3, 4").fetchall() == [
+            (480_000, 2, 0, 80, 5, 50, 1600, 500), (480_000, 4, 1, 12, 1, 5, 9, 9), (480_001, 2, 0, -1, 4, 40, 0, None)]
+        assert conn.execute("SELECT day, sum(hits), sum(bytes) FROM rollup_traffic_daily GROUP BY day").fetchall() == [
+            (20_000, 10, 95)]
+    finally:
+        conn.close()

@@ -11,7 +11,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from asgi_log_to_sqlite import AsgiLogToSqlite, create_file
+from asgi_log_to_sqlite import SCHEMA_VERSION, AsgiLogToSqlite, create_file
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.merging import MergeError, merge_files
 from asgi_log_to_sqlite.rotating import rotate_file
@@ -327,7 +327,7 @@ async def test_rotate_splits_a_log_into_one_whole_log_per_month(tmp_path, three_
     assert union(*files) == before and readable(source) == before      # the source is left as it was
     for number, path in enumerate(files):
         sound(path)
-        assert rows_of(path, "pragma user_version") == [(2,)]
+        assert rows_of(path, "pragma user_version") == [(SCHEMA_VERSION,)]
         first, last = DatedPath(pattern).bounds(MONTHS[number])
         assert rows_of(path, f"select count(*) from request_log where start_ms < {first} or start_ms >= {last}") == [(0,)]
         # Its own lookups: only the values its rows use.

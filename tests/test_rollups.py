@@ -32,7 +32,8 @@ from conftest import ok, scope_for, serve, subprocess_env
 CHROME = "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0.0.0 Safari/537.36"
 GOOGLEBOT = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
 CURL = "curl/8.5.0"
-TABLES = ("rollup_hourly", "rollup_daily", "rollup_visitors_hourly", "rollup_visitors_daily")
+TABLES = ("rollup_hourly", "rollup_daily", "rollup_visitors_hourly", "rollup_visitors_daily",
+          "rollup_traffic_hourly", "rollup_traffic_daily")
 
 
 # ---- helpers -------------------------------------------------------------------------------------
@@ -46,8 +47,13 @@ def query(path, sql, params=()):
 
 
 def snapshot(path):
-    """Every rollup table's rows, as sets."""
-    return {table: set(query(path, f"SELECT * FROM {table}")) for table in TABLES}
+    """Every rollup table's rows, as sets; the site's totals checked against the detailed rollups summed."""
+    found = {table: set(query(path, f"SELECT * FROM {table}")) for table in TABLES}
+    for detailed, unit in (("rollup_hourly", "hour"), ("rollup_daily", "day")):
+        summed = set(query(path, f"SELECT {unit}, status_class, is_bot, bucket, sum(hits), sum(bytes), "
+                                 f"sum(duration_us_sum), max(duration_us_max) FROM {detailed} GROUP BY 1, 2, 3, 4"))
+        assert found[detailed.replace("rollup_", "rollup_traffic_")] == summed, detailed
+    return found
 
 
 def expected_rollups(path):

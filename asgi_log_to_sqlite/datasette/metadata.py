@@ -188,6 +188,13 @@ def _described() -> Dict[str, dict]:
             "description": f"rollup_{period} with every id joined in and the {unit} readable.",
             "columns": {unit: "2026-12-01T14:00Z" if unit == "hour" else "2026-12-01", **_ROLLUP_READABLE},
         }
+        tables[f"rollup_traffic_{period}"] = {
+            "description": f"The whole site's requests per {unit}, status class, bot flag and latency bucket: "
+                           f"rollup_{period} summed over routes, paths and methods, for charts over time.",
+            "columns": {unit: f"{unit}s since the Unix epoch, UTC",
+                        **{column: text for column, text in _ROLLUP_KEY.items()
+                           if column not in ("route_id", "path_id", "method_id")}},
+        }
         tables[f"rollup_visitors_{period}"] = {
             "description": f"Distinct visitors per {unit}, exactly: one row per {unit} and visitor; count(*) "
                            "counts them.",

@@ -1,6 +1,6 @@
 """Is this Datasette database a log? Told by its schema, read once per file and again when the file changes.
 
-A log is a file at schema version 2 or later (``PRAGMA user_version``) with ``request_log``,
+A log is a file at schema version 3 or later (``PRAGMA user_version``) with ``request_log``,
 ``log_meta`` and the ten lookup tables. The answer is kept per Datasette ``Database`` object: a log
 stays a log as long as its path names the same file (device and inode), so the many metadata look-ups
 of one page cost a ``stat`` each. Any other database is read again when its file or its WAL changes,
@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..schema import LOOKUPS
 
-MIN_VERSION = 2
+MIN_VERSION = 3  # the ready-made queries read the site totals, rollup_traffic_hourly and _daily
 REQUIRED_TABLES = frozenset(("request_log", "log_meta") + LOOKUPS)
 
 

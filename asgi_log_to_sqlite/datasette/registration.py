@@ -161,7 +161,7 @@ async def serve_log_database(datasette: Any, name: str, schema: Optional[LogSche
     schema = schema or database_log_schema(datasette, name)
     if schema is None:
         raise ValueError(f"database {name!r} is not a log: expected request_log, log_meta and the lookup "
-                         f"tables at schema version 2 or later")
+                         f"tables at schema version 3 or later")
     await _write_metadata(datasette, name, schema)
     _write_table_config(datasette, name, schema)
     await register_queries(datasette, name)
