@@ -131,6 +131,10 @@ def test_every_panel_draws_its_rows_with_no_console_errors(served, browser):
             assert len(values) == 6 and "…" not in values, values
         link = panel.find_element(By.CSS_SELECTOR, "h2 a").get_attribute("href")
         assert link.startswith(served + "/requests/") and "start=" in link, f"{name}: {link}"
+    # Everything the page fetched, scripts and data alike, came from the server that sent it.
+    fetched = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
+    assert any(u.endswith("chart.umd.min.js") for u in fetched) and any("dashboard.json" in u for u in fetched)
+    assert [u for u in fetched if not u.startswith(served + "/")] == []
     kpi = browser.find_element(By.CSS_SELECTOR, '[data-kpi="requests"] .log-kpi-value').text
     assert kpi.replace(",", "").isdigit() and int(kpi.replace(",", "")) > 0
     assert console_errors(browser) == []
