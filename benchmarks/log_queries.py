@@ -1,6 +1,7 @@
 """Each ready-made query's time on a large log: the default range (7 days) and a 30-day one.
 
     python3 scripts/dev.py bench log_queries [--file FILE | --rows 10000000] [--runs 5] [--index]
+        [--only NAME,NAME] [--path-prefix /api/]
 
 Without ``--file``, a log of ``--rows`` rows over 30 days is generated first with
 synthetic_log.make_log (minutes for 10,000,000 rows) in a temporary directory, and deleted after;
@@ -10,6 +11,8 @@ text); the medians of the wall and of the CPU time are reported, with the rows r
 the query reads. The 30-day range is ``start`` 30 days before today (a bare date) up to now. The
 file is read once beforehand, so that every run, the first included, finds it in the page cache.
 ``--index`` first creates the index on ``request_log.start_ms`` that docs/schema.md suggests.
+``--only`` times only the queries named; ``--path-prefix`` passes a prefix to those that take one
+(a blank one makes the site-wide queries read the site's totals, any other the detailed rollups).
 """
 from __future__ import annotations
 
@@ -60,7 +63,7 @@ def warm(path: str) -> None:
             pass
 
 
-def report(path: str, runs: int, index: bool = False) -> None:
+def report(path: str, runs: int, index: bool = False, only=(), path_prefix: str = "") -> None:
     conn = sqlite3.connect(path)
     try:
         if index:
@@ -70,13 +73,15 @@ def report(path: str, runs: int, index: bool = False) -> None:
         indexed = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'idx_request_log_start_ms'").fetchone()
         rows = conn.execute("SELECT count(*) FROM request_log").fetchone()[0]
         first, last = conn.execute("SELECT min(start_ms), max(start_ms) FROM request_log").fetchone()
-        sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in ("rollup_hourly", "rollup_daily")}
+        sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                 for t in ("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily")}
     finally:
         conn.close()
     days = (last - first) / 86_400_000
     print(f"{path}: {rows:,} rows over {days:.1f} days, {os.path.getsize(path) / 1e6:,.0f} MB; "
-          f"rollup_hourly {sizes['rollup_hourly']:,} rows, rollup_daily {sizes['rollup_daily']:,}; "
-          f"{'with' if indexed else 'no'} index on start_ms; median of {runs} runs, SQLite {sqlite3.sqlite_version}")
+          + "; ".join(f"{table} {count:,} rows" for table, count in sizes.items())
+          + f"; {'with' if indexed else 'no'} index on start_ms; path_prefix {path_prefix!r}; median of {runs} runs, "
+          f"SQLite {sqlite3.sqlite_version}")
     warm(path)
     month_start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 30 * 86_400))
     print()
@@ -85,7 +90,11 @@ def report(path: str, runs: int, index: bool = False) -> None:
     conn = sqlite3.connect(path)
     try:
         for name, query in QUERIES.items():
+            if only and name not in only:
+                continue
             blank = {param: "" for param in query["params"]}
+            if "path_prefix" in blank:
+                blank["path_prefix"] = path_prefix
             figures = []
             for params in (blank, dict(blank, start=month_start)):
                 wall, cpu, count = timed(conn, query["sql"], params, runs)
@@ -103,16 +112,22 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--index", action="store_true",
                         help="create docs/schema.md's index on request_log.start_ms first (kept in --file)")
+    parser.add_argument("--only", default="", help="comma-separated query names to time (default: all)")
+    parser.add_argument("--path-prefix", default="", help="path_prefix for the queries that take one")
     args = parser.parse_args()
+    only = [name for name in args.only.split(",") if name]
+    unknown = sorted(set(only) - set(QUERIES))
+    if unknown:
+        parser.error(f"--only {args.only!r}: no query named {', '.join(unknown)}; expected some of {', '.join(QUERIES)}")
     if args.file:
-        report(args.file, args.runs, args.index)
+        report(args.file, args.runs, args.index, only, args.path_prefix)
         return 0
     with tempfile.TemporaryDirectory() as scratch:
         path = args.keep or os.path.join(scratch, "log.db")
         started = time.perf_counter()
         make_log(path, args.rows)
         print(f"generated {args.rows:,} rows in {time.perf_counter() - started:.0f} s")
-        report(path, args.runs, args.index)
+        report(path, args.runs, args.index, only, args.path_prefix)
     return 0
 
 

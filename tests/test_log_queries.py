@@ -442,8 +442,8 @@ def test_hours_without_rollups_are_left_out_until_a_rebuild(log):
     conn = sqlite3.connect(log)
     try:
         with conn:
-            conn.execute("DELETE FROM rollup_hourly")
-            conn.execute("DELETE FROM rollup_daily")
+            for table in ("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily"):
+                conn.execute(f"DELETE FROM {table}")
     finally:
         conn.close()
     assert run(log, "summary", **wide)[0]["requests"] == 0 and run(log, "top_routes", **wide) == []

@@ -6,7 +6,7 @@ has the range rules, which query reads what, and their timings on a 10,000,000-r
 """
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Dict, List, Optional
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -68,17 +68,54 @@ wanted_paths AS (
 )"""
 
 
-# The range's hours from rollup_hourly, or days from rollup_daily, as a FROM clause: written into
-# the aggregate itself, since a CTE here would be copied into a temporary table (3,000,000 rows for
-# 30 days of a 10,000,000-row log) before the GROUP BY, which the key's order serves as it is.
-# The bounds are scalar subqueries, constants to SQLite: a join to range would hide that the rows
-# come in the key's order, and the GROUP BY would sort them again.
-_CONSTANT_PREFIX = ("((SELECT prefix FROM range) = '' OR t.route_id IN (SELECT id FROM wanted_routes) "
-                    "OR t.path_id IN (SELECT id FROM wanted_paths))")
-_FROM_HOURLY = (f"FROM rollup_hourly t WHERE t.hour >= (SELECT first_hour FROM range) "
-                f"AND t.hour < (SELECT end_hour FROM range) AND {_CONSTANT_PREFIX}")
-_FROM_DAILY = (f"FROM rollup_daily t WHERE t.day >= (SELECT first_day FROM range) "
-               f"AND t.day < (SELECT end_day FROM range) AND {_CONSTANT_PREFIX}")
+# The range's hours (or days) as FROM clauses: from the site's totals (rollup_traffic_hourly and
+# _daily, about a tenth of the rows) when path_prefix is blank, else from the detailed rollups,
+# those of the prefix's routes and paths. A query reads both, UNION ALL: the prefix test is on the
+# bound parameter itself, a constant, so SQLite evaluates it once before the branch's loop and the
+# other branch reads no row (a test on range's prefix, a subquery, is evaluated per row read: on
+# SQLite 3.40 that made the unused branch cost as much as reading it, 30 days' summary 156 ms, not 18).
+# Written into the aggregate itself, since a CTE here would be copied into a temporary table
+# (3,000,000 rows for 30 days of a 10,000,000-row log) before the GROUP BY, which the key's order
+# serves as it is. The bounds are scalar subqueries, constants to SQLite: a join to range would
+# hide that the rows come in the key's order, and the GROUP BY would sort them again.
+_BLANK_PREFIX = "coalesce(:path_prefix, '') = ''"
+_PREFIX_KEYS = ("coalesce(:path_prefix, '') != '' AND (t.route_id IN (SELECT id FROM wanted_routes) "
+                "OR t.path_id IN (SELECT id FROM wanted_paths))")
+# For the queries that need routes or paths whatever the prefix: a blank one matches every key.
+_ANY_PREFIX = ("((SELECT prefix FROM range) = '' OR t.route_id IN (SELECT id FROM wanted_routes) "
+               "OR t.path_id IN (SELECT id FROM wanted_paths))")
+_SITE_TABLES = {"rollup_hourly": "rollup_traffic_hourly", "rollup_daily": "rollup_traffic_daily"}
+
+
+def _site_or_keyed(columns: str, table: str, unit: str, low: str, high: str, where: str = "true",
+                   group: Optional[str] = None, site_group: Optional[str] = None) -> str:
+    """``columns`` of ``table``'s units from ``low`` to ``high``: the site's totals, or the prefix's keys.
+
+    Two SELECTs, UNION ALL, of which only one reads rows: ``columns`` and ``where`` must name only
+    what both tables have (the unit, status_class, is_bot, bucket and the values). Each branch is
+    summed per unit when its ``group`` (detailed) or ``site_group`` is a string, per unit and those
+    columns when it is not empty: a prefix of its table's key, so that it sums rows as it reads them.
+    """
+    arms = []
+    for source, prefix, extra in ((_SITE_TABLES[table], _BLANK_PREFIX, site_group), (table, _PREFIX_KEYS, group)):
+        grouped = "" if extra is None else f" GROUP BY t.{unit}" + (f", {extra}" if extra else "")
+        arms.append(f"SELECT {columns} FROM {source} t WHERE t.{unit} >= {low} AND t.{unit} < {high} "
+                    f"AND {prefix} AND {where}{grouped}")
+    return "\n    UNION ALL\n    ".join(arms)
+
+
+def _hourly(columns: str, where: str = "true", group: str = "") -> str:
+    """The range's hours, ``columns`` summed per hour (and ``group``), site-wide or for the prefix."""
+    return _site_or_keyed(columns, "rollup_hourly", "hour", "(SELECT first_hour FROM range)",
+                          "(SELECT end_hour FROM range)", where, group, group)
+
+
+def _daily(columns: str) -> str:
+    """The days the range touches, ``columns`` summed per day, site-wide or for the prefix."""
+    return _site_or_keyed(columns, "rollup_daily", "day", "(SELECT first_day FROM range)",
+                          "(SELECT end_day FROM range)", group="", site_group="")
+
+
 # The range's hours as three parts: its whole days from rollup_daily (fewer rows than their hours),
 # and the hours before the first whole day and after the last from rollup_hourly.
 _PARTS = (
@@ -89,7 +126,7 @@ _PARTS = (
 
 
 def _rolled(columns: str, group: str = "", where: str = "true") -> str:
-    """The range's rollups, ``columns`` of each part, UNION ALL: summed per unit and ``group`` if given.
+    """The range's detailed rollups, ``columns`` of each part, UNION ALL: summed per unit and ``group`` if given.
 
     ``group`` is a prefix of the key (route_id, path_id, ...), so each part reads its table in the
     key's order and sums as it goes, with no sort: 30 days of rollup_daily become one row per day
@@ -99,18 +136,27 @@ def _rolled(columns: str, group: str = "", where: str = "true") -> str:
     for table, unit, low, high in _PARTS:
         grouped = f" GROUP BY t.{unit}, {group}" if group else ""
         parts.append(f"SELECT {columns} FROM {table} t WHERE t.{unit} >= {low} AND t.{unit} < {high} "
-                     f"AND {_CONSTANT_PREFIX} AND {where}{grouped}")
+                     f"AND {_ANY_PREFIX} AND {where}{grouped}")
     return "\n    UNION ALL\n    ".join(parts)
 
 
-_KEY_SUMS = ("t.route_id, t.path_id, sum(t.hits) AS hits, sum(t.hits * (t.is_bot != 0)) AS bots, "
-             "sum(t.hits * (t.status_class = 4)) AS client_errors, sum(t.hits * (t.status_class = 5)) AS server_errors, "
-             "sum(t.bytes) AS bytes, sum(t.duration_us_sum) AS duration_us_sum, sum(t.hits * (t.bucket >= 0)) AS timed, "
-             "max(t.duration_us_max) AS longest")
+def _site_rolled(columns: str, where: str = "true", group: Optional[str] = None,
+                 site_group: Optional[str] = None) -> str:
+    """The range's three parts as ``_rolled``, each from the site's totals or the prefix's keys."""
+    return "\n    UNION ALL\n    ".join(_site_or_keyed(columns, table, unit, low, high, where, group, site_group)
+                                      for table, unit, low, high in _PARTS)
+
+
+_SUMS = ("sum(t.hits) AS hits, sum(t.hits * (t.is_bot != 0)) AS bots, "
+         "sum(t.hits * (t.status_class = 4)) AS client_errors, sum(t.hits * (t.status_class = 5)) AS server_errors, "
+         "sum(t.bytes) AS bytes, sum(t.duration_us_sum) AS duration_us_sum, sum(t.hits * (t.bucket >= 0)) AS timed, "
+         "max(t.duration_us_max) AS longest")
+_KEY_SUMS = "t.route_id, t.path_id, " + _SUMS
 _SUMMED = ("sum(hits) AS requests, sum(bots) AS bots, sum(client_errors) AS client_errors, "
            "sum(server_errors) AS server_errors, sum(bytes) AS bytes, "
            "round(sum(duration_us_sum) / 1000.0 / nullif(sum(timed), 0), 2) AS avg_ms, max(longest) / 1000.0 AS max_ms")
-_BUCKET_STREAM = "t.route_id, t.path_id, t.bucket, t.hits, t.duration_us_max AS longest"
+_BUCKETS = "t.bucket, t.hits, t.duration_us_max AS longest"
+_BUCKET_STREAM = "t.route_id, t.path_id, " + _BUCKETS
 # Raw rows in the range: a scan of request_log, which has no index on start_ms unless its owner
 # added docs/schema.md's, which SQLite then uses for the range.
 _RAW_PREFIX = "(r.prefix = '' OR l.path_id IN (SELECT id FROM wanted_paths))"
@@ -123,6 +169,13 @@ _HOUR_TEXT = "strftime('%Y-%m-%dT%H:00Z', {hour} * 3600, 'unixepoch')"
 _DAY_TEXT = "date({day} * 86400, 'unixepoch')"
 
 
+def _traffic_sums(unit: str) -> str:
+    """traffic_by_hour's and traffic_by_day's columns, per ``unit``."""
+    return (f"t.{unit}, sum(t.hits) AS requests, sum(t.hits * (t.is_bot = 0)) AS people, "
+            "sum(t.hits * (t.is_bot != 0)) AS bots, sum(t.hits * (t.status_class = 4)) AS client_errors, "
+            f"sum(t.hits * (t.status_class = 5)) AS server_errors, sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms")
+
+
 def _query(title: str, description: str, sql: str, prefix: bool = True) -> dict:
     params: List[str] = ["start", "end"] + (["path_prefix"] if prefix else [])
     return {"title": title, "description": description, "sql": sql.strip() + "\n", "params": params}
@@ -131,12 +184,7 @@ def _query(title: str, description: str, sql: str, prefix: bool = True) -> dict:
 _TRAFFIC_BY_HOUR = f"""
 WITH {_range(True)},
 per_hour AS (
-    SELECT t.hour, sum(t.hits) AS requests, sum(t.hits * (t.is_bot = 0)) AS people,
-           sum(t.hits * (t.is_bot != 0)) AS bots,
-           sum(t.hits * (t.status_class = 4)) AS client_errors,
-           sum(t.hits * (t.status_class = 5)) AS server_errors,
-           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
-    {_FROM_HOURLY} GROUP BY t.hour
+    {_hourly(_traffic_sums("hour"))}
 ),
 -- Every hour from the first with traffic to the last, so that a chart shows quiet hours as zeros.
 series (hour, last) AS (
@@ -173,12 +221,7 @@ LIMIT 100
 _TRAFFIC_BY_DAY = f"""
 WITH {_range(True)},
 per_day AS (
-    SELECT t.day, sum(t.hits) AS requests, sum(t.hits * (t.is_bot = 0)) AS people,
-           sum(t.hits * (t.is_bot != 0)) AS bots,
-           sum(t.hits * (t.status_class = 4)) AS client_errors,
-           sum(t.hits * (t.status_class = 5)) AS server_errors,
-           sum(t.bytes) AS bytes, {_AVG_MS} AS avg_ms
-    {_FROM_DAILY} GROUP BY t.day
+    {_daily(_traffic_sums("day"))}
 ),
 series (day, last) AS (
     SELECT min(day), max(day) FROM per_day WHERE day IS NOT NULL
@@ -266,8 +309,9 @@ LIMIT 100
 _LATENCY_OVER_TIME = f"""
 WITH {_range(True)},
 buckets AS (
-    SELECT t.hour, t.bucket, sum(t.hits) AS hits, max(t.duration_us_max) AS longest
-    {_FROM_HOURLY} AND t.bucket >= 0 GROUP BY t.hour, t.bucket
+    SELECT hour, bucket, sum(hits) AS hits, max(longest) AS longest
+    FROM ({_hourly("t.hour, " + _BUCKETS, where="t.bucket >= 0", group=None)})
+    GROUP BY hour, bucket
 ),
 running AS (
     SELECT hour, bucket, longest, sum(hits) OVER (PARTITION BY hour ORDER BY bucket) AS below,
@@ -284,10 +328,10 @@ ORDER BY running.hour
 _SUMMARY = f"""
 WITH {_range(True)},
 totals AS (
-    SELECT {_SUMMED} FROM ({_rolled(_KEY_SUMS, "t.route_id, t.path_id")})
+    SELECT {_SUMMED} FROM ({_site_rolled(_SUMS, group="t.route_id, t.path_id", site_group="")})
 ),
 buckets AS (
-    SELECT bucket, sum(hits) AS hits, max(longest) AS longest FROM ({_rolled(_BUCKET_STREAM, where="t.bucket >= 0")})
+    SELECT bucket, sum(hits) AS hits, max(longest) AS longest FROM ({_site_rolled(_BUCKETS, where="t.bucket >= 0")})
     GROUP BY bucket
 ),
 running AS (
@@ -310,7 +354,8 @@ _BOTS_AND_HUMANS = f"""
 WITH {_range(True)},
 per_kind AS (
     SELECT is_bot != 0 AS is_bot, {_SUMMED}
-    FROM ({_rolled("t.is_bot, " + _KEY_SUMS, "t.route_id, t.path_id, t.method_id, t.status_class, t.is_bot")})
+    FROM ({_site_rolled("t.is_bot, " + _SUMS, group="t.route_id, t.path_id, t.method_id, t.status_class, t.is_bot",
+                        site_group="t.status_class, t.is_bot")})
     GROUP BY 1
 )
 SELECT CASE WHEN is_bot THEN 'bots' ELSE 'people' END AS agent, requests,
@@ -319,17 +364,14 @@ FROM per_kind
 ORDER BY is_bot
 """
 
+_STATUS_SUMS = ("t.hour, sum(t.hits) AS requests, " + ", ".join(
+    f"sum(t.hits * (t.status_class = {n})) AS s{n}xx" for n in range(1, 6))
+    + ", sum(t.hits * (t.status_class NOT BETWEEN 1 AND 5)) AS no_response")
+
 _STATUS_OVER_TIME = f"""
 WITH {_range(True)},
 per_hour AS (
-    SELECT t.hour, sum(t.hits) AS requests,
-           sum(t.hits * (t.status_class = 1)) AS s1xx,
-           sum(t.hits * (t.status_class = 2)) AS s2xx,
-           sum(t.hits * (t.status_class = 3)) AS s3xx,
-           sum(t.hits * (t.status_class = 4)) AS s4xx,
-           sum(t.hits * (t.status_class = 5)) AS s5xx,
-           sum(t.hits * (t.status_class NOT BETWEEN 1 AND 5)) AS no_response
-    {_FROM_HOURLY} GROUP BY t.hour
+    {_hourly(_STATUS_SUMS)}
 ),
 series (hour, last) AS (
     SELECT min(hour), max(hour) FROM per_hour WHERE hour IS NOT NULL
