@@ -452,3 +452,45 @@ def test_hours_without_rollups_are_left_out_until_a_rebuild(log):
     assert result.exit_code == 0, result.output
     for name, rows in before.items():
         assert run(log, name, **wide) == rows, name
+
+
+# ---- the site's totals -----------------------------------------------------------------------------
+
+SITE_QUERIES = ("summary", "traffic_by_hour", "traffic_by_day", "status_over_time", "latency_over_time",
+                "bots_and_humans")
+
+
+def timeless(rows):
+    """Rows without summary's start and end, which a blank end puts at the moment of the run."""
+    return [{key: value for key, value in row.items() if key not in ("start", "end")} for row in rows]
+
+
+@pytest.mark.parametrize("name", SITE_QUERIES)
+def test_site_totals_give_what_the_detailed_rollups_do(filled, name):
+    """No prefix reads rollup_traffic_*; '/' matches every path and route, so it reads rollup_hourly and _daily
+    for the same requests: the same rows, over the default range, eleven days and hours that cut days."""
+    now = time.time()
+    ranges = [{}, {"start": day_of(11 * DAY_S)},
+              {"start": time.strftime("%Y-%m-%dT%H:30", time.gmtime(now - 3 * DAY_S - 7200)),
+               "end": time.strftime("%Y-%m-%dT%H:15", time.gmtime(now + 3600))}]
+    for period in ranges:
+        site, detailed = timeless(run(filled, name, **period)), timeless(run(filled, name, path_prefix="/", **period))
+        assert site and site == detailed, period
+    assert any(row.get("requests", row.get("timed")) for row in site)
+
+
+def test_site_queries_read_the_site_totals_only_without_a_prefix(log):
+    """Emptied, the site's totals leave the blank-prefix answers empty and the prefixed ones as they were."""
+    before = {name: timeless(run(log, name, path_prefix="/")) for name in SITE_QUERIES}
+    conn = sqlite3.connect(log)
+    try:
+        with conn:
+            conn.execute("DELETE FROM rollup_traffic_hourly")
+            conn.execute("DELETE FROM rollup_traffic_daily")
+    finally:
+        conn.close()
+    assert run(log, "summary")[0]["requests"] == 0
+    for name in SITE_QUERIES:
+        if name != "summary":
+            assert run(log, name) == [], name
+        assert timeless(run(log, name, path_prefix="/")) == before[name], name
