@@ -13,7 +13,7 @@ one in five a bot), who come back. Every value is a function of the row number a
 a seed gives the same rows, their times shifted to end at the moment it runs.
 
 The rollups are then filled as the writer would have: ``Rollups().rebuild`` for the hourly and
-daily tables (exact), and the visitor sets with one SELECT DISTINCT per table, an integer of the
+daily tables and the site's totals summed from them (schema version 3, exact), and the visitor sets with one SELECT DISTINCT per table, an integer of the
 (address, agent) ids standing in for the salted hash (no salt exists for past days, and the
 counts are the same). Other benchmarks import ``make_log``.
 """
@@ -268,7 +268,8 @@ def main() -> int:
     conn = sqlite3.connect(args.out)
     try:
         counts = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                  for table in ("request_log", "rollup_hourly", "rollup_daily", "rollup_visitors_daily")}
+                  for table in ("request_log", "rollup_hourly", "rollup_daily", "rollup_traffic_hourly",
+                                "rollup_traffic_daily", "rollup_visitors_daily")}
     finally:
         conn.close()
     print(f"{'total':<9} {time.perf_counter() - started:8.1f} s   {args.out}: "
