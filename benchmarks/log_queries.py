@@ -1,7 +1,7 @@
 """Each ready-made query's time on a large log: the default range (7 days) and a 30-day one.
 
     python3 scripts/dev.py bench log_queries [--file FILE | --rows 10000000] [--runs 5] [--index]
-        [--only NAME,NAME] [--path-prefix /api/]
+        [--only NAME,NAME] [--path-prefix /api/] [--against REV]
 
 Without ``--file``, a log of ``--rows`` rows over 30 days is generated first with
 synthetic_log.make_log (minutes for 10,000,000 rows) in a temporary directory, and deleted after;
@@ -13,6 +13,9 @@ file is read once beforehand, so that every run, the first included, finds it in
 ``--index`` first creates the index on ``request_log.start_ms`` that docs/schema.md suggests.
 ``--only`` times only the queries named; ``--path-prefix`` passes a prefix to those that take one
 (a blank one makes the site-wide queries read the site's totals, any other the detailed rollups).
+``--against REV`` times the queries as they were at git revision REV beside today's, one run of
+each in turn, so that both see the same load on a shared machine: a before and after table of
+the CPU times.
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import os
 import pathlib
 import sqlite3
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +42,13 @@ INDEX = "CREATE INDEX IF NOT EXISTS idx_request_log_start_ms ON request_log (sta
 RAW = ("top_paths", "referrers", "referring_sites", "agents", "last_requests")
 
 
-def reads(name: str) -> str:
+# The queries that read the site's totals when path_prefix is blank (docs/queries.md).
+SITE = ("summary", "traffic_by_hour", "traffic_by_day", "status_over_time", "latency_over_time", "bots_and_humans")
+
+
+def reads(name: str, path_prefix: str = "") -> str:
+    if name in SITE and not path_prefix:
+        return "site totals"
     return "raw rows" if name in RAW else "visitor sets" if name == "visitors_by_day" else "rollups"
 
 
@@ -54,6 +64,43 @@ def timed(conn: sqlite3.Connection, sql: str, params: dict, runs: int):
         wall.append(time.perf_counter() - started)
         cpu.append(time.process_time() - started_cpu)
     return statistics.median(wall), statistics.median(cpu), count
+
+
+def queries_at(revision: str) -> dict:
+    """QUERIES as they were at git ``revision``, for a before and after table."""
+    source = subprocess.run(["git", "show", f"{revision}:asgi_log_to_sqlite/datasette/queries.py"],
+                            cwd=HERE.parent, check=True, capture_output=True, text=True).stdout
+    namespace: dict = {"__name__": "queries_at_revision"}
+    exec(compile(source, f"{revision}:asgi_log_to_sqlite/datasette/queries.py", "exec"), namespace)
+    return namespace["QUERIES"]
+
+
+def compare(path: str, runs: int, before: dict, revision: str, only=(), path_prefix: str = "") -> None:
+    """Median CPU time of each query at ``revision`` and now, run in turn on one connection."""
+    warm(path)
+    month_start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 30 * 86_400))
+    print(f"{path}: CPU ms, median of {runs} runs each, {revision} and now in turn; path_prefix {path_prefix!r}")
+    print()
+    print(f"| query | 7 days, {revision} | now | 30 days, {revision} | now |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    conn = sqlite3.connect(path)
+    try:
+        for name, query in QUERIES.items():
+            if (only and name not in only) or name not in before:
+                continue
+            blank = {param: "" for param in query["params"]}
+            if "path_prefix" in blank:
+                blank["path_prefix"] = path_prefix
+            figures = []
+            for params in (blank, dict(blank, start=month_start)):
+                cpu = {"before": [], "now": []}
+                for _ in range(runs):
+                    for label, sql in (("before", before[name]["sql"]), ("now", query["sql"])):
+                        cpu[label].append(timed(conn, sql, params, 1)[1])
+                figures += [f"{statistics.median(cpu[label]) * 1000:,.0f} ms" for label in ("before", "now")]
+            print(f"| `{name}` | {' | '.join(figures)} |", flush=True)
+    finally:
+        conn.close()
 
 
 def warm(path: str) -> None:
@@ -99,7 +146,7 @@ def report(path: str, runs: int, index: bool = False, only=(), path_prefix: str 
             for params in (blank, dict(blank, start=month_start)):
                 wall, cpu, count = timed(conn, query["sql"], params, runs)
                 figures.append(f"{wall * 1000:,.0f} ms | {cpu * 1000:,.0f} ms | {count}")
-            print(f"| `{name}` | {reads(name)} | {' | '.join(figures)} |", flush=True)
+            print(f"| `{name}` | {reads(name, path_prefix)} | {' | '.join(figures)} |", flush=True)
     finally:
         conn.close()
 
@@ -114,11 +161,17 @@ def main() -> int:
                         help="create docs/schema.md's index on request_log.start_ms first (kept in --file)")
     parser.add_argument("--only", default="", help="comma-separated query names to time (default: all)")
     parser.add_argument("--path-prefix", default="", help="path_prefix for the queries that take one")
+    parser.add_argument("--against", metavar="REV", help="time the queries of git revision REV beside today's")
     args = parser.parse_args()
     only = [name for name in args.only.split(",") if name]
     unknown = sorted(set(only) - set(QUERIES))
     if unknown:
         parser.error(f"--only {args.only!r}: no query named {', '.join(unknown)}; expected some of {', '.join(QUERIES)}")
+    if args.against and not args.file:
+        parser.error(f"--against {args.against!r} compares on an existing log: give its --file too")
+    if args.file and args.against:
+        compare(args.file, args.runs, queries_at(args.against), args.against, only, args.path_prefix)
+        return 0
     if args.file:
         report(args.file, args.runs, args.index, only, args.path_prefix)
         return 0
