@@ -18,8 +18,9 @@ MB = 1024 * 1024
 
 
 def fill_budget(app, before_each=None):
-    """Send requests for long unique paths until the writer holds a batch it cannot write: the
-    rollups still count each path, so pruning the raw rows frees too little. Returns requests sent."""
+    """Send requests for long unique paths until the writer holds a batch it cannot write: with a
+    budget of TIGHT_BUDGET_MB, even with every older row and rollup pruned, a batch of ten such
+    paths does not fit. Returns requests sent."""
     sent = 0
     for wave in range(100):
         if before_each is not None:
@@ -33,17 +34,25 @@ def fill_budget(app, before_each=None):
     return sent
 
 
-# Past max_size_mb the oldest rows are pruned first (tests/test_retention.py); these tests need a
-# budget that pruning cannot free, so that a batch stays held.
+# Past max_size_mb the oldest rows, then the oldest rollups, are pruned first (tests/test_retention.py);
+# these tests need a budget that pruning cannot free, so that a batch stays held: a new log's own
+# pages (38 of 4 KB) and two pages more.
+TIGHT_BUDGET_MB = 0.16
 
 
 def test_a_bad_record_in_a_held_batch_is_counted_once_however_often_it_is_retried(tmp_path):
     log_file = str(tmp_path / "log.db")
-    app = AsgiLogToSqlite(ok, log_file, max_size_mb=0.25, queue_size=3000, stop_timeout_ms=200)
-    # Each wave led by one record no row can be shaped from, so that the held batch holds one too.
-    fill_budget(app, before_each=lambda: app.writer.submit((app.shaper, None, 0.0, 0.0, None, 200, None, 0, 0, 0)))
+    app = AsgiLogToSqlite(ok, log_file, max_size_mb=TIGHT_BUDGET_MB, queue_size=3000, stop_timeout_ms=200)
+    bad_record = (app.shaper, None, 0.0, 0.0, None, 200, None, 0, 0, 0)  # no row can be shaped from it
+    # A batch that fits, with a bad record: counted once it is written.
+    app.writer.submit(bad_record)
+    assert asyncio.run(serve(app, [scope_for("/short")])) == [200]
+    assert app.flush(5)
     bad = app.stats()["counted"].get("record_error", 0)
-    assert bad >= 1
+    assert bad == 1, app.stats()
+    # Then waves each led by a bad record, until one is held: the held batch holds one too.
+    fill_budget(app, before_each=lambda: app.writer.submit(bad_record))
+    assert app.stats()["counted"].get("record_error", 0) == bad
     time.sleep(3)  # several attempts at the held batch, each shaping its bad record again
     assert app.stats()["counted"].get("record_error") == bad, app.stats()
     assert app.close()  # the held batch is counted as disk_full once stop_timeout_ms is over
