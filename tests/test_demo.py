@@ -38,6 +38,11 @@ def demo(tmp_path_factory):
                      "--log", "requests.db", "--past-requests", PAST, "--past-days", DAYS, "--seed", 13,
                      cwd=folder, timeout=180)
         assert filled.returncode == 0, filled.stderr
+        # The server's logger writes a request's row just after its response: wait for the last ones.
+        deadline = time.monotonic() + 30
+        while one(folder / "requests.db", "select count(*) from request_log where flags & 256 = 0")[0] < LIVE:
+            assert time.monotonic() < deadline, "the live requests' rows were not written within 30 s"
+            time.sleep(0.1)
         sign_in = re.search(r"http://\S+/-/auth-token\?token=\w+", output.read_text()).group(0)
         yield url, folder / "requests.db", sign_in, filled.stdout
     finally:
