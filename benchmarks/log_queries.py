@@ -75,14 +75,22 @@ def queries_at(revision: str) -> dict:
     return namespace["QUERIES"]
 
 
+def answer(conn: sqlite3.Connection, sql: str, params: dict) -> list:
+    """The rows of ``sql``, without summary's start and end, which a blank end sets to the moment it runs."""
+    cursor = conn.execute(sql, params)
+    keep = [n for n, column in enumerate(cursor.description) if column[0] not in ("start", "end")]
+    return [[row[n] for n in keep] for row in cursor.fetchall()]
+
+
 def compare(path: str, runs: int, before: dict, revision: str, only=(), path_prefix: str = "") -> None:
-    """Median CPU time of each query at ``revision`` and now, run in turn on one connection."""
+    """Median CPU time of each query at ``revision`` and now, run in turn on one connection, and
+    whether both gave the same rows."""
     warm(path)
     month_start = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 30 * 86_400))
     print(f"{path}: CPU ms, median of {runs} runs each, {revision} and now in turn; path_prefix {path_prefix!r}")
     print()
-    print(f"| query | 7 days, {revision} | now | 30 days, {revision} | now |")
-    print("| --- | ---: | ---: | ---: | ---: |")
+    print(f"| query | 7 days, {revision} | now | 30 days, {revision} | now | rows |")
+    print("| --- | ---: | ---: | ---: | ---: | --- |")
     conn = sqlite3.connect(path)
     try:
         for name, query in QUERIES.items():
@@ -91,14 +99,15 @@ def compare(path: str, runs: int, before: dict, revision: str, only=(), path_pre
             blank = {param: "" for param in query["params"]}
             if "path_prefix" in blank:
                 blank["path_prefix"] = path_prefix
-            figures = []
+            figures, same = [], True
             for params in (blank, dict(blank, start=month_start)):
+                same = same and answer(conn, before[name]["sql"], params) == answer(conn, query["sql"], params)
                 cpu = {"before": [], "now": []}
                 for _ in range(runs):
                     for label, sql in (("before", before[name]["sql"]), ("now", query["sql"])):
                         cpu[label].append(timed(conn, sql, params, 1)[1])
                 figures += [f"{statistics.median(cpu[label]) * 1000:,.0f} ms" for label in ("before", "now")]
-            print(f"| `{name}` | {' | '.join(figures)} |", flush=True)
+            print(f"| `{name}` | {' | '.join(figures)} | {'the same' if same else 'DIFFERENT'} |", flush=True)
     finally:
         conn.close()
 
