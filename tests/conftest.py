@@ -66,18 +66,26 @@ def free_port():
 
 
 @contextlib.contextmanager
-def running_server(command, port, env=None, cwd=None, ready_timeout=30):
-    """Start a real server process, wait until it accepts connections, stop it afterwards."""
+def running_server(command, port, env=None, cwd=None, ready_timeout=30, output=None):
+    """Start a real server process, wait until it accepts connections, stop it afterwards.
+
+    Its output goes to a pipe, or to the file ``output`` for a server that writes a line per
+    request (a pipe nobody reads would fill and stall it).
+    """
+    sink = open(output, "w") if output is not None else subprocess.PIPE
     process = subprocess.Popen(
         [str(BIN / command[0]), *map(str, command[1:])],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        stdout=sink, stderr=subprocess.STDOUT, text=True,
         env=env or subprocess_env(), cwd=cwd or ROOT,
     )
+    if output is not None:
+        sink.close()  # the child holds its own copy
     deadline = time.monotonic() + ready_timeout
     try:
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"server exited with {process.returncode}:\n{process.stdout.read()}")
+                said = process.stdout.read() if process.stdout else pathlib.Path(output).read_text()
+                raise AssertionError(f"server exited with {process.returncode}:\n{said}")
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 break
             if time.monotonic() > deadline:

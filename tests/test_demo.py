@@ -1,16 +1,13 @@
 """`scripts/dev.py demo`, piece by piece and for real: Datasette serving the example config with --root, its log
 filled by the bundled traffic generator, the log behind sign-in."""
-import contextlib
 import re
-import socket
 import sqlite3
-import subprocess
 import time
 
 import httpx
 import pytest
 
-from conftest import BIN, DATASETTE_MAJOR, ROOT, free_port, run, subprocess_env
+from conftest import DATASETTE_MAJOR, ROOT, free_port, run, running_server
 
 DEMO = ROOT / "examples" / "datasette"
 CONFIG = ["-c", DEMO / "datasette.yaml"] if DATASETTE_MAJOR >= 1 else ["-m", DEMO / "metadata.json"]
@@ -25,14 +22,10 @@ def demo(tmp_path_factory):
     assert run("python", "-c", "import asgi_log_to_sqlite as a; a.create_file('requests.db')", cwd=folder).returncode == 0
     port = free_port()
     output = folder / "datasette.out"
-    command = [BIN / "datasette", "serve", "demo.db", "requests.db", *CONFIG, "--root",
-               "--host", "127.0.0.1", "--port", str(port)]
-    # Output to a file, not a pipe: uvicorn writes a line per request, and a full pipe would stall the server.
-    with open(output, "w") as out:
-        server = subprocess.Popen([str(part) for part in command], cwd=folder, stdout=out, stderr=subprocess.STDOUT,
-                                  env=subprocess_env())
-    try:
-        wait_for(server, port, output)
+    command = ["datasette", "serve", "demo.db", "requests.db", *CONFIG, "--root",
+               "--host", "127.0.0.1", "--port", port]
+    # Output to a file, not a pipe: uvicorn writes a line per request.
+    with running_server(command, port, cwd=folder, ready_timeout=60, output=output):
         url = f"http://127.0.0.1:{port}"
         filled = run("python", "-m", "asgi_log_to_sqlite.traffic", url, "--requests", LIVE, "--seconds", 120,
                      "--log", "requests.db", "--past-requests", PAST, "--past-days", DAYS, "--seed", 13,
@@ -45,25 +38,6 @@ def demo(tmp_path_factory):
             time.sleep(0.1)
         sign_in = re.search(r"http://\S+/-/auth-token\?token=\w+", output.read_text()).group(0)
         yield url, folder / "requests.db", sign_in, filled.stdout
-    finally:
-        server.terminate()
-        try:
-            server.wait(30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def wait_for(server, port, output, timeout=60):
-    deadline = time.monotonic() + timeout
-    while True:
-        if server.poll() is not None:
-            raise AssertionError(f"datasette exited with {server.returncode}:\n{output.read_text()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"datasette did not listen on {port} within {timeout} s")
-        time.sleep(0.05)
 
 
 def one(log, sql):
