@@ -193,6 +193,15 @@ async def test_a_bad_period_is_a_400_that_quotes_it(log):
     assert page.status_code == 400 and "is not before end=" in page.text
 
 
+@pytest.mark.asyncio
+async def test_a_period_past_the_calendar_is_a_400_not_a_crash(log):
+    ds = datasette_for(log)
+    response = await ds.client.get("/requests/-/dashboard.json?end=9999-12-31")  # its day ends after year 9999
+    assert response.status_code == 400 and "end='9999-12-31' is not a date" in response.json()["error"]
+    page = await ds.client.get("/requests/-/dashboard?start=0001-01-02&end=2026-01-01")  # no previous period
+    assert page.status_code == 400 and "before the year 1" in page.text
+
+
 # ---- the data endpoint: each panel is exactly its query ---------------------------------------------
 
 @pytest.mark.asyncio

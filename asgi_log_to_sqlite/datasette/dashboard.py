@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import functools
 import json
 import pathlib
 import time
@@ -87,7 +88,7 @@ def parse_time(value: str, name: str, *, end: bool = False) -> datetime.datetime
             moment = datetime.datetime(day.year, day.month, day.day, tzinfo=datetime.timezone.utc)
             return moment + datetime.timedelta(days=1) if end else moment
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: the day after 9999-12-31
         raise PeriodError(
             f"{name}={value!r} is not a date or datetime: expected ISO 8601, like 2026-12-01 or 2026-12-01T14:00"
         ) from None
@@ -114,7 +115,11 @@ class Period:
 
     def __init__(self, start: datetime.datetime, end: datetime.datetime, preset: Optional[str], label: str):
         self.start, self.end, self.preset, self.label = start, end, preset, label
-        self.previous_start = start - (end - start)
+        try:
+            self.previous_start = start - (end - start)
+        except OverflowError:
+            raise PeriodError(f"{label}: the previous period of the same length would start before the year 1; "
+                              f"expected a later start or a shorter period") from None
 
     @classmethod
     def from_args(cls, args, now: Optional[datetime.datetime] = None) -> "Period":
@@ -340,6 +345,7 @@ def panel_link(datasette, database: str, name: str, period: Period, path_prefix:
             "url": query_url(datasette, database, name, query_params(name, period.params(), path_prefix))}
 
 
+@functools.lru_cache(maxsize=None)
 def static_plugin_name() -> str:
     """The name Datasette serves this package's static/ under (its distribution's name, once installed)."""
     from datasette.plugins import get_plugins
