@@ -218,8 +218,11 @@ def migrate_1_to_2(db: sqlite_utils.Database) -> None:
 
 
 def migrate_2_to_3(db: sqlite_utils.Database) -> None:
-    """Version 2 to 3: the whole site's hourly and daily totals, summed from the detailed rollups."""
+    """Version 2 to 3: the whole site's hourly and daily totals, summed from the detailed rollups;
+    and the readable view with the agent's classes, for files made before version 2 had them."""
     rollups.create_traffic_tables(db)
+    if "is_bot" not in {column.name for column in db.view("readable_requests").columns}:
+        db.create_view("readable_requests", _READABLE, replace=True)
 
 
 MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2, migrate_2_to_3]

@@ -169,12 +169,16 @@ def test_processes_setting_up_one_fresh_file_at_once_all_succeed(tmp_path, round
 
 
 def test_a_version_2_file_gets_the_sites_totals_summed_from_its_rollups(tmp_path):
-    """Version 3 adds rollup_traffic_hourly and _daily; a version 2 file's are its detailed rollups summed."""
+    """Version 3 adds rollup_traffic_hourly and _daily; a version 2 file's are its detailed rollups summed,
+    and its readable view gains the agent's classes if it was made without them."""
     path = str(tmp_path / "v2.db")
     conn = sqlite3.connect(path, isolation_level=None)
     db = sqlite_utils.Database(conn)
     for migrate in log_schema.MIGRATIONS[:2]:
         migrate(db)
+    # As version 2 was first released: its readable view without the agent's classes.
+    conn.execute("DROP VIEW readable_requests")
+    conn.execute(f"CREATE VIEW readable_requests AS {log_schema._READABLE_V1}")
     conn.execute("PRAGMA user_version = 2")
     key = "route_id, path_id, method_id, status_class, is_bot, bucket, hits, bytes, duration_us_sum, duration_us_max"
     rows = [(480_000, 1, 0, 1, 2, 0, 80, 3, 30, 900, 400), (480_000, 0, 7, 1, 2, 0, 80, 2, 20, 700, 500),
@@ -194,5 +198,7 @@ def test_a_version_2_file_gets_the_sites_totals_summed_from_its_rollups(tmp_path
             (480_000, 2, 0, 80, 5, 50, 1600, 500), (480_000, 4, 1, 12, 1, 5, 9, 9), (480_001, 2, 0, -1, 4, 40, 0, None)]
         assert conn.execute("SELECT day, sum(hits), sum(bytes) FROM rollup_traffic_daily GROUP BY day").fetchall() == [
             (20_000, 10, 95)]
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(readable_requests)")]
+        assert columns[columns.index("user_agent"):][:5] == ["user_agent", "browser", "os", "device", "is_bot"]
     finally:
         conn.close()
