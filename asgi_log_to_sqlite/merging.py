@@ -386,7 +386,8 @@ _ROLLUP_TABLES = [
     (table, unit, f"[{unit}] * {unit_ms} >= ?1 AND [{unit}] * {unit_ms} < ?2")
     for table, unit, unit_ms in (("rollup_hourly", "hour", HOUR_MS), ("rollup_daily", "day", DAY_MS),
                                  ("rollup_visitors_hourly", "hour", HOUR_MS),
-                                 ("rollup_visitors_daily", "day", DAY_MS), ("rollup_salts", "day", DAY_MS))
+                                 ("rollup_visitors_daily", "day", DAY_MS), ("rollup_salts", "day", DAY_MS),
+                                 ("rollup_traffic_hourly", "hour", HOUR_MS), ("rollup_traffic_daily", "day", DAY_MS))
 ]
 # A source's own row in a destination's ledger (bind file_id, first_ms, last_ms).
 _KEY = "file_id = ? AND first_ms = ? AND last_ms = ? AND via IS NULL"

@@ -173,11 +173,11 @@ def _create(db: sqlite_utils.Database, name: str, columns: dict, pk: tuple, not_
     db.conn.execute(sql.rstrip().rstrip(";") + " WITHOUT ROWID")
 
 
-def traffic_from(source: str, table: str, unit: str, where: str = "true", schema: str = "main") -> str:
-    """INSERT of the site's totals (rollup_traffic_hourly or _daily) summed from ``schema``'s detailed
-    rollup table ``source`` (rollup_hourly or rollup_daily), for its rows ``where``, added to main's."""
+def traffic_from(source: str, table: str, unit: str, where: str = "true") -> str:
+    """INSERT of the site's totals (rollup_traffic_hourly or _daily) summed from the detailed rollup
+    table ``source`` (rollup_hourly or rollup_daily), for its rows ``where``, added to what is there."""
     return _TRAFFIC_FROM.format(table=f"main.{table}", unit=unit, columns=_TRAFFIC_COLUMNS, key=_TRAFFIC_KEY,
-                                source=f"{schema}.{source}", where=where, add=_ADD)
+                                source=f"main.{source}", where=where, add=_ADD)
 
 
 def bucket_of(duration_us: Optional[int]) -> int:
@@ -484,9 +484,12 @@ def merge_from(conn: sqlite3.Connection, schema: str, id_maps: Dict[str, str]) -
         merged[table] = conn.execute(
             f"INSERT INTO main.{table} ({unit}, {_COLUMNS}) SELECT {select} FROM {source}.{table} s "
             f"{' '.join(joins)} WHERE true ON CONFLICT ({unit}, {_KEY}) DO UPDATE SET {_ADD}").rowcount
-    for source_table, table, unit in (("rollup_hourly", "rollup_traffic_hourly", "hour"),
-                                      ("rollup_daily", "rollup_traffic_daily", "day")):
-        merged[table] = conn.execute(traffic_from(source_table, table, unit, schema=source)).rowcount
+    # The source's own totals, not its detailed rows summed: past its size budget retention deletes
+    # the detailed rows of old hours first, and their totals stay.
+    for table, unit in (("rollup_traffic_hourly", "hour"), ("rollup_traffic_daily", "day")):
+        merged[table] = conn.execute(
+            f"INSERT INTO main.{table} ({unit}, {_TRAFFIC_COLUMNS}) SELECT {unit}, {_TRAFFIC_COLUMNS} "
+            f"FROM {source}.{table} WHERE true ON CONFLICT ({unit}, {_TRAFFIC_KEY}) DO UPDATE SET {_ADD}").rowcount
     for table, unit in (("rollup_visitors_hourly", "hour"), ("rollup_visitors_daily", "day")):
         merged[table] = conn.execute(f"INSERT OR IGNORE INTO main.{table} ({unit}, is_bot, visitor) "
                                      f"SELECT {unit}, is_bot, visitor FROM {source}.{table}").rowcount

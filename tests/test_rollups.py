@@ -554,6 +554,22 @@ async def test_merge_from_adds_totals_and_unites_visitors(tmp_path):
     assert query(merged, "SELECT salt FROM rollup_salts") == [(bytes(range(16)),)]
 
 
+def test_merge_from_keeps_the_site_totals_of_hours_whose_detail_was_pruned(tmp_path):
+    # Past its size budget retention deletes a file's detailed hourly rollups before its site totals.
+    source = new_log(tmp_path, "source.db")
+    for batch in past_days(days=2):
+        write_rows(source, batch)
+    want = query(source, "SELECT hour, sum(hits) FROM rollup_traffic_hourly GROUP BY hour ORDER BY hour")
+    conn = sqlite3.connect(source)
+    with conn:
+        conn.execute("DELETE FROM rollup_hourly")
+    conn.close()
+    merged = new_log(tmp_path, "merged.db")
+    merge(merged, source)
+    assert query(merged, "SELECT hour, sum(hits) FROM rollup_traffic_hourly GROUP BY hour ORDER BY hour") == want
+    assert sum(hits for _, hits in want) == 2 * 4 * 40
+
+
 @pytest.mark.asyncio
 async def test_files_with_different_salts_cannot_recognise_the_same_visitor(tmp_path):
     # The cross-host caveat: each host's file made its own salt, so a visitor of both counts twice.
