@@ -78,11 +78,11 @@ _TO_DAILY = (f"INSERT INTO rollup_daily (day, {_COLUMNS}) {_KEYED.format(unit='h
 TRAFFIC_KEY = ("status_class", "is_bot", "bucket")
 _TRAFFIC_COLUMNS = ", ".join(TRAFFIC_KEY + VALUES)
 _TRAFFIC_KEY = ", ".join(TRAFFIC_KEY)
-_TRAFFIC_SUMS = """
-SELECT {unit}, coalesce(status_class, 0), coalesce(is_bot, 0) != 0, coalesce(bucket, -1), sum(hits),
+_TRAFFIC_SUMS = f"""
+SELECT {{unit}}, coalesce(status_class, 0), coalesce(is_bot, 0) != 0, coalesce(bucket, {NO_DURATION}), sum(hits),
        coalesce(sum(bytes), 0), sum(CASE WHEN bucket IS NULL THEN 0 ELSE coalesce(duration_us_sum, 0) END),
        max(CASE WHEN bucket IS NULL THEN NULL ELSE duration_us_max END)
-FROM {source} GROUP BY 1, 2, 3, 4"""
+FROM {{source}} GROUP BY 1, 2, 3, 4"""
 _TO_TRAFFIC_HOURLY = (f"INSERT INTO rollup_traffic_hourly (hour, {_TRAFFIC_COLUMNS}) "
                       f"{_TRAFFIC_SUMS.format(unit='hour', source='rollup_batch')} "
                       f"ON CONFLICT (hour, {_TRAFFIC_KEY}) DO UPDATE SET {_ADD}")
