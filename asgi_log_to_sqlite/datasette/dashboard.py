@@ -21,6 +21,7 @@ from datasette.utils import tilde_decode
 from datasette.utils.asgi import Response
 from datasette.version import __version__ as DATASETTE_VERSION
 
+from ..traffic import LOOPBACK
 from .queries import QUERIES
 from .recognise import log_schema
 
@@ -30,7 +31,6 @@ DATA_ROUTE = r"^/(?P<database>[^/]+)/-/dashboard\.json$"
 STATIC = pathlib.Path(__file__).resolve().parent / "static"
 # What the empty page suggests: the bundled traffic generator, which only sends to this machine.
 TRAFFIC_COMMAND = "python -m asgi_log_to_sqlite.traffic {origin} --requests 300 --seconds 60"
-LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 # The presets of the period control: name -> (label, length).
 PRESETS = {
@@ -208,16 +208,13 @@ def query_url(datasette, database: str, name: str, params: Dict[str, str]) -> st
 def query_params(name: str, period_params: Dict[str, str], path_prefix: str) -> Dict[str, str]:
     """The parameters the query declares, from the period and the path filter ('' is the query's default)."""
     given = {**period_params, "path_prefix": path_prefix}
-    return {param: given.get(param, "") for param in QUERIES.get(name, {"params": []})["params"]}
+    return {param: given.get(param, "") for param in QUERIES[name]["params"]}
 
 
 async def run_query(datasette, db, name: str, params: Dict[str, str]) -> dict:
     """One query's rows as a panel draws them, or the error that stopped it (a panel fails alone)."""
     began = time.perf_counter()
-    query = QUERIES.get(name)
-    if query is None:
-        return {"query": name, "title": name, "description": "", "url": "", "columns": [], "rows": [], "ms": 0.0,
-                "error": f"no ready-made query named {name!r}: expected one of {', '.join(QUERIES)}"}
+    query = QUERIES[name]  # panels name ready-made queries only
     panel = {"query": name, "title": query["title"], "description": query.get("description", ""),
              "url": query_url(datasette, db.name, name, params), "columns": [], "rows": [], "error": None}
     try:
@@ -333,14 +330,14 @@ async def dashboard_page(datasette, request):
 
 def traffic_command(request) -> str:
     """The traffic generator's command line, aimed at this server when it listens on this machine."""
-    host = request.host.rsplit(":", 1)[0] if not request.host.endswith("]") else request.host
+    host = urllib.parse.urlsplit("//" + request.host).hostname
     origin = f"{request.scheme}://{request.host}" if host in LOOPBACK else "http://127.0.0.1:8001"
     return TRAFFIC_COMMAND.format(origin=origin)
 
 
 def panel_link(datasette, database: str, name: str, period: Period, path_prefix: str) -> dict:
     """A panel's title and the link to its query with the page's parameters, before any data is fetched."""
-    query = QUERIES.get(name, {"title": name, "description": ""})
+    query = QUERIES[name]
     return {"title": query["title"], "description": query["description"],
             "url": query_url(datasette, database, name, query_params(name, period.params(), path_prefix))}
 
