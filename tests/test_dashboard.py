@@ -202,6 +202,18 @@ async def test_a_period_past_the_calendar_is_a_400_not_a_crash(log):
     assert page.status_code == 400 and "before the year 1" in page.text
 
 
+@pytest.mark.asyncio
+@pytest.mark.parametrize("own", [{"sql": "select 1 as one"}, {"sql": QUERIES["last_requests"]["sql"], "allow": False}])
+async def test_a_panel_shows_no_rows_of_a_query_the_user_replaced_or_locked(log, own):
+    # The user's query of that name wins in Datasette: its own SQL, or ours behind allow: false.
+    settings = {"databases": {"requests": {"queries": {"last_requests": own}}}}
+    ds = Datasette([str(log)], **({"config": settings} if DATASETTE_MAJOR >= 1 else {"metadata": settings}))
+    panels = (await data(ds))["panels"]
+    assert panels["last_requests"]["rows"] == []
+    assert ("its own" if own.get("allow") is None else "permission") in panels["last_requests"]["error"]
+    assert panels["summary"]["rows"] and panels["summary"]["error"] is None  # the others still draw
+
+
 # ---- the data endpoint: each panel is exactly its query ---------------------------------------------
 
 @pytest.mark.asyncio

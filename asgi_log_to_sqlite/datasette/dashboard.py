@@ -179,6 +179,28 @@ async def can_view_database(datasette, actor, database: str) -> bool:
     return visible
 
 
+async def query_refusal(datasette, actor, database: str, name: str) -> Optional[str]:
+    """Why a panel may not show the ready-made query ``name``, or None when it may: the actor lacks
+    view-query on it, or the database holds a query of that name that is not ours (the user's wins)."""
+    if DATASETTE_MAJOR >= 1:
+        from datasette.resources import QueryResource
+
+        allowed, _ = await datasette.check_visibility(
+            actor, action="view-query", resource=QueryResource(database=database, query=name))
+        held = await datasette.get_query(database, name)
+        sql = held.sql if held is not None else None
+    else:
+        allowed, _ = await datasette.check_visibility(
+            actor, permissions=[("view-query", (database, name)), ("view-database", database), "view-instance"])
+        held = await datasette.get_canned_query(database, name, actor)
+        sql = held.get("sql") if held else None
+    if not allowed:
+        return f"you do not have permission to view the query {name}"
+    if sql is not None and sql.strip() != QUERIES[name]["sql"].strip():
+        return f"this database's query {name} is its own, not the ready-made one this panel draws"
+    return None
+
+
 async def log_database(datasette, request):
     """The log database the URL names, once the actor may view it: 404 for no such log, 403 if not allowed."""
     route = tilde_decode(request.url_vars["database"])
@@ -211,12 +233,20 @@ def query_params(name: str, period_params: Dict[str, str], path_prefix: str) -> 
     return {param: given.get(param, "") for param in QUERIES[name]["params"]}
 
 
-async def run_query(datasette, db, name: str, params: Dict[str, str]) -> dict:
-    """One query's rows as a panel draws them, or the error that stopped it (a panel fails alone)."""
+async def run_query(datasette, db, name: str, params: Dict[str, str], actor=None) -> dict:
+    """One query's rows as a panel draws them, or the error that stopped it (a panel fails alone).
+
+    Only where ``actor`` may view that query in Datasette, and only while it is ours.
+    """
     began = time.perf_counter()
     query = QUERIES[name]  # panels name ready-made queries only
     panel = {"query": name, "title": query["title"], "description": query.get("description", ""),
              "url": query_url(datasette, db.name, name, params), "columns": [], "rows": [], "error": None}
+    refused = await query_refusal(datasette, actor, db.name, name)
+    if refused is not None:
+        panel["error"] = refused
+        panel["ms"] = round((time.perf_counter() - began) * 1000, 1)
+        return panel
     try:
         results = await db.execute(query["sql"], params)
     except QueryInterrupted:
@@ -239,7 +269,8 @@ def has_traffic(panel: dict) -> bool:
     return bool(panel["rows"])
 
 
-async def panel_data(datasette, db, period: Period, path_prefix: str = "", only: Optional[List[str]] = None) -> dict:
+async def panel_data(datasette, db, period: Period, path_prefix: str = "", only: Optional[List[str]] = None,
+                     actor=None) -> dict:
     """Every panel's rows for the period, and the compared panels' rows for the previous period.
 
     The queries run concurrently, on Datasette's pool of SQL threads.
@@ -252,7 +283,7 @@ async def panel_data(datasette, db, period: Period, path_prefix: str = "", only:
         if panel in COMPARED:
             jobs.append((panel, True, name, query_params(name, period.params(previous=True), path_prefix)))
     began = time.perf_counter()
-    results = await asyncio.gather(*(run_query(datasette, db, name, params) for _, _, name, params in jobs))
+    results = await asyncio.gather(*(run_query(datasette, db, name, params, actor) for _, _, name, params in jobs))
     data = {"database": db.name, "period": period.as_json(), "path_prefix": path_prefix,
             "panels": {}, "previous": {}}
     for (panel, previous, *_), result in zip(jobs, results):
@@ -277,7 +308,7 @@ async def dashboard_data(datasette, request):
             {"ok": False, "error": f"panels={','.join(unknown)!r}: expected names among {', '.join(PANELS)}"},
             status=400,
         )
-    data = await panel_data(datasette, db, period, request.args.get("path_prefix") or "", only)
+    data = await panel_data(datasette, db, period, request.args.get("path_prefix") or "", only, request.actor)
     return Response.json({"ok": True, **data})
 
 
