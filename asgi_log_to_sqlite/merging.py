@@ -23,7 +23,7 @@ import os
 import sqlite3
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import rollups
+from . import rollups, toplists
 from .merge_setup import LEDGER, Attached, MergeError, check_log, file_id, has_table, now_text, prepare, transaction
 from .rotation import is_dated
 from .schema import LOOKUPS
@@ -203,11 +203,32 @@ class Transfer:
                 merged = rollups.merge_from(conn, schema, self._map_rollup_ids(conn, schema))
             # Read in the transaction that read the rollups: the rows up to this id are counted in them.
             rolled_up_to = conn.execute("SELECT coalesce(max(id), 0) FROM src.request_log").fetchone()[0]
+            merged["toplists"] = self._merge_toplists(conn, rolled_up_to)
             conn.execute(
                 f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, rolled_up_to, counters, merged_at) "
                 "VALUES (?, ?, ?, NULL, ?, ?, '{}', ?)",
                 (self.file_id, *self.window, os.path.abspath(self.source), rolled_up_to, now_text()))
         return merged.get("rollup_hourly", 0) + merged.get("rollup_daily", 0)
+
+    def _merge_toplists(self, conn, rolled_up_to: int) -> int:
+        """The source's top lists (of the window), plus its rows up to ``rolled_up_to`` that they do not
+        count yet (above its watermark), so that they count exactly what its rollups count."""
+        listed = toplists.has_tables(conn, "src")
+        schema = "src" if self.window == WHOLE or not listed else "period"
+        mark = toplists.marked(conn, "src") if listed else 0
+        gap = "SELECT [{column}] FROM src.request_log WHERE id > ?1 AND id <= ?2 AND start_ms >= ?3 AND start_ms < ?4"
+        params = (mark, rolled_up_to, *self.window)
+        for lookup, pairs in toplists.REFERENCES.items():
+            ids = [gap.format(column=pairs[0][1])]
+            if listed:
+                ids += [f"SELECT [{column}] FROM {schema}.[{table}]" for table, column in pairs]
+            self._map(conn, lookup, f"WHERE s.id IN ({' UNION '.join(ids)})", params)
+        maps = {lookup: f"temp.map_{lookup}" for lookup in toplists.REFERENCES}
+        merged = toplists.merge_from(conn, schema, maps) if listed else 0
+        if mark < rolled_up_to:
+            toplists.add_rows(conn, mark + 1, rolled_up_to, source="src", id_maps=maps,
+                              where="r.start_ms >= ?3 AND r.start_ms < ?4", params=self.window)
+        return merged
 
     def _rollups_of_window(self, conn) -> str:
         """The source's rollup rows of this window, copied into the in-memory schema ``period``.
@@ -215,6 +236,8 @@ class Transfer:
         A row goes to the window holding the start of its hour or day, so that each goes to one file.
         """
         for table, _, where in _ROLLUP_TABLES:
+            if not has_table(conn, "src", table):
+                continue  # the top lists of a file made before version 4
             conn.execute(f"DROP TABLE IF EXISTS period.{table}")
             conn.execute(f"CREATE TABLE period.{table} AS SELECT * FROM src.{table} WHERE {where}", self.window)
         return "period"
@@ -254,6 +277,8 @@ class Transfer:
                 rows = conn.execute(insert, parameters).rowcount
                 if rows and upper > rolled_up_to:
                     update(conn, before + 1, before + rows)
+                elif rows:
+                    toplists.counted_already(conn, before, before + rows)
                 conn.execute(f"UPDATE main.{LEDGER} SET last_row_id = ?, rows = rows + ? WHERE {_KEY}",
                              (upper, rows, self.file_id, lo, hi))
             last, done = upper, done + rows
@@ -388,6 +413,8 @@ _ROLLUP_TABLES = [
                                  ("rollup_visitors_hourly", "hour", HOUR_MS),
                                  ("rollup_visitors_daily", "day", DAY_MS), ("rollup_salts", "day", DAY_MS),
                                  ("rollup_traffic_hourly", "hour", HOUR_MS), ("rollup_traffic_daily", "day", DAY_MS))
+    + tuple((table, "hour", HOUR_MS) if table.endswith("_hourly") else (table, "day", DAY_MS)
+            for table in toplists.TABLES)
 ]
 # A source's own row in a destination's ledger (bind file_id, first_ms, last_ms).
 _KEY = "file_id = ? AND first_ms = ? AND last_ms = ? AND via IS NULL"

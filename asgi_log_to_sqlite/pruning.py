@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import rollups
+from . import rollups, toplists
 
 HOLD_TARGET_S = 0.005    # each write transaction aims at holding the lock this long
 CHECKPOINT_FRAMES = 1000  # pages in the -wal between checkpoints, as SQLite's auto-checkpoint has it
@@ -138,9 +138,11 @@ def delete_chunk(conn: sqlite3.Connection, pace: Pace, table: str, key: str, low
 # oldest rows first by their primary key.
 _ROLLUPS_OLDEST_FIRST = (
     (("rollup_visitors_hourly", "hour, is_bot, visitor"),
-     ("rollup_hourly", "hour, route_id, path_id, method_id, status_class, is_bot, bucket")),
+     ("rollup_hourly", "hour, route_id, path_id, method_id, status_class, is_bot, bucket"))
+    + tuple((f"rollup_{name}_hourly", f"hour, {column}") for name, column, _, _ in toplists.LISTS),
     (("rollup_visitors_daily", "day, is_bot, visitor"),
-     ("rollup_daily", "day, route_id, path_id, method_id, status_class, is_bot, bucket")),
+     ("rollup_daily", "day, route_id, path_id, method_id, status_class, is_bot, bucket"))
+    + tuple((f"rollup_{name}_daily", f"day, {column}") for name, column, _, _ in toplists.LISTS),
     (("rollup_traffic_hourly", "hour, status_class, is_bot, bucket"),),
     (("rollup_traffic_daily", "day, status_class, is_bot, bucket"),),
 )
@@ -331,13 +333,13 @@ def has_table(conn: sqlite3.Connection, name: str) -> bool:
 
 def lookup_references(conn: sqlite3.Connection) -> List[Tuple[str, List[Tuple[str, str]]]]:
     """Each lookup table with the (table, column) pairs that reference it: the foreign keys of
-    request_log and requests_0_1 as the file declares them, and rollups.REFERENCES."""
+    request_log and requests_0_1 as the file declares them, rollups.REFERENCES and toplists.REFERENCES."""
     found: Dict[str, List[Tuple[str, str]]] = {}
     for source in ("request_log", LEGACY):
         if has_table(conn, source):
             for row in conn.execute(f"PRAGMA foreign_key_list([{source}])"):
                 found.setdefault(row[2], []).append((source, row[3]))
-    for table, pairs in getattr(rollups, "REFERENCES", {}).items():
+    for table, pairs in [*rollups.REFERENCES.items(), *toplists.REFERENCES.items()]:
         found.setdefault(table, [])
         found[table] += [(source, column) for source, column in pairs if has_table(conn, source)]
     return sorted((table, pairs) for table, pairs in found.items() if has_table(conn, table))

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from . import pruning
+from . import pruning, toplists
 from .failures import is_locked
 from .pruning import LEGACY, Progress, Report
 # Re-exported: cli/maintenance.py, cli/reading/check.py and benchmarks/prune.py know these names from here.
@@ -77,6 +77,7 @@ class Retention:
         self._next = 0.0
         self._generation: object = None  # the lookup generation the writer's cached ids belong to
         self._warned = False
+        self._toplists = toplists.CatchUp()
         self._reset(None)
 
     @staticmethod
@@ -127,16 +128,18 @@ class Retention:
             self._reset(file)
         report = self._round
         try:
+            # The top lists first: pruning may delete only rows they count already.
+            caught_up = self._toplists.run(conn, self._started + SLICE_S)
             finished = self._advance(conn, pruning.Pace(conn, report, self._sizes, self._started + SLICE_S),
                                      full=full, strict=False)
         except sqlite3.OperationalError as error:
             if not is_locked(error):
                 raise
-            finished = True  # another connection held the lock past busy_timeout: look again later
+            finished = caught_up = True  # another connection held the lock past busy_timeout: look again later
         finally:
             if self._round is report:  # a round still under way: this slice's time is part of it
                 report.seconds += time.monotonic() - self._started
-        self._next = time.monotonic() + CHECK_EVERY_S if finished else 0.0
+        self._next = time.monotonic() + CHECK_EVERY_S if finished and caught_up else 0.0
 
     def prune(self, conn: sqlite3.Connection, progress: Optional[Progress] = None) -> Report:
         """Prune ``conn`` to the end (the CLI): every limit met exactly, unused values removed, space returned.
@@ -145,6 +148,7 @@ class Retention:
         "lookups:<table>" or "vacuum".
         """
         self._reset(_main_file(conn))
+        toplists.catch_up(conn)
         self._advance(conn, pruning.Pace(conn, self._round, self._sizes, progress=progress), full=False, strict=True)
         return self._last or self._round
 
@@ -221,6 +225,8 @@ class Retention:
         age_from = legacy_from = 0  # where the age limit looks next: rows it kept are not looked at again
         while not pace.out_of_time():
             low, high = conn.execute(_BOUNDS).fetchone()
+            # Rows the top lists do not count yet stay until they are summed: below ``ceiling`` only.
+            ceiling = high if high is None or not toplists.has_tables(conn) else min(high, toplists.marked(conn) + 1)
             if sizing:
                 sizing = pruning.page_counts(conn)[0] > PRUNE_TO * budget
             before = report.rows
@@ -237,10 +243,15 @@ class Retention:
                 # rollups go: a budget they alone fill would stop the log taking new rows.
                 if not (sizing and pruning.delete_oldest_rollups(conn, pace)):
                     return True
+            elif low >= ceiling and (sizing or low < count_below or cutoff_ms is not None):
+                if not toplists.catch_up(conn, pace.deadline):
+                    return False
+                if toplists.marked(conn) + 1 <= low:
+                    return True  # nothing above the watermark after all (rows deleted meanwhile)
             elif sizing or low < count_below:
-                pruning.delete_chunk(conn, pace, "request_log", "id", low, high if sizing else count_below, None)
-            elif cutoff_ms is not None and _older(conn, "request_log", "id", "start_ms", max(low, age_from), cutoff_ms, high):
-                _, age_from = pruning.delete_chunk(conn, pace, "request_log", "id", max(low, age_from), high, ("start_ms < ?", cutoff_ms))
+                pruning.delete_chunk(conn, pace, "request_log", "id", low, ceiling if sizing else min(count_below, ceiling), None)
+            elif cutoff_ms is not None and _older(conn, "request_log", "id", "start_ms", max(low, age_from), cutoff_ms, ceiling):
+                _, age_from = pruning.delete_chunk(conn, pace, "request_log", "id", max(low, age_from), ceiling, ("start_ms < ?", cutoff_ms))
             else:
                 return True
             if report.rows > before:

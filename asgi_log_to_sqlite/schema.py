@@ -23,12 +23,12 @@ from typing import Callable, List
 
 import sqlite_utils
 
-from . import agents, rollups
+from . import agents, rollups, toplists
 from .failures import retry_while_locked
 from .files import check_writable, ensure_file
 from .rotation import DatedPath, is_dated
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # The six lookup tables of 0.1.1, then ours. Each is (id integer primary key, name text unique).
 LEGACY_LOOKUPS = ("paths", "query_strings", "user_agents", "referers", "accept_languages", "content_types")
@@ -225,7 +225,14 @@ def migrate_2_to_3(db: sqlite_utils.Database) -> None:
         db.create_view("readable_requests", _READABLE, replace=True)
 
 
-MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2, migrate_2_to_3]
+def migrate_3_to_4(db: sqlite_utils.Database) -> None:
+    """Version 3 to 4: the top lists' rollups (paths, referrers, agents), summed behind the writer
+    from the rows already there (toplists.py)."""
+    toplists.create_tables(db)
+
+
+MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2, migrate_2_to_3,
+                                                            migrate_3_to_4]
 
 
 def _create_table(db: sqlite_utils.Database, name: str, columns: dict, **options) -> None:

@@ -12,6 +12,7 @@ import sqlite_utils
 
 from asgi_log_to_sqlite import SCHEMA_VERSION, create_file
 from asgi_log_to_sqlite import schema as log_schema
+from asgi_log_to_sqlite import toplists
 from conftest import TESTS
 
 FIXTURES = TESTS / "fixtures"
@@ -79,19 +80,19 @@ def made_by_version_1(directory):
 
 
 @pytest.mark.parametrize("origin", ["new", "0.1.1", "version 1"])
-def test_files_get_the_schema_of_version_3(tmp_path, origin):
+def test_files_get_the_schema_of_version_4(tmp_path, origin):
     if origin == "new":
-        path, expected = tmp_path / "log.db", FIXTURES / "schema-v3.sql"
+        path, expected = tmp_path / "log.db", FIXTURES / "schema-v4.sql"
     elif origin == "0.1.1":
-        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v3-from-0.1.1.sql"
+        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v4-from-0.1.1.sql"
     else:
         # Upgraded in place from version 1, a file is what a new one is.
-        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v3.sql"
+        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v4.sql"
     create_file(str(path))
     db = sqlite_utils.Database(path)
     try:
         assert_same_schema(db, expected)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         assert db.journal_mode == "wal"
         assert db.execute("SELECT count(*) FROM log_meta WHERE key = 'file_id'").fetchone()[0] == 1
         # New files give freed pages back to the disk; older ones keep their setting until `vacuum`.
@@ -162,7 +163,7 @@ def test_processes_setting_up_one_fresh_file_at_once_all_succeed(tmp_path, round
     assert [w.exitcode for w in workers] == [0] * processes
     db = sqlite_utils.Database(path)
     try:
-        assert_same_schema(db, FIXTURES / "schema-v3.sql")
+        assert_same_schema(db, FIXTURES / "schema-v4.sql")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
@@ -192,7 +193,7 @@ def test_a_version_2_file_gets_the_sites_totals_summed_from_its_rollups(tmp_path
     create_file(path)
     conn = sqlite3.connect(path)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == log_schema.SCHEMA_VERSION
         assert conn.execute("SELECT hour, status_class, is_bot, bucket, hits, bytes, duration_us_sum, duration_us_max "
                             "FROM rollup_traffic_hourly ORDER BY 1, 2, 3, 4").fetchall() == [
             (480_000, 2, 0, 80, 5, 50, 1600, 500), (480_000, 4, 1, 12, 1, 5, 9, 9), (480_001, 2, 0, -1, 4, 40, 0, None)]
@@ -200,5 +201,33 @@ def test_a_version_2_file_gets_the_sites_totals_summed_from_its_rollups(tmp_path
             (20_000, 10, 95)]
         columns = [row[1] for row in conn.execute("PRAGMA table_info(readable_requests)")]
         assert columns[columns.index("user_agent"):][:5] == ["user_agent", "browser", "os", "device", "is_bot"]
+    finally:
+        conn.close()
+
+
+def test_a_version_3_file_gets_its_rows_summed_into_the_top_lists_behind_the_writer(tmp_path):
+    """Version 4 adds the top lists' rollups with the watermark at 0: the rows a version 3 file holds
+    are summed into them by the next catch-up, not inside the upgrade."""
+    path = str(tmp_path / "v3.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for migrate in log_schema.MIGRATIONS[:3]:
+        migrate(db)
+    conn.execute("PRAGMA user_version = 3")
+    conn.execute("INSERT INTO paths (id, name) VALUES (1, '/a'), (2, '/b')")
+    conn.executemany("INSERT INTO request_log (start_ms, http_status, body_size, duration_us, path_id) VALUES (?, ?, ?, ?, ?)",
+                     [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1), (7_200_000, 500, 1, None, 2)])
+    conn.close()
+    create_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("SELECT count(*) FROM rollup_paths_hourly").fetchone()[0] == 0
+        assert toplists.behind(conn) == 3
+        assert toplists.catch_up(conn)
+        assert conn.execute("SELECT * FROM rollup_paths_hourly ORDER BY hour").fetchall() == [
+            (1, 1, 2, 1, 0, 15, 400, 2), (2, 2, 1, 0, 1, 1, 0, 0)]
+        assert conn.execute("SELECT * FROM rollup_paths_daily").fetchall() == [(0, 1, 2, 1, 0, 15, 400, 2), (0, 2, 1, 0, 1, 1, 0, 0)]
+        assert toplists.behind(conn) == 0
     finally:
         conn.close()

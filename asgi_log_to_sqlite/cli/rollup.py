@@ -8,7 +8,7 @@ from typing import Any, Dict, List
 
 import click
 
-from .. import rollups, schema
+from .. import rollups, schema, toplists
 from . import cli
 from .output import emit, open_log, output_options
 
@@ -28,8 +28,8 @@ def rollup_command(file: str, rebuild: bool, fmt: str) -> None:
     rows still in request_log ("raw_rows": fewer once pruned), its distinct visitors, and
     whether its salt still exists (deleted once the day is over).
 
-    --rebuild recomputes every hour whose raw rows are all still there: after correcting an
-    agent's is_bot, say. Hours pruned wholly or in part keep their rollups; visitors are
+    --rebuild recomputes every hour whose raw rows are all still there, the top lists' too
+    (paths, referrers, agents): after correcting an agent's is_bot, say. Hours pruned wholly or in part keep their rollups; visitors are
     rebuilt only for days whose salt still exists. It holds the write lock while it runs;
     a live logger waits and loses nothing.
 
@@ -71,6 +71,7 @@ def _rebuild(conn: sqlite3.Connection, file: str) -> List[Dict[str, Any]]:
 
         try:
             summary = rollups.Rollups().rebuild(conn, progress=advance)
+            toplists.rebuild(conn)
         except sqlite3.OperationalError as error:
             if "locked" in str(error) or "busy" in str(error):
                 raise click.ClickException(f"{file}: another process held the write lock for over 5 s; "

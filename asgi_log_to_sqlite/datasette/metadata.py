@@ -11,6 +11,7 @@ from typing import Dict, Iterable, List, Mapping, Optional
 
 from markupsafe import escape
 
+from .. import toplists
 from ..schema import LOOKUPS
 
 # What each lookup table holds (docs/schema.md, "Lookup tables").
@@ -27,6 +28,14 @@ _LOOKUP_HOLDS = {
     "routes": "route template (/items/{item_id}), where the framework gives one",
 }
 
+_TOPLIST_VALUES = {
+    "hits": "requests",
+    "client_errors": "requests answered 4xx",
+    "server_errors": "requests answered 5xx",
+    "bytes": "response body bytes, summed",
+    "duration_us_sum": "durations summed, microseconds (imported lines have none)",
+    "timed": "requests with a duration",
+}
 _ROLLUP_KEY = {
     "route_id": "the route (routes.id); 0 when the request had none",
     "path_id": "the path (paths.id) when there was no route, else 0",
@@ -175,7 +184,8 @@ def _described() -> Dict[str, dict]:
     }
     tables["log_meta"] = {
         "description": "Facts about the file, one per key: its file_id, and what retention has done.",
-        "columns": {"key": "file_id, retention.pruned_rows, retention.lookup_generation, retention.last_prune",
+        "columns": {"key": "file_id, retention.pruned_rows, retention.lookup_generation, retention.last_prune, "
+                           "toplists_to (the highest request_log.id the top lists count)",
                     "value": "the fact, as text"},
     }
     for period, unit in (("hourly", "hour"), ("daily", "day")):
@@ -200,6 +210,20 @@ def _described() -> Dict[str, dict]:
                            "counts them.",
             "columns": {unit: f"{unit}s since the Unix epoch", **_VISITORS},
         }
+        for name, column, lookup, values in toplists.LISTS:
+            tables[f"rollup_{name}_{period}"] = {
+                "description": f"Requests per {unit} and {column[:-3].replace('_', ' ')}, for the top lists; summed "
+                               "behind the writer up to log_meta's toplists_to (readers add the raw rows above it), "
+                               "and kept when pruning deletes the raw rows.",
+                "columns": {unit: f"{unit}s since the Unix epoch, UTC", column: f"{lookup}.id; 0 when the request had none",
+                            **{value: _TOPLIST_VALUES[value] for value in values}},
+            }
+    tables["rollup_toplists_slice"] = {
+        "description": "The writer's scratch table for the top lists: one slice of rows aggregated once, then added "
+                       "to them; empty between slices.",
+        "columns": {"list": "0 paths, 1 referers, 2 agents", "hour": "hours since the Unix epoch, UTC",
+                    "id": "the list's lookup id", **_TOPLIST_VALUES},
+    }
     tables["rollup_batch"] = {
         "description": "The writer's scratch table: one batch aggregated once, then added to the rollups; "
                        "empty between batches.",
@@ -263,7 +287,7 @@ SORT_DESC: Mapping[str, str] = {"readable_requests": "id", "request_log": "id"}
 # Both lines list a database's tables visible first, then hidden ones, each by name, and neither
 # can reorder them: hiding is how the lookups and the writer's scratch tables come after the
 # tables people read. Views are listed apart, after the tables.
-HIDDEN = tuple(LOOKUPS) + ("rollup_batch", "rollup_salts")
+HIDDEN = tuple(LOOKUPS) + ("rollup_batch", "rollup_salts", "rollup_toplists_slice")
 
 READABLE_VIEW = "readable_requests"
 

@@ -18,7 +18,7 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..schema import LOOKUPS
 
-MIN_VERSION = 3  # the ready-made queries read the site totals, rollup_traffic_hourly and _daily
+MIN_VERSION = 4  # the ready-made queries read the top lists (rollup_paths_hourly, ...) of version 4
 REQUIRED_TABLES = frozenset(("request_log", "log_meta") + LOOKUPS)
 
 
