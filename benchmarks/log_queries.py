@@ -39,7 +39,9 @@ from synthetic_log import make_log  # noqa: E402
 
 # docs/schema.md's optional index, which the raw-row queries use for their range when it exists.
 INDEX = "CREATE INDEX IF NOT EXISTS idx_request_log_start_ms ON request_log (start_ms)"
-RAW = ("top_paths", "referrers", "referring_sites", "agents", "last_requests")
+RAW = ("last_requests",)
+# The queries that read the top lists (toplists.py) and their tail; all but top_paths read raw rows with a prefix.
+TOPLISTS = ("top_paths", "referrers", "referring_sites", "agents")
 
 
 # The queries that read the site's totals when path_prefix is blank (docs/queries.md).
@@ -49,6 +51,8 @@ SITE = ("summary", "traffic_by_hour", "traffic_by_day", "status_over_time", "lat
 def reads(name: str, path_prefix: str = "") -> str:
     if name in SITE and not path_prefix:
         return "site totals"
+    if name in TOPLISTS:
+        return "top lists" if name == "top_paths" or not path_prefix else "raw rows"
     return "raw rows" if name in RAW else "visitor sets" if name == "visitors_by_day" else "rollups"
 
 

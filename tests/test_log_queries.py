@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from asgi_log_to_sqlite import AsgiLogToSqlite, rollups
+from asgi_log_to_sqlite import AsgiLogToSqlite, rollups, toplists
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.datasette.queries import QUERIES
 from asgi_log_to_sqlite.rollups import bucket_of, bucket_value
@@ -409,7 +409,8 @@ def test_a_bad_range_gives_no_rows_rather_than_wrong_ones(filled, name, bad):
 # ---- after pruning ---------------------------------------------------------------------------------
 
 ROLLUP_QUERIES = ("summary", "traffic_by_hour", "traffic_by_day", "top_routes", "error_paths", "slowest_routes",
-                  "status_over_time", "latency_over_time", "bots_and_humans", "visitors_by_day", "bytes_served")
+                  "status_over_time", "latency_over_time", "bots_and_humans", "visitors_by_day", "bytes_served",
+                  "top_paths", "referrers", "referring_sites", "agents")
 
 
 def test_rollup_queries_give_the_same_answer_after_the_raw_rows_are_pruned(log):
@@ -421,8 +422,8 @@ def test_rollup_queries_give_the_same_answer_after_the_raw_rows_are_pruned(log):
     for name in ROLLUP_QUERIES:
         assert run(log, name, **wide) == before[name], name
     assert before["summary"][0]["requests"] == NOW_ROWS + OLD_ROWS + 2
-    # The raw rows' queries only see what is left.
-    assert sum(row["requests"] for row in run(log, "top_paths", **wide)) == NOW_ROWS
+    assert sum(row["requests"] for row in before["top_paths"]) == NOW_ROWS + OLD_ROWS + 2
+    # The raw rows' query only sees what is left.
     assert len(run(log, "last_requests", **wide)) == NOW_ROWS
 
 
@@ -452,6 +453,57 @@ def test_hours_without_rollups_are_left_out_until_a_rebuild(log):
     assert result.exit_code == 0, result.output
     for name, rows in before.items():
         assert run(log, name, **wide) == rows, name
+
+
+# ---- the top lists' watermark ----------------------------------------------------------------------
+
+TOPLIST_QUERIES = ("top_paths", "referrers", "referring_sites", "agents")
+TOPLIST_RANGES = [{}, {"start": day_of(11 * DAY_S)}, {"path_prefix": "/items/"}, {"path_prefix": "/users/zed"},
+                  {"start": day_of(3 * DAY_S), "end": day_of(3 * DAY_S)}]
+
+
+def counted_up_to(path, where):
+    """Recount the file's top lists up to ``where``: "end" (the newest row), "middle" (half of the rows) or 0."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        newest = conn.execute("SELECT max(id) FROM request_log").fetchone()[0]
+        mark = {"end": newest, "middle": newest // 2, 0: 0}[where]
+        conn.execute("BEGIN IMMEDIATE")
+        for table in toplists.TABLES:
+            conn.execute(f"DELETE FROM {table}")
+        toplists.set_mark(conn, 0)
+        if mark:
+            toplists.catch_up_slice(conn, rows=mark)
+        conn.execute("COMMIT")
+        assert toplists.marked(conn) == mark
+        counted = conn.execute("SELECT coalesce(sum(hits), 0) FROM rollup_paths_hourly").fetchone()[0]
+        assert counted == mark
+    finally:
+        conn.close()
+
+
+@pytest.mark.parametrize("where", ["end", "middle", 0])
+def test_top_lists_and_their_tail_count_every_row_wherever_the_watermark_is(log, where):
+    """Rows up to the watermark come from the top lists, the rest from the raw rows: the same answers
+    with the lists caught up, half way (the range's rows split between both) or empty."""
+    before = {(name, i): run(log, name, **period) for name in TOPLIST_QUERIES for i, period in enumerate(TOPLIST_RANGES)}
+    counted_up_to(log, where)
+    for name in TOPLIST_QUERIES:
+        CHECKS[name](log)
+        for i, period in enumerate(TOPLIST_RANGES):
+            assert run(log, name, **period) == before[name, i], (name, period)
+    assert [row["path"] for row in run(log, "top_paths", path_prefix="/items/")] == ["/items/1", "/items/2", "/items/3"]
+    assert by(run(log, "top_paths", start=day_of(11 * DAY_S)), "path")["/items/9"]["requests"] == 2
+
+
+def test_the_tail_is_only_the_rows_above_the_watermark(log):
+    """Rows at or below the watermark are read from the top lists alone: deleted raw rows stay counted."""
+    counted_up_to(log, "end")
+    expected = run(log, "top_paths")
+    with sqlite3.connect(log) as conn:
+        conn.execute("DELETE FROM request_log")
+    assert run(log, "top_paths") == expected
+    assert sum(row["requests"] for row in run(log, "referrers")) == NOW_ROWS + OLD_ROWS
 
 
 # ---- the site's totals -----------------------------------------------------------------------------

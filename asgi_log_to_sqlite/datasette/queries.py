@@ -6,7 +6,9 @@ has the range rules, which query reads what, and their timings on a 10,000,000-r
 """
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
+
+from ..toplists import TAIL
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -147,6 +149,44 @@ def _site_rolled(columns: str, where: str = "true", group: Optional[str] = None,
                                       for table, unit, low, high in _PARTS)
 
 
+# The top lists (toplists.py) count the rows up to a watermark; a query adds the raw rows above it
+# within the range's hours, the tail, a few seconds' worth while the writer runs. Each list's values
+# as the tables hold them, and as SQL per raw row (alias r) for the tail.
+_PATH_VALUES: Tuple[Tuple[str, str], ...] = (
+    ("hits", "1"),
+    ("client_errors", "coalesce(r.http_status >= 400 AND r.http_status < 500, 0)"),
+    ("server_errors", "coalesce(r.http_status >= 500, 0)"),
+    ("bytes", "coalesce(r.body_size, 0)"),
+    ("duration_us_sum", "coalesce(r.duration_us, 0)"),
+    ("timed", "r.duration_us IS NOT NULL"),
+)
+_HITS: Tuple[Tuple[str, str], ...] = (("hits", "1"),)
+_TAIL_HOURS = (f"r.start_ms >= (SELECT first_hour FROM range) * {HOUR_MS} "
+               f"AND r.start_ms < (SELECT end_hour FROM range) * {HOUR_MS}")
+
+
+def _toplist(name: str, column: str, values: Tuple[Tuple[str, str], ...], where: str = "true",
+             raw_where: str = "true") -> str:
+    """The range's rows of top list ``name`` (its id as ``id`` and ``values``), UNION ALL, for a GROUP BY id.
+
+    Its three parts as ``_PARTS`` (the table's rows as they are: grouping each part first would sort
+    each of them, then their union again), and the tail: the raw rows above the watermark in the
+    range's hours, a NULL ``column`` as the tables' 0. ``where`` filters the tables' rows (alias t),
+    ``raw_where`` the tail's (alias r).
+    """
+    parts = []
+    for table, unit, low, high in _PARTS:
+        source = f"rollup_{name}_{'daily' if unit == 'day' else 'hourly'}"
+        listed = ", ".join(f"t.{value}" for value, _ in values)
+        parts.append(f"SELECT t.{column} AS id, {listed} FROM {source} t WHERE t.{unit} >= {low} AND t.{unit} < {high} "
+                     f"AND {where}")
+    per_row = ", ".join(f"{sql} AS {value}" for value, sql in values)
+    # The rowid range first: SQLite seeks to the watermark and reads only the ids above it.
+    parts.append(f"SELECT coalesce(r.{column}, 0) AS id, {per_row} FROM request_log r WHERE {TAIL} "
+                 f"AND {_TAIL_HOURS} AND {raw_where}")
+    return "\n    UNION ALL\n    ".join(parts)
+
+
 _SUMS = ("sum(t.hits) AS hits, sum(t.hits * (t.is_bot != 0)) AS bots, "
          "sum(t.hits * (t.status_class = 4)) AS client_errors, sum(t.hits * (t.status_class = 5)) AS server_errors, "
          "sum(t.bytes) AS bytes, sum(t.duration_us_sum) AS duration_us_sum, sum(t.hits * (t.bucket >= 0)) AS timed, "
@@ -204,19 +244,22 @@ WHERE s.hour IS NOT NULL
 ORDER BY s.hour
 """
 
+# With a prefix, only the ids of the paths it matches: a test on the bound parameter, evaluated once.
+_PATH_PREFIX = "(coalesce(:path_prefix, '') = '' OR {t}.path_id IN (SELECT id FROM wanted_paths))"
+
 _TOP_PATHS = f"""
 WITH {_range(True)},
 per_path AS (
-    SELECT l.path_id, count(*) AS requests, sum(l.http_status >= 400 AND l.http_status < 500) AS client_errors,
-           sum(l.http_status >= 500) AS server_errors, sum(l.body_size) AS bytes,
-           round(avg(l.duration_us) / 1000.0, 2) AS avg_ms
-    FROM range r JOIN request_log l ON {_RAW_RANGE}
-    GROUP BY l.path_id
+    SELECT id AS path_id, sum(hits) AS requests, sum(client_errors) AS client_errors,
+           sum(server_errors) AS server_errors, sum(bytes) AS bytes,
+           round(sum(duration_us_sum) / 1000.0 / nullif(sum(timed), 0), 2) AS avg_ms
+    FROM ({_toplist("paths", "path_id", _PATH_VALUES, _PATH_PREFIX.format(t="t"), _PATH_PREFIX.format(t="r"))})
+    GROUP BY id
 )
 SELECT coalesce(p.name, '(unknown)') AS path, x.requests,
        round(100.0 * x.requests / sum(x.requests) OVER (), 2) AS percent,
        x.client_errors, x.server_errors, x.bytes, x.avg_ms
-FROM per_path x LEFT JOIN paths p ON p.id = x.path_id
+FROM per_path x LEFT JOIN paths p ON p.id = x.path_id AND x.path_id != 0
 ORDER BY x.requests DESC, path
 LIMIT 100
 """
@@ -416,17 +459,28 @@ _SITE = """lower(CASE WHEN instr(f.name, '://') > 0
     THEN substr(substr(f.name, instr(f.name, '://') + 3), 1, instr(substr(f.name, instr(f.name, '://') + 3) || '/', '/') - 1)
     ELSE f.name END)"""
 
+# The top lists of referrers and agents have no path: with a prefix, these read the raw rows of its
+# paths in the range's hours. Each source behind a test on the bound parameter, so only one reads rows.
+_BLANK_ONLY = "coalesce(:path_prefix, '') = ''"
+_RAW_OF_PREFIX = (f"SELECT coalesce(r.{{column}}, 0) AS id, 1 AS hits FROM request_log r "
+                  f"WHERE coalesce(:path_prefix, '') != '' AND {_TAIL_HOURS} AND r.path_id IN (SELECT id FROM wanted_paths)")
+
+
+def _per_id(name: str, column: str) -> str:
+    """Requests per ``column`` id (0 for none) over the range: the top list and its tail, or a prefix's raw rows."""
+    return (f"SELECT id, sum(hits) AS requests FROM ({_toplist(name, column, _HITS, _BLANK_ONLY, _BLANK_ONLY)}"
+            f"\n    UNION ALL\n    {_RAW_OF_PREFIX.format(column=column)}) GROUP BY id")
+
+
 _PER_REFERER = f""",
 per_referer AS (
-    SELECT l.referer_id, count(*) AS requests
-    FROM range r JOIN request_log l ON {_RAW_RANGE}
-    GROUP BY l.referer_id
+    {_per_id("referers", "referer_id")}
 )"""
 
 _REFERRERS = f"""
 WITH {_range(True)}{_PER_REFERER}
 SELECT coalesce(f.name, '(none)') AS referrer, x.requests, round(100.0 * x.requests / sum(x.requests) OVER (), 2) AS percent
-FROM per_referer x LEFT JOIN referers f ON f.id = x.referer_id
+FROM per_referer x LEFT JOIN referers f ON f.id = x.id AND x.id != 0
 ORDER BY x.requests DESC, referrer
 LIMIT 100
 """
@@ -435,8 +489,8 @@ _REFERRING_SITES = f"""
 WITH {_range(True)}{_PER_REFERER},
 per_site AS (
     SELECT CASE WHEN f.name IS NULL THEN '(none)' ELSE {_SITE} END AS site, sum(x.requests) AS requests,
-           count(DISTINCT x.referer_id) AS referrers
-    FROM per_referer x LEFT JOIN referers f ON f.id = x.referer_id
+           count(f.id) AS referrers
+    FROM per_referer x LEFT JOIN referers f ON f.id = x.id AND x.id != 0
     GROUP BY 1
 )
 SELECT CASE WHEN site LIKE 'www.%' THEN substr(site, 5) ELSE site END AS site, sum(requests) AS requests,
@@ -450,16 +504,14 @@ LIMIT 100
 _AGENTS = f"""
 WITH {_range(True)},
 per_agent AS (
-    SELECT l.user_agent_id, count(*) AS requests
-    FROM range r JOIN request_log l ON {_RAW_RANGE}
-    GROUP BY l.user_agent_id
+    {_per_id("agents", "user_agent_id")}
 ),
 per_class AS (
     SELECT coalesce(u.browser, '(unclassified)') AS browser, coalesce(u.os, '(unclassified)') AS os,
            coalesce(u.device, '(unclassified)') AS device,
            CASE WHEN u.is_bot = 1 THEN 'bot' WHEN u.is_bot = 0 THEN 'person' ELSE '(unclassified)' END AS agent,
            sum(x.requests) AS requests, count(*) AS agents
-    FROM per_agent x LEFT JOIN user_agents u ON u.id = x.user_agent_id
+    FROM per_agent x LEFT JOIN user_agents u ON u.id = x.id AND x.id != 0
     GROUP BY 1, 2, 3, 4
 )
 SELECT browser, os, device, agent, requests, round(100.0 * requests / sum(requests) OVER (), 2) AS percent,
@@ -511,8 +563,9 @@ QUERIES: Dict[str, dict] = {
         _TOP_ROUTES),
     "top_paths": _query(
         "Top paths",
-        "The 100 most requested paths as requested (/items/42, /items/43 ...), from the raw rows: a scan of "
-        "request_log, as far back as retention keeps rows. top_routes reads the rollups instead.",
+        "The 100 most requested paths as requested (/items/42, /items/43 ...), with shares, 4xx, 5xx, bytes and "
+        "mean duration, from the top lists of paths (and the raw rows they have not counted yet). top_routes groups "
+        "them by route.",
         _TOP_PATHS),
     "error_paths": _query(
         "Top error routes and paths",
@@ -550,17 +603,18 @@ QUERIES: Dict[str, dict] = {
         _BYTES_SERVED),
     "referrers": _query(
         "Referrers",
-        "The 100 Referer headers with the most requests ('(none)': typed, bookmarked or not sent), from the raw "
-        "rows.",
+        "The 100 Referer headers with the most requests ('(none)': typed, bookmarked or not sent), from the top "
+        "list of referrers; with a path prefix, from the raw rows.",
         _REFERRERS),
     "referring_sites": _query(
         "Referring sites",
-        "Requests per referring site (the Referer's host, without www.), from the raw rows.",
+        "Requests per referring site (the Referer's host, without www.), from the top list of referrers; with a "
+        "path prefix, from the raw rows.",
         _REFERRING_SITES),
     "agents": _query(
         "Browsers, systems and devices",
         "Requests per browser, operating system, device and bot flag, as agents.py classified each User-Agent, "
-        "from the raw rows.",
+        "from the top list of agents; with a path prefix, from the raw rows.",
         _AGENTS),
     "last_requests": _query(
         "Last requests",
