@@ -31,7 +31,7 @@ from typing import Callable, Optional
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from asgi_log_to_sqlite import create_file  # noqa: E402
+from asgi_log_to_sqlite import create_file, toplists  # noqa: E402
 from asgi_log_to_sqlite.rollups import HOUR_MS, Rollups, ensure_math  # noqa: E402
 
 DAY_MS = 86_400_000
@@ -213,9 +213,10 @@ _VISITORS = (
 
 def make_log(path: str, rows: int = 10_000_000, days: int = 30, seed: int = 0,
              progress: Optional[Callable[[str, float], None]] = None) -> None:
-    """Write a new log file at ``path`` with ``rows`` requests over the ``days`` days up to now, rollups filled.
+    """Write a new log file at ``path`` with ``rows`` requests over the ``days`` days up to now, rollups filled
+    and the top lists caught up (the watermark at the last row).
 
-    ``progress(step, seconds)`` is called after each step (rows, rollups, visitors, analyze).
+    ``progress(step, seconds)`` is called after each step (rows, rollups, visitors, toplists, analyze).
     """
     if rows < 1 or days < 1:
         raise ValueError(f"rows={rows!r}, days={days!r}: expected at least 1 row over at least 1 day")
@@ -248,6 +249,10 @@ def make_log(path: str, rows: int = 10_000_000, days: int = 30, seed: int = 0,
         conn.execute("COMMIT")
         report("visitors", time.perf_counter() - started)
         started = time.perf_counter()
+        # A chunk per transaction rather than the writer's small slices: nobody else writes the file yet.
+        toplists.catch_up(conn, rows=CHUNK)
+        report("toplists", time.perf_counter() - started)
+        started = time.perf_counter()
         conn.execute("ANALYZE")
         report("analyze", time.perf_counter() - started)
     finally:
@@ -269,7 +274,8 @@ def main() -> int:
     try:
         counts = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in ("request_log", "rollup_hourly", "rollup_daily", "rollup_traffic_hourly",
-                                "rollup_traffic_daily", "rollup_visitors_daily")}
+                                "rollup_traffic_daily", "rollup_visitors_daily", "rollup_paths_daily",
+                                "rollup_referers_daily", "rollup_agents_daily")}
     finally:
         conn.close()
     print(f"{'total':<9} {time.perf_counter() - started:8.1f} s   {args.out}: "
