@@ -191,15 +191,16 @@ _SUMS = ("sum(t.hits) AS hits, sum(t.hits * (t.is_bot != 0)) AS bots, "
          "sum(t.hits * (t.status_class = 4)) AS client_errors, sum(t.hits * (t.status_class = 5)) AS server_errors, "
          "sum(t.bytes) AS bytes, sum(t.duration_us_sum) AS duration_us_sum, sum(t.hits * (t.bucket >= 0)) AS timed, "
          "max(t.duration_us_max) AS longest")
-_KEY_SUMS = "t.route_id, t.path_id, " + _SUMS
 _SUMMED = ("sum(hits) AS requests, sum(bots) AS bots, sum(client_errors) AS client_errors, "
            "sum(server_errors) AS server_errors, sum(bytes) AS bytes, "
            "round(sum(duration_us_sum) / 1000.0 / nullif(sum(timed), 0), 2) AS avg_ms, max(longest) / 1000.0 AS max_ms")
 _BUCKETS = "t.bucket, t.hits, t.duration_us_max AS longest"
 # The path and the bucket in one integer for slowest_routes' sort: two columns to compare rather than
 # three, 3 to 12% less CPU for the whole query on a 10,000,000-row log (docs/queries.md). A bucket is
-# 0 to 504 (8 * log2 of a 63-bit duration), so 9 bits hold it; path ids stay far below 2**54.
-_BUCKET_STREAM = "t.route_id, (t.path_id << 9) | t.bucket AS path_bucket, t.hits, t.duration_us_max AS longest"
+# -1 (no duration) to 504 (8 * log2 of a 63-bit duration), so 9 bits hold it plus one; path ids stay
+# far below 2**54.
+_BUCKET_STREAM = ("t.route_id, (t.path_id << 9) | (t.bucket + 1) AS path_bucket, t.hits, t.duration_us_sum, "
+                  "t.duration_us_max AS longest")
 # Raw rows in the range: a scan of request_log, which has no index on start_ms unless its owner
 # added docs/schema.md's, which SQLite then uses for the range.
 _RAW_PREFIX = "(r.prefix = '' OR l.path_id IN (SELECT id FROM wanted_paths))"
@@ -283,16 +284,33 @@ WHERE s.day IS NOT NULL
 ORDER BY s.day
 """
 
-# Per route (or path without a route) over the range, from the rollups.
-_PER_KEY = f""",
+# per_key's columns: what each part sums (alias t), and how per_key adds the parts up. Each query
+# sums only the columns it shows: on SQLite the aggregates, not the reading, are most of the cost.
+_KEY_COLUMNS = {
+    "requests": ("sum(t.hits) AS hits", "sum(hits) AS requests"),
+    "bots": ("sum(t.hits * (t.is_bot != 0)) AS bots", "sum(bots) AS bots"),
+    "client_errors": ("sum(t.hits * (t.status_class = 4)) AS client_errors", "sum(client_errors) AS client_errors"),
+    "server_errors": ("sum(t.hits * (t.status_class = 5)) AS server_errors", "sum(server_errors) AS server_errors"),
+    "bytes": ("sum(t.bytes) AS bytes", "sum(bytes) AS bytes"),
+    "avg_ms": (f"sum(t.duration_us_sum) AS duration_us_sum, {_TIMED_HITS} AS timed",
+               "round(sum(duration_us_sum) / 1000.0 / nullif(sum(timed), 0), 2) AS avg_ms"),
+}
+
+
+def _per_key(*columns: str) -> str:
+    """The CTE per_key: ``columns`` (of _KEY_COLUMNS) per route (or path without a route) over the range."""
+    parts = ", ".join(_KEY_COLUMNS[column][0] for column in columns)
+    summed = ", ".join(_KEY_COLUMNS[column][1] for column in columns)
+    return f""",
 per_key AS (
-    SELECT route_id, path_id, {_SUMMED}
-    FROM ({_rolled(_KEY_SUMS, "t.route_id, t.path_id")})
+    SELECT route_id, path_id, {summed}
+    FROM ({_rolled("t.route_id, t.path_id, " + parts, "t.route_id, t.path_id")})
     GROUP BY route_id, path_id
 )"""
 
+
 _TOP_ROUTES = f"""
-WITH {_range(True)}{_PER_KEY}
+WITH {_range(True)}{_per_key("requests", "bots", "client_errors", "server_errors", "bytes", "avg_ms")}
 SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind, x.requests,
        round(100.0 * x.requests / sum(x.requests) OVER (), 2) AS percent, x.bots,
        x.client_errors, x.server_errors, x.bytes, x.avg_ms
@@ -302,7 +320,7 @@ LIMIT 100
 """
 
 _ERROR_PATHS = f"""
-WITH {_range(True)}{_PER_KEY}
+WITH {_range(True)}{_per_key("requests", "client_errors", "server_errors")}
 SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind,
        x.client_errors + x.server_errors AS errors, x.client_errors, x.server_errors, x.requests,
        round(100.0 * (x.client_errors + x.server_errors) / x.requests, 2) AS error_percent
@@ -325,17 +343,28 @@ def _percentile(q: float) -> str:
 
 
 _SLOWEST_ROUTES = f"""
-WITH {_range(True)}{_PER_KEY},
+WITH {_range(True)},
+-- One read of the rollups for both the histogram and per_key: per_key sums the buckets, a few rows
+-- per route, rather than reading the range's rows again.
 buckets AS (
-    SELECT route_id, path_bucket >> 9 AS path_id, path_bucket & 511 AS bucket, sum(hits) AS hits, max(longest) AS longest
-    FROM ({_rolled(_BUCKET_STREAM, where="t.bucket >= 0")})
+    SELECT route_id, path_bucket >> 9 AS path_id, (path_bucket & 511) - 1 AS bucket, sum(hits) AS hits,
+           sum(duration_us_sum) AS duration_us_sum, max(longest) AS longest
+    FROM ({_rolled(_BUCKET_STREAM)})
     GROUP BY route_id, path_bucket
+),
+per_key AS (
+    SELECT route_id, path_id, sum(hits) AS requests,
+           round(sum(duration_us_sum) / 1000.0 / nullif(sum(hits * (bucket >= 0)), 0), 2) AS avg_ms,
+           max(longest) / 1000.0 AS max_ms
+    FROM buckets
+    GROUP BY route_id, path_id
 ),
 running AS (
     SELECT route_id, path_id, bucket, longest,
            sum(hits) OVER (PARTITION BY route_id, path_id ORDER BY bucket) AS below,
            sum(hits) OVER (PARTITION BY route_id, path_id) AS total
     FROM buckets
+    WHERE bucket >= 0
 ),
 quantiles AS (
     SELECT route_id, path_id, max(total) AS timed, {_percentile(0.5)} AS p50_ms, {_percentile(0.95)} AS p95_ms,
@@ -445,7 +474,7 @@ ORDER BY per_day.day
 """
 
 _BYTES_SERVED = f"""
-WITH {_range(True)}{_PER_KEY}
+WITH {_range(True)}{_per_key("requests", "bytes")}
 SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END AS kind,
        x.bytes, round(x.bytes / 1e6, 3) AS megabytes, round(100.0 * x.bytes / nullif(sum(x.bytes) OVER (), 0), 2) AS percent,
        x.requests, round(1.0 * x.bytes / x.requests) AS bytes_per_request
