@@ -74,7 +74,9 @@ def queries_at(revision: str) -> dict:
     """QUERIES as they were at git ``revision``, for a before and after table."""
     source = subprocess.run(["git", "show", f"{revision}:asgi_log_to_sqlite/datasette/queries.py"],
                             cwd=HERE.parent, check=True, capture_output=True, text=True).stdout
-    namespace: dict = {"__name__": "queries_at_revision"}
+    # In the package, for its relative imports (of the working tree's modules: only queries.py is the revision's).
+    namespace: dict = {"__name__": "asgi_log_to_sqlite.datasette.queries_at_revision",
+                       "__package__": "asgi_log_to_sqlite.datasette"}
     exec(compile(source, f"{revision}:asgi_log_to_sqlite/datasette/queries.py", "exec"), namespace)
     return namespace["QUERIES"]
 
