@@ -25,7 +25,7 @@ import time
 from typing import Dict, List, Optional, Tuple
 
 from . import pruning, toplists
-from .failures import is_locked
+from .failures import classify, is_locked
 from .pruning import LEGACY, Progress, Report
 # Re-exported: cli/maintenance.py, cli/reading/check.py and benchmarks/prune.py know these names from here.
 from .pruning import META_LAST, convert_to_incremental, pruned_rows, vacuum_free_pages  # noqa: F401
@@ -129,7 +129,12 @@ class Retention:
         report = self._round
         try:
             # The top lists first: pruning may delete only rows they count already.
-            caught_up = self._toplists.run(conn, self._started + SLICE_S)
+            try:
+                caught_up = self._toplists.run(conn, self._started + SLICE_S)
+            except sqlite3.OperationalError as error:
+                if classify(error) != "disk_full":
+                    raise
+                caught_up = False  # the budget is full: the pruning below makes room for them first
             finished = self._advance(conn, pruning.Pace(conn, report, self._sizes, self._started + SLICE_S),
                                      full=full, strict=False)
         except sqlite3.OperationalError as error:
@@ -244,8 +249,14 @@ class Retention:
                 if not (sizing and pruning.delete_oldest_rollups(conn, pace)):
                     return True
             elif low >= ceiling and (sizing or low < count_below or cutoff_ms is not None):
-                if not toplists.catch_up(conn, pace.deadline):
-                    return False
+                try:
+                    if not toplists.catch_up(conn, pace.deadline):
+                        return False
+                except sqlite3.OperationalError as error:
+                    # No room to sum them, and every raw row is still to be summed: the oldest rollups go first.
+                    if classify(error) != "disk_full" or not (sizing and pruning.delete_oldest_rollups(conn, pace)):
+                        raise
+                    continue
                 if toplists.marked(conn) + 1 <= low:
                     return True  # nothing above the watermark after all (rows deleted meanwhile)
             elif sizing or low < count_below:

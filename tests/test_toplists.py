@@ -257,3 +257,17 @@ def test_an_empty_or_tiny_log_needs_nothing(tmp_path, rows):
         build_log(log, rows, start_ms=1_700_000_000_000, span_ms=HOUR_MS)
     assert catch_up(log) and behind(log) == 0
     assert read_lists(log, tail=False) == raw_lists(log)
+
+
+def test_import_leaves_the_lists_counting_every_imported_line(tmp_path):
+    log = str(tmp_path / "log.db")
+    access = tmp_path / "access.log"
+    access.write_text("".join(
+        f'203.0.113.{i % 7} - - [10/Oct/2024:13:{i % 60:02d}:36 +0000] "GET /item/{i % 9} HTTP/1.1" {200 if i % 5 else 404} '
+        f'{100 + i} "https://ref{i % 3}.example/" "Agent/{i % 4}"\n' for i in range(500)))
+    result = invoke("import", log, access)
+    assert result.exit_code == 0, result.output
+    assert behind(log) == 0
+    lists = read_lists(log, tail=False)
+    assert lists == raw_lists(log)
+    assert sum(values[0] for values in lists["paths", "day"].values()) == 500

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import sys
 from typing import List, Tuple
 
 import click
 
-from .. import create_file, importer
+from .. import create_file, importer, toplists
+from ..failures import is_locked
 from . import cli
 from .output import emit, open_log, output_options
 
@@ -74,6 +76,13 @@ def import_(file: str, logs: Tuple[str, ...], log_format: str, client_ip: str, r
 
                     results.append(running.import_log(log, advance))
                     advance(size)
+            # The top lists count the imported rows now, not when a logger of the file next catches up
+            # (which it does if another process holds the lock too long here).
+            try:
+                toplists.catch_up(running.conn)
+            except sqlite3.OperationalError as error:
+                if not is_locked(error):
+                    raise
     except importer.LogError as error:
         raise click.ClickException(str(error))
     _report(results, fmt)
