@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import json
 import sqlite3
 import time
 
@@ -271,3 +272,13 @@ def test_import_leaves_the_lists_counting_every_imported_line(tmp_path):
     lists = read_lists(log, tail=False)
     assert lists == raw_lists(log)
     assert sum(values[0] for values in lists["paths", "day"].values()) == 500
+
+
+def test_check_says_how_far_behind_the_lists_are(tmp_path):
+    log = build_log(tmp_path / "log.db", 120_000, start_ms=1_700_000_000_000, span_ms=DAY_MS)
+    result = invoke("check", log, "--json", "--max-size-mb", 1000)
+    found = {row["check"]: row for row in json.loads(result.output)}
+    assert found["top lists"]["status"] == "warning" and "120,000 rows still to sum" in found["top lists"]["detail"]
+    assert invoke("rollup", log, "--rebuild").exit_code == 0
+    found = {row["check"]: row for row in json.loads(invoke("check", log, "--json", "--max-size-mb", 1000).output)}
+    assert found["top lists"] == {"check": "top lists", "status": "ok", "detail": "every row counted"}

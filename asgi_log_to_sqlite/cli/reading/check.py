@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import click
 
-from ... import SCHEMA_VERSION, retention
+from ... import SCHEMA_VERSION, retention, toplists
 from .. import cli
 from ..output import emit, iso_ms, open_log, output_options
 from .reasons import meaning
@@ -25,7 +25,7 @@ def _checks(conn: sqlite3.Connection, file: str, full: bool, max_size_mb: Option
     checks = [("integrity", lambda: [_integrity_check(conn, file, full)]), ("schema", lambda: [_schema_check(conn, file)]),
               ("lost rows", lambda: _counter_checks(conn)), ("wal", lambda: [_wal_check(file)]),
               ("free space", lambda: [_vacuum_check(conn, file)]), ("size", lambda: [_size_check(conn, file, max_size_mb)]),
-              ("retention", lambda: [_retention_check(conn)])]
+              ("retention", lambda: [_retention_check(conn)]), ("top lists", lambda: [_toplists_check(conn, file)])]
     for name, run in checks:
         try:
             found += run()
@@ -122,6 +122,20 @@ def _retention_check(conn: sqlite3.Connection) -> tuple:
     return ("retention", "ok", f"{pruned:,} rows pruned so far; the last round, at {iso_ms(last.get('at_ms'))}: "
             f"{last.get('rows', 0):,} rows, {last.get('lookups', 0):,} unused values, {last.get('pages_vacuumed', 0):,} "
             f"pages given back, the write lock held {last.get('longest_hold_ms', 0)} ms at most")
+
+
+# Rows above the top lists' watermark past which readers notice: a live logger keeps it seconds behind.
+_TOPLISTS_WARNING_ROWS = 100_000
+
+
+def _toplists_check(conn: sqlite3.Connection, file: str) -> tuple:
+    if not toplists.has_tables(conn):
+        return ("top lists", "ok", "none yet (schema before version 4): the logger adds them")
+    behind = toplists.behind(conn)
+    if behind <= _TOPLISTS_WARNING_ROWS:
+        return ("top lists", "ok", f"{behind:,} rows still to sum" if behind else "every row counted")
+    return ("top lists", "warning", f"{behind:,} rows still to sum: queries read them raw, more slowly, until a "
+            f"logger of the file sums them, or run: asgi-log-to-sqlite rollup {file} --rebuild")
 
 
 def _has_meta(conn: sqlite3.Connection) -> bool:
