@@ -65,8 +65,10 @@ COMPARED = ("summary", "traffic", "visitors_by_day")
 # What the live panel refreshes every few seconds: the KPIs, the traffic chart and the newest requests.
 LIVE = ("summary", "traffic", "visitors_by_day", "last_requests")
 # The order the page asks for its panels in: the KPIs, the traffic chart and the newest requests first, so
-# that on a big log they are not queued behind slower queries on Datasette's few SQL threads.
-FETCH_ORDER = LIVE + tuple(panel for panel in PANELS if panel not in LIVE)
+# that on a big log they are not queued behind slower queries on Datasette's few SQL threads; then the
+# slowest query, which would otherwise start last and end the load last (docs/dashboard.md).
+SLOWEST_FIRST = ("slowest_routes",)
+FETCH_ORDER = LIVE + SLOWEST_FIRST + tuple(panel for panel in PANELS if panel not in LIVE + SLOWEST_FIRST)
 
 
 class PeriodError(ValueError):
