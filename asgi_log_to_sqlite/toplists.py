@@ -46,8 +46,8 @@ REFERENCES: Dict[str, Tuple[Tuple[str, str], ...]] = {
 # What each value sums per raw row (r is request_log). count(duration_us): imported lines have none.
 _RAW_SUMS = {
     "hits": "count(*)",
-    "client_errors": "sum(r.http_status >= 400 AND r.http_status < 500)",
-    "server_errors": "sum(r.http_status >= 500)",
+    "client_errors": "coalesce(sum(r.http_status >= 400 AND r.http_status < 500), 0)",  # a NULL status is neither
+    "server_errors": "coalesce(sum(r.http_status >= 500), 0)",
     "bytes": "coalesce(sum(r.body_size), 0)",
     "duration_us_sum": "coalesce(sum(r.duration_us), 0)",
     "timed": "count(r.duration_us)",
