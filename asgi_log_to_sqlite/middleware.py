@@ -16,8 +16,11 @@ from typing import Optional, Sequence
 
 from .retention import DEFAULT_MAX_DISTINCT_VALUES, Retention
 from .rotation import DatedPath, is_dated
-from .record import FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_EXCLUDED_FAILURE, FLAG_WEBSOCKET, Shaper
+from .record import FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_EXCLUDED_FAILURE, FLAG_WEBSOCKET, Record, Shaper
 from .writer import Writer, writer_for
+
+# A Record from its fields in order, in C: Record(...) is a Python-level call on every request.
+_new = tuple.__new__
 
 
 class _Exchange:
@@ -156,7 +159,8 @@ class AsgiLogToSqlite:
             try:
                 if disconnected:
                     outcome |= FLAG_DISCONNECTED
-                record = (self.shaper, scope, t0, perf_counter(), ttfb, status, headers, body, received, outcome)
+                record = _new(Record, (self.shaper, scope, t0, perf_counter(), ttfb, status, headers, body,
+                                       received, outcome, None, None, None))
                 if self.filtered:
                     self._submit_filtered(record)
                 else:
@@ -171,14 +175,14 @@ class AsgiLogToSqlite:
         The same for HTTP requests and websocket sessions, so that every row's sample_rate is true.
         """
         counts = self.writer.loop_counts
-        scope, status, outcome = record[1], record[5], record[9]
+        scope, status, outcome = record.scope, record.status, record.flags
         if self.include or self.exclude:
             if not self._wanted(scope.get("path", "")):
                 failed = status is None or status >= 500 or outcome & FLAG_EXCEPTION
                 if not (self.log_excluded_failures and failed):
                     counts["excluded"] += 1
                     return
-                record = record[:9] + (outcome | FLAG_EXCLUDED_FAILURE,) + record[10:]
+                record = record._replace(flags=outcome | FLAG_EXCLUDED_FAILURE)
         if self.sample_rate < 1.0 and random.random() >= self.sample_rate:
             counts["sampled_out"] += 1
             return
@@ -233,8 +237,8 @@ class AsgiLogToSqlite:
         finally:
             try:
                 flags = FLAG_WEBSOCKET | (FLAG_EXCEPTION if raised else 0)
-                record = (self.shaper, scope, t0, perf_counter(), ex.ttfb, ex.status, ex.headers,
-                          ex.body, ex.received, flags, ex.ws_in, ex.ws_out, ex.ws_close)
+                record = _new(Record, (self.shaper, scope, t0, perf_counter(), ex.ttfb, ex.status, ex.headers,
+                                       ex.body, ex.received, flags, ex.ws_in, ex.ws_out, ex.ws_close))
                 if self.filtered:
                     self._submit_filtered(record)
                 else:

@@ -1,7 +1,8 @@
 """What one request becomes: the raw record the event loop hands over, and the row the writer stores.
 
-The event loop only gathers references and numbers into a tuple (``Record``); decoding, redaction,
-truncation and address reduction happen here, on the writer thread.
+The event loop only gathers references and numbers into a ``Record``; decoding, redaction,
+truncation and address reduction happen here, on the writer thread. The values of a row follow
+schema.COMMON_COLUMNS (and OPTIONAL_COLUMNS), which this module checks when it is imported.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .privacy import NEVER_STORED_HEADERS, AddressPolicy, QueryRedactor, TrustedProxies
-from .schema import COMMON_COLUMNS
+from .schema import COMMON_COLUMNS, OPTIONAL_COLUMNS
 
 # Bits of request_log.flags.
 FLAG_TRUNCATED = 1        # at least one stored value was cut to max_value_length
@@ -26,9 +27,12 @@ FLAG_IMPORTED = 256       # imported from an access log file (importer.py), not 
 
 
 class Record(NamedTuple):
-    """The fields of the plain tuple the event loop hands to the writer: references and numbers only.
+    """One request or websocket session as the event loop hands it to the writer: references and
+    numbers only. Its kind is told by ``flags`` (FLAG_WEBSOCKET), never by its length; the writer
+    also takes a plain tuple of the first ten fields, for an HTTP request (tests and tools build those).
 
-    The loop builds a bare tuple (cheaper than this class); ``Record._make`` names its fields here.
+    The loop builds it with ``tuple.__new__(Record, fields)``, all thirteen in order, which costs a
+    third of ``Record(...)``'s Python-level call (benchmarks/logger_inprocess.py gives the loop's cost).
     Times are ``time.perf_counter()`` readings; the writer turns them into wall-clock times.
     """
 
@@ -42,7 +46,7 @@ class Record(NamedTuple):
     body_size: int
     request_size: int
     flags: int                   # FLAG_EXCEPTION, FLAG_DISCONNECTED, FLAG_WEBSOCKET, FLAG_EXCLUDED_FAILURE
-    ws_in: Optional[int] = None
+    ws_in: Optional[int] = None  # websocket sessions only: messages received, sent, and the close code
     ws_out: Optional[int] = None
     ws_close: Optional[int] = None
 
@@ -58,17 +62,23 @@ _JOINED = (_FORWARDED, _XFF)
 
 # How a raw value becomes text.
 _PLAIN, _QUERY, _URL, _ADDRESS = range(4)
-# Lookup kinds, each with its own raw-value cache: (table, how its raw value becomes text).
+# Lookup kinds, each with its own raw-value cache: (table, how its raw value becomes text, column).
+# Their order is the order of the ids in a row (schema.COMMON_COLUMNS after _NUMBERS).
 _KINDS = (
-    ("methods", _PLAIN), ("paths", _PLAIN), ("query_strings", _QUERY), ("user_agents", _PLAIN),
-    ("referers", _URL), ("accept_languages", _PLAIN), ("content_types", _PLAIN), ("client_ips", _ADDRESS),
-    ("hosts", _PLAIN), ("routes", _PLAIN),
+    ("methods", _PLAIN, "method_id"), ("paths", _PLAIN, "path_id"), ("query_strings", _QUERY, "query_string_id"),
+    ("user_agents", _PLAIN, "user_agent_id"), ("referers", _URL, "referer_id"),
+    ("accept_languages", _PLAIN, "accept_language_id"), ("content_types", _PLAIN, "content_type_id"),
+    ("client_ips", _ADDRESS, "client_ip_id"), ("hosts", _PLAIN, "host_id"), ("routes", _PLAIN, "route_id"),
 )
 _METHOD, _PATH, _QUERY_STRING, _AGENT, _REFERER_URL, _LANG, _TYPE, _IP, _HOSTNAME, _ROUTE = range(len(_KINDS))
+# The columns before the ids, in the order Shaper.rows_into writes their values, and the columns
+# of its tail (websockets and options). Checked here so that the schema stays the order's one home.
+_NUMBERS = ("start_ms", "duration_us", "ttfb_us", "http_status", "body_size", "request_size", "flags", "sample_rate")
+_TAIL = ("forwarded_ip_id", "ws_messages_in", "ws_messages_out", "ws_close_code", "request_id", "extra")
+if _NUMBERS + tuple(kind[2] for kind in _KINDS) != COMMON_COLUMNS or _TAIL != OPTIONAL_COLUMNS:
+    raise ImportError("record.py builds rows in an order that is not schema.COMMON_COLUMNS + OPTIONAL_COLUMNS")
 _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
 _UNKNOWN = object()  # a record's _combination, not computed yet
-# Values in a plain HTTP row; the others have one per schema.COLUMNS.
-_PLAIN_WIDTH = len(COMMON_COLUMNS)
 
 # A raw value -> (id, flags) cache per kind holds at most this many entries before starting over.
 _CACHE_LIMIT = 5_000
@@ -130,9 +140,13 @@ class Shaper:
         multi-row INSERTs bind them. Returns how many rows were added; a record that cannot be
         shaped goes to ``failed`` (SQLite errors propagate: the transaction must roll back).
 
+        ``wall_offset`` is time.time() - time.perf_counter() now; ``id_of`` inserts or finds a
+        lookup value. Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there
+        why); times are floats that the INSERT truncates (schema.TRUNCATED).
+
         Nearly every record is a plain HTTP request whose combination of values was seen
-        before; those are shaped right here: one key, one dict lookup, no call to row() per
-        record. The writer spends most of its time in this loop.
+        before: one key and one dict lookup give its ids. The others go through _prepared. The
+        writer spends most of its time in this loop, and this is the one place a row is laid out.
         """
         combined = self._combined
         rate = self.sample_rate
@@ -140,11 +154,12 @@ class Shaper:
         added = 0
         for record in records:
             try:
+                # A slice, so that a plain tuple of Record's first ten fields (tests, tools) is read alike.
+                _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record[:10]
                 looked = None
                 key = _UNKNOWN
-                # record[9] is the flags: 0 means no exception, disconnect or websocket.
-                if simple and len(record) == 10 and not record[9]:
-                    _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, _ = record
+                # flags 0: no exception, disconnect or websocket; HEAD and no response need _prepared.
+                if simple and not flags:
                     method = scope.get("method")
                     if status is not None and method != "HEAD":
                         client = scope.get("client")
@@ -152,18 +167,24 @@ class Shaper:
                             key = _combination(scope, method, _content_type(response_headers),
                                                client[0] if client else None)
                             looked = combined.get(key) if key is not None else None
-                        except TypeError:  # unhashable values: row() normalises them
+                        except TypeError:  # unhashable values: _prepared normalises them
                             key, looked = _UNKNOWN, None
                 if looked is None:
-                    values = self.row(record, wall_offset, id_of, key)
-                    (plain if len(values) == _PLAIN_WIDTH else full).extend(values)
+                    status, body_size, ids, flags, tail = self._prepared(record, id_of, key)
                 else:
-                    # One tuple, then one extend: a row is never added in part.
-                    plain += (
-                        (t0 + wall_offset) * 1000, (end - t0) * 1_000_000,
-                        (ttfb - t0) * 1_000_000 if ttfb is not None else -1,
-                        status, body_size, request_size, looked[1], rate,
-                    ) + looked[0]
+                    ids, flags = looked
+                    tail = None
+                # schema.COMMON_COLUMNS (see _NUMBERS and _KINDS); one tuple, then one extend,
+                # so a row is never added in part.
+                values = (
+                    (t0 + wall_offset) * 1000, (end - t0) * 1_000_000,
+                    (ttfb - t0) * 1_000_000 if ttfb is not None else -1,
+                    status, body_size, request_size, flags, rate,
+                ) + ids
+                if tail is None:
+                    plain += values
+                else:
+                    full += values + tail  # schema.OPTIONAL_COLUMNS (_TAIL)
                 added += 1
             except sqlite3.Error:
                 raise
@@ -171,22 +192,25 @@ class Shaper:
                 failed(error)
         return added
 
-    def row(self, record: tuple, wall_offset: float, id_of: IdOf, key: Any = _UNKNOWN) -> tuple:
-        """The values of one request_log row, lookups resolved to ids: schema.COMMON_COLUMNS for a
-        plain HTTP request, schema.COLUMNS when a websocket or an option fills the others.
+    def row(self, record: tuple, wall_offset: float, id_of: IdOf) -> tuple:
+        """The values of one request_log row, lookup ids resolved: schema.COMMON_COLUMNS for a plain
+        HTTP request, schema.COLUMNS when a websocket or an option fills the others."""
+        plain: list = []
+        full: list = []
+        errors: List[Exception] = []
+        self.rows_into([record], wall_offset, id_of, plain, full, errors.append)
+        if errors:
+            raise errors[0]
+        return tuple(plain or full)
 
-        Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there why); times
-        are floats that the INSERT truncates (schema.TRUNCATED).
+    def _prepared(self, record: tuple, id_of: IdOf, key: Any) -> tuple:
+        """(status, body_size, ids, flags, tail) of a record the fast path could not take: the
+        status and size as stored, the lookup ids, the row's flags, and its OPTIONAL_COLUMNS
+        values (None for a plain HTTP row).
 
-        ``record`` is the tuple the loop queued (see Record); ``wall_offset`` is
-        time.time() - time.perf_counter() now; ``id_of`` inserts or finds a lookup value;
-        ``key``, when given, is the record's _combination, already looked up and not found.
+        ``key`` is the record's _combination when rows_into looked it up and did not find it.
         """
-        if len(record) == 10:
-            _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record
-        else:
-            _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record[:10]
-        ws = record[10:13] if flags & FLAG_WEBSOCKET else None
+        _, scope, t0, end, ttfb, status, response_headers, body_size, request_size, flags = record[:10]
         if flags & FLAG_DISCONNECTED:
             status = 499  # as nginx logs a client that closed the connection first
         elif status is None:
@@ -197,7 +221,8 @@ class Shaper:
         method = scope.get("method")
         if method == "HEAD":
             body_size = 0  # servers send no body for HEAD, whatever the app produced
-        if flags & FLAG_WEBSOCKET:
+        websocket = flags & FLAG_WEBSOCKET
+        if websocket:
             method = "WEBSOCKET"
 
         content_type = _content_type(response_headers)
@@ -220,25 +245,18 @@ class Shaper:
                     self._combined[key] = looked
         except TypeError:
             # An unhashable value (a bytearray header, a list as client address): normalise, retry.
-            return self.row(_normalised(record), wall_offset, id_of)
+            return self._prepared(_normalised(record), id_of, _UNKNOWN)
         ids, lookup_flags = looked
         flags |= lookup_flags
+        if not websocket and not self._optional:
+            return status or 0, body_size, ids, flags, None
         forwarded_id = request_id = extra = 0
         if self._optional:
             forwarded_id, request_id, extra, flags = self._options(scope, peer, found, response_headers, flags, id_of)
-        common = (
-            (t0 + wall_offset) * 1000,                               # start_ms
-            (end - t0) * 1_000_000,                                  # duration_us
-            (ttfb - t0) * 1_000_000 if ttfb is not None else -1,     # ttfb_us
-            status or 0, body_size, request_size, flags, self.sample_rate,
-        ) + ids
-        if ws is None and not self._optional:
-            return common
-        if ws is None:
-            ws_in = ws_out = ws_close = -1
-        else:
-            ws_in, ws_out, ws_close = (-1 if v is None else v for v in ws)
-        return common + (forwarded_id, ws_in, ws_out, ws_close, request_id, extra)
+        ws_in = ws_out = ws_close = -1
+        if websocket:
+            ws_in, ws_out, ws_close = (-1 if v is None else v for v in record[10:13])
+        return status or 0, body_size, ids, flags, (forwarded_id, ws_in, ws_out, ws_close, request_id, extra)
 
     def _options(self, scope, peer, found, response_headers, flags: int, id_of: IdOf) -> tuple:
         """(forwarded_ip_id, request_id, extra, flags): the columns only options fill (0 when empty)."""
@@ -289,7 +307,7 @@ class Shaper:
 
     def _miss(self, kind: int, raw: Any, id_of: IdOf) -> Tuple[int, int]:
         """(id, flags) of a raw value not seen before: shape it, find or insert it, cache it."""
-        table, shape = _KINDS[kind]
+        table, shape, _ = _KINDS[kind]
         if shape == _ADDRESS:
             text, flags = self.addresses.reduce(raw if isinstance(raw, str) else None), 0
         else:

@@ -180,15 +180,16 @@ def ensure_old_venv() -> pathlib.Path:
 
 
 def writer_throughput(rows: int, competing: bool) -> float:
-    from asgi_log_to_sqlite.record import Shaper
+    from asgi_log_to_sqlite.record import Record, Shaper
     from asgi_log_to_sqlite.writer import Writer
 
     tmp = tempfile.mkdtemp()
     writer = Writer(os.path.join(tmp, "log.db"), queue_size=rows + 10)
     shaper = Shaper()
     t0 = time.perf_counter()
-    # Plain 10-tuples, as the middleware queues them for an HTTP request (see record.Record).
-    records = [(shaper, scope_for(i), t0, t0 + 0.001, t0 + 0.0005, 200, [(b"content-type", b"text/plain")], 13, 0, 0)
+    # Records as the middleware queues them for an HTTP request.
+    records = [tuple.__new__(Record, (shaper, scope_for(i), t0, t0 + 0.001, t0 + 0.0005, 200,
+                                      [(b"content-type", b"text/plain")], 13, 0, 0, None, None, None))
                for i in range(rows)]
     writer.submit(records[0])
     writer.flush(30)  # schema and first lookups out of the way
