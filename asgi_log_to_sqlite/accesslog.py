@@ -1,8 +1,8 @@
 """Read nginx and Apache access logs (combined and common formats): the bytes and the fields of each line.
 
 Reader gives a log's decompressed bytes (plain, gzip, or standard input) as pieces of complete
-lines; Lines turns a piece's lines into raw fields (time in epoch ms, address, request line,
-status, size, referer, agent, duration); split_request, unescape and decode take a field's bytes
+lines; Lines matches a piece's lines with one pattern in one pass and gives the raw fields of
+those it leaves (time in epoch ms, address, request line, status, size, referer, agent, duration); split_request, unescape and decode take a field's bytes
 apart as record.py would (odd bytes backslash-escaped, values cut at MAX_VALUE_LENGTH). Nothing
 here touches a database: importer.py writes what these return.
 """
@@ -39,18 +39,21 @@ _ENDS = {"combined": (rb" %s %s" + _DURATION, rb"(?= |\Z)", rb"(?: [^\n]*)?\r?\n
 
 
 def _pattern(log_format: str, quoted: bytes, *, chunk: bool) -> "re.Pattern[bytes]":
-    """One format's pattern: of one line, or (``chunk``) of each line in a chunk's bytes."""
+    """One format's pattern: of one line, or (``chunk``) of each line in a chunk's bytes, one match
+    a line: a line it does not take is the eleventh group, whole, for the line patterns."""
     fields, line_end, chunk_end = _ENDS[log_format]
     text = _HEAD.replace(b"%s", quoted) + fields.replace(b"%s", quoted)
-    return re.compile(text + (chunk_end if chunk else line_end), 0 if chunk else re.S)
+    if chunk:
+        return re.compile(text + chunk_end + rb"|([^\n]*)\n")
+    return re.compile(text + line_end, re.S)
 
 
 _LINE_PATTERNS = {(log_format, escaped): _pattern(log_format, rb'"((?:[^"\\]|\\.)*)"' if escaped else rb'"([^"\\]*)"',
                                                   chunk=False)
                   for log_format in _ENDS for escaped in (True, False)}
 _CHUNK_PATTERNS = {log_format: _pattern(log_format, rb'"([^"\\\n]*)"', chunk=True) for log_format in _ENDS}
-_SECONDS = {b"%02d" % second: second * 1000 for second in range(61)}  # 60: a leap second
-_STATUSES = {b"%03d" % status: status for status in range(1000)}
+SECOND_MS = {b"%02d" % second: second * 1000 for second in range(61)}  # 60: a leap second
+STATUS_CODES = {b"%03d" % status: status for status in range(1000)}
 _REQUEST = re.compile(rb"([A-Z][A-Z0-9_-]{0,31}) (.+?)(?: HTTP/\d(?:\.\d)?)?\Z", re.S)
 _BACKSLASH = re.compile(rb"\\(x[0-9A-Fa-f]{2}|.)", re.S)
 _ESCAPES = {b'"': b'"', b"\\": b"\\", b"n": b"\n", b"r": b"\r", b"t": b"\t", b"b": b"\b", b"v": b"\v", b"f": b"\f"}
@@ -226,7 +229,12 @@ class Reader:
 
 
 class Lines:
-    """A chunk's lines as raw fields, in one format or ("auto") combined, else common, line by line."""
+    """A chunk's lines as raw fields, in one format or ("auto") combined, else common, line by line.
+
+    The importer's loop reads ``split``'s groups itself, with ``line``, ``minutes`` and
+    ``minute_ms`` for what the chunk pattern leaves: one pass of one pattern over a chunk and no
+    call per line is what makes the import as fast as it is (docs/import.md, "Speed").
+    """
 
     def __init__(self, log_format: str = "auto"):
         if log_format not in FORMATS:
@@ -235,62 +243,28 @@ class Lines:
             order = ("combined", "common")
         else:
             order = (log_format,)
-        # Each line of a chunk the pattern of its first format takes in one pass (finditer); the
-        # others are tried line by line, with and without backslash escapes, in order.
-        self._lines_of = _CHUNK_PATTERNS[order[0]].finditer
+        # The pattern of the first format takes a chunk's lines in one pass (finditer); the lines it
+        # leaves are tried one by one by the others, with and without backslash escapes, in order.
+        self._split = _CHUNK_PATTERNS[order[0]].finditer
         self._slow = [_LINE_PATTERNS[name, escaped].match for name in order for escaped in (True, False)]
         self._minutes_by_zone: Dict[bytes, Dict[bytes, int]] = {}
 
-    def fields(self, piece: bytes, number: int, unparsed: List[Tuple[int, bytes]]) -> Iterator[Fields]:
-        """The Fields of each line of ``piece`` (the first is line ``number`` + 1) that parses, in
-        the order of their lines; each line that does not goes onto ``unparsed`` as (number, line).
+    def split(self, piece: bytes) -> Iterator["re.Match[bytes]"]:
+        """One match per line of ``piece``, in order. Its groups(): (address, minute, second, zone,
+        request line, status, size, referer, agent, duration, b"" or None), None where a field is
+        missing; or, for a line the chunk pattern does not take, None ten times and the line
+        (without its "\\n"), for ``line``. The time is not checked: ``minute_ms`` raises
+        ValueError or KeyError for one that cannot be.
 
-        A generator, not a list: a list would keep a whole chunk's field bytes alive at once, where
-        a line's are freed before the next is read and their memory, still in cache, reused.
+        An iterator, not a list (findall): a list would keep a whole chunk's field bytes alive at
+        once, where a line's are freed before the next is read and their memory, still in cache, reused.
         """
         if not piece.endswith(b"\n"):
             piece += b"\n"
-        slow = self._line
-        minutes: Dict[bytes, int] = {}
-        zone_of = None
-        seconds_of, statuses = _SECONDS, _STATUSES
-        pos = 0
-        for found in self._lines_of(piece):
-            start = found.start()
-            if start != pos:
-                # Lines the pattern did not take go the slow way, one by one: those before this
-                # match, and this match's own line when it began mid-line.
-                whole = piece[start - 1] == 10
-                end = start if whole else found.end()
-                for line in piece[pos:end - 1].split(b"\n"):
-                    number += 1
-                    fields = slow(line, number, unparsed)
-                    if fields is not None:
-                        yield fields
-                pos = end
-                if not whole:
-                    continue
-            pos = found.end()
-            number += 1
-            address, minute, second, zone, request, status, size, referer, agent, took = found.groups()
-            try:
-                if zone != zone_of:
-                    minutes, zone_of = self._zone(zone), zone
-                start_ms = (minutes.get(minute) or self._minute(minute, zone)) + seconds_of[second]
-            except (ValueError, KeyError):
-                unparsed.append((number, piece[start:pos].rstrip(b"\r\n")))
-                continue
-            yield (start_ms, address, request, statuses[status], 0 if size == b"-" else int(size), referer, agent,
-                   None if took is None else _microseconds(took))
-        if pos < len(piece):
-            for line in piece[pos:-1].split(b"\n"):
-                number += 1
-                fields = slow(line, number, unparsed)
-                if fields is not None:
-                    yield fields
+        return self._split(piece)
 
-    def _line(self, line: bytes, number: int, unparsed: list) -> Optional[Fields]:
-        """One line the chunk's pattern did not take, tried by the others: its Fields, or None
+    def line(self, line: bytes, number: int, unparsed: List[Tuple[int, bytes]]) -> Optional[Fields]:
+        """One line the chunk pattern did not take, tried by the others: its Fields, or None
         with (number, line) put onto ``unparsed``."""
         if line.endswith(b"\r"):
             line = line[:-1]
@@ -303,27 +277,28 @@ class Lines:
             return None
         address, minute, second, zone, request, status, size, referer, agent, took = found.groups()
         try:
-            start_ms = (self._zone(zone).get(minute) or self._minute(minute, zone)) + _SECONDS[second]
+            start_ms = (self.minutes(zone).get(minute) or self.minute_ms(minute, zone)) + SECOND_MS[second]
         except (ValueError, KeyError):
             unparsed.append((number, line))
             return None
-        return (start_ms, address, request, _STATUSES[status], 0 if size == b"-" else int(size), referer, agent,
-                None if took is None else _microseconds(took))
+        return (start_ms, address, request, STATUS_CODES[status], 0 if size == b"-" else int(size), referer, agent,
+                None if took is None else microseconds(took))
 
-    def _zone(self, zone: bytes) -> Dict[bytes, int]:
-        """The minute -> epoch milliseconds cache of one time zone ("+0200")."""
+    def minutes(self, zone: bytes) -> Dict[bytes, int]:
+        """The minute -> epoch milliseconds cache of one time zone ("+0200"), filled by minute_ms."""
         cache = self._minutes_by_zone.get(zone)
         if cache is None:
             cache = self._minutes_by_zone[zone] = {}
         return cache
 
-    def _minute(self, minute: bytes, zone: bytes) -> int:
-        """Epoch milliseconds of a time_local's minute ("10/Oct/2000:13:55") in ``zone`` ("-0700")."""
+    def minute_ms(self, minute: bytes, zone: bytes) -> int:
+        """Epoch milliseconds of a time_local's minute ("10/Oct/2000:13:55") in ``zone`` ("-0700");
+        ValueError or KeyError for a minute that cannot be."""
         local = datetime.datetime(int(minute[7:11]), _MONTHS[minute[3:6]], int(minute[0:2]),
                                   int(minute[12:14]), int(minute[15:17]))
         offset = (int(zone[1:3]) * 60 + int(zone[3:5])) * (-1 if zone[:1] == b"-" else 1)
         ms = (int((local - _EPOCH).total_seconds()) - offset * 60) * 1000
-        cache = self._zone(zone)
+        cache = self.minutes(zone)
         if len(cache) >= CACHE_LIMIT:
             cache.clear()
         cache[minute] = ms
@@ -374,7 +349,7 @@ def _unescaped(found: "re.Match[bytes]") -> bytes:
     return _ESCAPES.get(code, found.group(0))
 
 
-def _microseconds(took: bytes) -> int:
+def microseconds(took: bytes) -> int:
     """A trailing duration: seconds with a decimal point (nginx $request_time), else microseconds (Apache %D)."""
     if b"." in took:
         return round(float(took) * 1_000_000)

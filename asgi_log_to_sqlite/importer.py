@@ -30,7 +30,8 @@ import sqlite_utils
 from . import agents, schema
 # FORMATS and LogError are the reader's, imported here too because the import command, the tests
 # and docs/import.md reach them as importer.FORMATS and importer.LogError.
-from .accesslog import CACHE_LIMIT, FORMATS, Lines, LogError, Reader, decode, split_request, unescape
+from .accesslog import (CACHE_LIMIT, FORMATS, SECOND_MS, STATUS_CODES, Lines, LogError, Reader, decode,
+                        microseconds, split_request, unescape)
 from .counters import Counters
 from .failures import is_locked, retry_while_locked
 from .inserts import insert_sql, statement_sizes
@@ -317,11 +318,35 @@ class Importer:
     def _rows(self, piece: bytes, number: int, flat: list, unparsed: list) -> int:
         """Shape the lines of ``piece`` (the first is line ``number`` + 1) onto ``flat`` or
         ``unparsed``; returns how many rows were added. Rows are of COLUMNS until a line carries
-        a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines."""
+        a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines.
+
+        One loop over the chunk pattern's matches (accesslog.Lines.split), the line's time and
+        each value found in caches keyed by their raw bytes: the per-line work of the import.
+        """
         requests, agents, referers, clients = self._requests, self._agents, self._referers, self._clients
+        lines, seconds_of, statuses = self.lines, SECOND_MS, STATUS_CODES
+        minutes, zone_of = {}, None
         timed = self._timed
-        added = 0
-        for start_ms, address, request, status, size, referer, agent, duration in self.lines.fields(piece, number, unparsed):
+        first, before = number, len(unparsed)
+        for found in lines.split(piece):
+            number += 1
+            address, minute, second, zone, request, status, size, referer, agent, took, other = found.groups()
+            if address:
+                try:
+                    if zone != zone_of:
+                        minutes, zone_of = lines.minutes(zone), zone
+                    start_ms = (minutes.get(minute) or lines.minute_ms(minute, zone)) + seconds_of[second]
+                except (ValueError, KeyError):
+                    unparsed.append((number, found.group().rstrip(b"\r\n")))
+                    continue
+                status = statuses[status]
+                size = 0 if size == b"-" else int(size)
+                duration = None if took is None else microseconds(took)
+            else:
+                fields = lines.line(other, number, unparsed)
+                if fields is None:
+                    continue
+                start_ms, address, request, status, size, referer, agent, duration = fields
             r = requests.get(request) or self._request(request)
             a = agents.get(agent) or self._value(agents, "user_agents", agent)
             f = referers.get(referer) or self._value(referers, "referers", referer, self.redactor.redact_url)
@@ -335,9 +360,8 @@ class Importer:
                 flat += row + (None,)
             else:
                 flat += row
-            added += 1
         self._timed = timed
-        return added
+        return number - first - (len(unparsed) - before)
 
     def _widen(self, flat: list) -> bool:
         """Rows of COLUMNS so far become rows of TIMED_COLUMNS (with no duration): the first

@@ -34,7 +34,7 @@ HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from asgi_log_to_sqlite import create_file  # noqa: E402
-from asgi_log_to_sqlite.importer import Importer  # noqa: E402
+from asgi_log_to_sqlite.importer import CHUNK_BYTES, Importer  # noqa: E402
 
 START = 1_696_118_400  # 2023-10-01T00:00:00Z
 DAYS = 30
@@ -122,14 +122,14 @@ def generate(path: pathlib.Path, lines: int, seed: int = 12) -> None:
         out.write("".join(buffer))
 
 
-def ours(log: pathlib.Path, db: pathlib.Path, holds: list, rollups: bool = True) -> float:
+def ours(log: pathlib.Path, db: pathlib.Path, holds: list, rollups: bool = True, chunk_bytes: int = CHUNK_BYTES) -> float:
     """Seconds to import ``log`` into a new database ``db``; the seconds each chunk's transaction
     held the write lock are appended to ``holds``. ``rollups=False``: without the rollups' share."""
     for suffix in ("", "-wal", "-shm"):
         pathlib.Path(f"{db}{suffix}").unlink(missing_ok=True)
     started = time.perf_counter()
     create_file(str(db))
-    with Importer(str(db)) as importer:
+    with Importer(str(db), chunk_bytes=chunk_bytes) as importer:
         write = importer._write
 
         def timed_write(*args):
@@ -177,6 +177,8 @@ def main() -> None:
     parser.add_argument("--no-goaccess", action="store_true", help="time our import only")
     parser.add_argument("--split", action="store_true",
                         help="also time our import with the rollups left out, to show their share")
+    parser.add_argument("--chunk-bytes", type=int, default=CHUNK_BYTES,
+                        help="log bytes per transaction (the importer's chunk_bytes), to weigh speed against lock holds")
     args = parser.parse_args()
     folder = pathlib.Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -191,8 +193,8 @@ def main() -> None:
     holds: list = []
     for _ in range(args.rounds):
         if args.split:
-            times["ours, rollups left out"].append(ours(log, db, [], rollups=False))
-        times["ours"].append(ours(log, db, holds))
+            times["ours, rollups left out"].append(ours(log, db, [], rollups=False, chunk_bytes=args.chunk_bytes))
+        times["ours"].append(ours(log, db, holds, chunk_bytes=args.chunk_bytes))
         if version:
             times["goaccess"].append(goaccess(log, folder))
     with sqlite3.connect(db) as conn:
