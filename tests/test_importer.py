@@ -238,6 +238,8 @@ def test_times_that_cannot_be_are_unparsed(tmp_path):
     log.write_text(line(0, when="29/Feb/2024:00:00:60 +0000") + "".join(line(n, when=w) for n, w in enumerate(bad, 1)))
     [summary] = imported(tmp_path / "log.db", log)
     assert (summary["imported"], summary["unparsed"]) == (1, 5)
+    assert [shown["text"] for shown in summary["unparsed_lines"]] == [
+        line(n, when=w).rstrip("\n") for n, w in enumerate(bad, 1)]
     assert rows(tmp_path / "log.db")[0]["start"] == "2024-02-29T00:01:00.000Z"  # a leap second
 
 
