@@ -386,6 +386,11 @@ class Writer:
                 width = len(columns)
                 start = 0
                 for count in statement_sizes(len(flat) // width):
+                    # SQLite releases the GIL while it steps, but a short step ends before a waiting
+                    # thread wakes: only the hand-over lets it in (docs/performance.md, "Writer cost").
+                    if time.perf_counter() - handed >= HOLD_S:
+                        hand_over()
+                        handed = time.perf_counter()
                     end = start + count * width
                     last_id = conn.execute(insert_sql(count, columns), flat[start:end]).lastrowid
                     start = end
