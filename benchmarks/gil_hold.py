@@ -5,8 +5,8 @@
 An event loop under load is "another thread": while the writer runs Python, the loop cannot answer
 a request. Here a ticker thread asks for the GIL every 0.2 ms (it sleeps, then wakes) and records how
 late each wake-up was, while the writer drains ``--rows`` queued records of varied requests (a few
-hundred paths and agents, as logger_inprocess builds them). The longest lateness is the longest
-stretch the writer held the GIL; Python forces a hand-over after ``sys.getswitchinterval()`` (5 ms),
+hundred paths and agents, as logger_inprocess builds them), counted from the moment the last record
+is queued. The longest lateness is the longest stretch the writer held the GIL; Python forces a hand-over after ``sys.getswitchinterval()`` (5 ms),
 so no stretch can be longer than that, plus the ticker's own wake-up.
 
 Each round runs every variant in a fresh process, the order rotating; the report gives, per
@@ -16,6 +16,10 @@ many wake-ups were more than 1 ms late, and of the writer's rows/s during the dr
 "idle" is the ticker alone for as long as a drain takes, with no writer: the lateness the machine
 itself adds (other processes, the scheduler). On a shared 2-core VM that floor is a few ms, so a
 writer's figures mean something only beside it.
+
+--one-batch: instead, Writer._write is called on one batch of 20,000 records whose combinations are
+all cached, with Python's forced switch put off to 1 s (sys.setswitchinterval), so that only what the
+writer itself does lets the ticker (waking every 0.1 ms) in; prints the longest gap between its wake-ups.
 
 --against REV runs a git revision too (a temporary worktree), in the same run.
 """
@@ -68,24 +72,63 @@ def child(rows: int) -> None:
         while not stop.is_set():
             asked = time.perf_counter()
             time.sleep(0.0002)
-            late.append(time.perf_counter() - asked - 0.0002)
+            late.append((asked, time.perf_counter() - asked - 0.0002))
 
     ticker = threading.Thread(target=tick)
     ticker.start()
     time.sleep(0.05)
-    late.clear()
     start = time.perf_counter()
     for record in records:
         writer.submit(record)
+    # The submitting loop is Python of a third thread: wake-ups are counted from its end, the
+    # writer's alone (it drains for much longer than the submitting takes).
+    submitted = time.perf_counter()
     writer.flush(600)
     elapsed = time.perf_counter() - start
     stop.set()
     ticker.join()
     writer.close()
-    print(json.dumps(summary(late, rows / elapsed)))
+    print(json.dumps(summary([wait for asked, wait in late if asked >= submitted], rows / elapsed)))
 
 
 IDLE_S = 0.3  # about as long as a drain of 20,000 records
+
+
+def one_batch_child() -> None:
+    import threading
+    import time
+
+    from logger_inprocess import scope_for
+
+    from asgi_log_to_sqlite.record import Shaper
+    from asgi_log_to_sqlite.writer import Writer
+
+    writer = Writer(os.path.join(tempfile.mkdtemp(), "log.db"), batch_size=20_000)
+    shaper = Shaper()
+    t0 = time.perf_counter()
+    records = [(shaper, scope_for(i), t0, t0 + 0.001, t0 + 0.0005, 200, [(b"content-type", b"text/plain")], 13, 0, 0)
+               for i in range(21_000)]
+    writer._write(records[:1_000], 0.0)  # every combination cached, the statements prepared
+    ticks = []
+    stop = threading.Event()
+
+    def tick() -> None:
+        while not stop.is_set():
+            time.sleep(0.0001)
+            ticks.append(time.perf_counter())
+
+    sys.setswitchinterval(1.0)
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    time.sleep(0.02)
+    start = time.perf_counter()
+    writer._write(records[1_000:], 0.0)
+    end = time.perf_counter()
+    stop.set()
+    ticker.join()
+    writer._conn.close()
+    points = [start] + [t for t in ticks if start <= t <= end] + [end]
+    print(json.dumps({"max_ms": max(b - a for a, b in zip(points, points[1:])) * 1000, "write_ms": (end - start) * 1000}))
 
 
 def idle_child() -> None:
@@ -117,9 +160,9 @@ def summary(late: list, rows_per_s: float) -> dict:
             "over_1ms": sum(1 for wait in late if wait > 0.001), "rows_per_s": rows_per_s}
 
 
-def run(tree: pathlib.Path, rows: int) -> dict:
+def run(tree: pathlib.Path, rows: int, extra: tuple = ()) -> dict:
     env = dict(os.environ, PYTHONPATH=f"{tree}{os.pathsep}{HERE}")
-    out = subprocess.run([sys.executable, __file__, "--child", str(rows)], env=env, check=True,
+    out = subprocess.run([sys.executable, __file__, "--child", str(rows), *extra], env=env, check=True,
                          capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -129,10 +172,22 @@ def main() -> None:
     parser.add_argument("--against", metavar="REV", help="also run this git revision, in the same run")
     parser.add_argument("--rows", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--one-batch", action="store_true", help="one large batch, forced switch off (see above)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
-        child(args.child)
+        one_batch_child() if args.one_batch else child(args.child)
+        return
+    if args.one_batch:
+        with revisions(args.against) as trees:
+            found = {name: [] for name in trees}
+            for _ in range(args.rounds):
+                for name, tree in trees.items():
+                    found[name].append(run(tree, 0, ["--one-batch"]))
+        print(f"one batch of 20,000 cached records, forced switch put off to 1 s; medians of {args.rounds} rounds")
+        for name, runs in found.items():
+            print(f"  {name:12} longest gap between the ticker's wake-ups {statistics.median(r['max_ms'] for r in runs):7.2f} ms"
+                  f"   (the write took {statistics.median(r['write_ms'] for r in runs):.0f} ms)")
         return
     with revisions(args.against) as trees:
         names = ["idle"] + list(trees)
