@@ -14,6 +14,9 @@ Parts:
   write   Writer._write on batches of 1,000: shaping and inserting, in one transaction each
   shape   Shaper.rows_into alone (row() per record where a revision has no rows_into)
   insert  the multi-row INSERTs of rows already shaped
+  varied  write, with durations drawn from a lognormal (median 2 ms) and a status mix (200, 304,
+          404, 500): a batch of 1,000 rows then has about 950 rollup groups where the parts above,
+          with one duration and 200 paths, have about 200, so the rollups cost what they do live
 
 Requests (--requests N, 100 is enough): the hello-world app called in-process without a server,
 bare and logged, the writer flushed before the process ends. valgrind runs all threads on one
@@ -36,6 +39,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 import os
 import pathlib
 import re
@@ -46,7 +50,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parent
-PARTS = ("write", "shape", "insert")
+PARTS = ("write", "shape", "insert", "varied")
 WARM_UP = 20  # requests before the measured ones, in both runs: imports, templates, first lookups
 # valgrind runs the process about 50 times slower than natively; what is timed in wall-clock
 # seconds is stretched by as much so that it happens as often per instruction as natively:
@@ -70,6 +74,16 @@ def child(part: str, rows: int, built: int) -> None:
     t0 = time.perf_counter()
     records = [(shaper, scope_for(i), t0, t0 + 0.001, t0 + 0.0005, 200, [(b"content-type", b"text/plain")], 13, 0, 0)
                for i in range(BATCH + built)]
+    if part == "varied":
+        import random
+
+        draw = random.Random(14)
+        records = []
+        for i in range(BATCH + built):
+            duration = draw.lognormvariate(math.log(0.002), 1.0)
+            status = draw.choices((200, 304, 404, 500), (90, 5, 4, 1))[0]
+            records.append((shaper, scope_for(i), t0, t0 + duration, t0 + duration / 2, status,
+                            [(b"content-type", b"text/plain")], 13, 0, 0))
     # Since dated files, one clock offset is read per batch and handed to _write.
     takes_offset = "wall_offset" in inspect.signature(writer._write).parameters
 
@@ -93,7 +107,7 @@ def child(part: str, rows: int, built: int) -> None:
                 plain.extend(shaper.row(record, 0.0, id_of))
         return plain
 
-    if part == "write":
+    if part in ("write", "varied"):
         for batch in batches:
             write(batch)
         assert writer.rows_written == BATCH + rows
