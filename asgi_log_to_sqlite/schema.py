@@ -35,7 +35,7 @@ LEGACY_LOOKUPS = ("paths", "query_strings", "user_agents", "referers", "accept_l
 LOOKUPS = LEGACY_LOOKUPS + ("methods", "client_ips", "hosts", "routes")
 
 # Columns of request_log in the order the writer binds them (after the rowid), which is not the
-# table's order. Every row binds these; record.Shaper.row returns them in this order.
+# table's order. Every row binds these; record.Shaper.rows_into lays them out in this order (checked at import).
 COMMON_COLUMNS = (
     "start_ms",            # request start, integer milliseconds since the Unix epoch
     "duration_us",         # whole response, streaming included, integer microseconds
