@@ -48,6 +48,7 @@ class LookupIds:
         self.classifier: Optional[agents.Classifier] = agents.Classifier()
         self._ids: Dict[str, Dict[str, int]] = {}   # table -> text -> id
         self._sizes: Dict[str, int] = {}            # table -> values it holds, counted once then kept up
+        self._bots: Dict[int, int] = {}             # user agent id -> its bot flag, for the rollups
 
     def id_of(self, table: str, name: str) -> Tuple[int, int]:
         """(id, flags) of ``name`` in a lookup table, inserting it if new.
@@ -73,6 +74,18 @@ class LookupIds:
                 cache.clear()
             cache[name] = found
         return found, 0
+
+    def bot_of(self, agent_id: int) -> int:
+        """The bot flag (0 or 1) of the user agent ``agent_id``: read once per id, as the rollups
+        key it. A correction made to the row later reaches the rollups by ``rollup --rebuild``."""
+        bot = self._bots.get(agent_id)
+        if bot is None:
+            row = self.conn.execute("SELECT coalesce(is_bot, 0) != 0 FROM user_agents WHERE id = ?",
+                                    (agent_id,)).fetchone()
+            if len(self._bots) >= _CACHE_LIMIT:
+                self._bots.clear()
+            bot = self._bots[agent_id] = row[0] if row is not None else 0
+        return bot
 
     def _agent_id(self, conn: sqlite3.Connection, name: str) -> Optional[int]:
         """The id of a user agent, classified if it is not yet; None when it would be past the limit."""
@@ -109,6 +122,7 @@ class LookupIds:
         """Drop every cached id: after a rollback, or when the file was replaced."""
         self._ids.clear()
         self._sizes.clear()
+        self._bots.clear()
 
     def _full(self, table: str) -> bool:
         """Whether a lookup table holds max_distinct_values values, when that is set.

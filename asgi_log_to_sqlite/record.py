@@ -7,11 +7,13 @@ schema.COMMON_COLUMNS (and OPTIONAL_COLUMNS), which this module checks when it i
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 import uuid
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .privacy import NEVER_STORED_HEADERS, AddressPolicy, QueryRedactor, TrustedProxies
+from .rollups import BUCKETS_PER_OCTAVE
 from .schema import COMMON_COLUMNS, OPTIONAL_COLUMNS
 
 # Bits of request_log.flags.
@@ -77,6 +79,7 @@ _NUMBERS = ("start_ms", "duration_us", "ttfb_us", "http_status", "body_size", "r
 _TAIL = ("forwarded_ip_id", "ws_messages_in", "ws_messages_out", "ws_close_code", "request_id", "extra")
 if _NUMBERS + tuple(kind[2] for kind in _KINDS) != COMMON_COLUMNS or _TAIL != OPTIONAL_COLUMNS:
     raise ImportError("record.py builds rows in an order that is not schema.COMMON_COLUMNS + OPTIONAL_COLUMNS")
+_log2 = math.log2  # the C library's log2, as SQLite's log2() in the rollup SQL
 _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
 _UNKNOWN = object()  # a record's _combination, not computed yet
 
@@ -134,14 +137,14 @@ class Shaper:
         self._combined.clear()
 
     def rows_into(self, records: Iterable[tuple], wall_offset: float, id_of: IdOf,
-                  plain: list, full: list, failed: Callable[[Exception], None]) -> int:
+                  plain: list, full: list, failed: Callable[[Exception], None], tally: Any = None) -> int:
         """Shape ``records`` (all queued by this shaper's middleware) onto the end of ``plain``
         (rows of schema.COMMON_COLUMNS) or ``full`` (rows of schema.COLUMNS), flattened as the
         multi-row INSERTs bind them. Returns how many rows were added; a record that cannot be
         shaped goes to ``failed`` (SQLite errors propagate: the transaction must roll back).
 
         ``wall_offset`` is time.time() - time.perf_counter() now; ``id_of`` inserts or finds a
-        lookup value. Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there
+        lookup value; ``tally`` (a rollups.RollupTally), when given, sums each row into its groups. Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there
         why); times are floats that the INSERT truncates (schema.TRUNCATED).
 
         Nearly every record is a plain HTTP request whose combination of values was seen
@@ -151,6 +154,7 @@ class Shaper:
         combined = self._combined
         rate = self.sample_rate
         simple = not self._optional
+        groups = tally.groups if tally is not None else None
         added = 0
         for record in records:
             try:
@@ -171,16 +175,35 @@ class Shaper:
                             key, looked = _UNKNOWN, None
                 if looked is None:
                     status, body_size, ids, flags, tail = self._prepared(record, id_of, key)
+                    part = tally.part_of(ids) if tally is not None else None
                 else:
-                    ids, flags = looked
+                    ids, flags, part = looked
                     tail = None
+                    if part is None and tally is not None:
+                        part = looked[2] = tally.part_of(ids)
+                start_ms = (t0 + wall_offset) * 1000
+                duration = (end - t0) * 1_000_000
                 # schema.COMMON_COLUMNS (see _NUMBERS and _KINDS); one tuple, then one extend,
                 # so a row is never added in part.
                 values = (
-                    (t0 + wall_offset) * 1000, (end - t0) * 1_000_000,
-                    (ttfb - t0) * 1_000_000 if ttfb is not None else -1,
+                    start_ms, duration, (ttfb - t0) * 1_000_000 if ttfb is not None else -1,
                     status, body_size, request_size, flags, rate,
                 ) + ids
+                if groups is not None:
+                    # The row's rollup group, as rollups._FILL_BATCH keys it: the INSERT truncates
+                    # the times as int() does, and SQLite's log2() of d + 1 <= 0 is NULL.
+                    us = int(duration)
+                    group_key = (part, start_ms // 3_600_000, status // 100,
+                                 int(BUCKETS_PER_OCTAVE * _log2(us + 1)) if us >= 0 else None)
+                    group = groups.get(group_key)
+                    if group is None:
+                        groups[group_key] = [1, body_size + 0, us, us]
+                    else:
+                        group[1] += body_size  # first: the one sum a bad record can make raise
+                        group[0] += 1
+                        group[2] += us
+                        if us > group[3]:
+                            group[3] = us
                 if tail is None:
                     plain += values
                 else:
@@ -242,11 +265,12 @@ class Shaper:
                 if key is not None:
                     if len(self._combined) >= _COMBINED_LIMIT:
                         self._combined.clear()
-                    self._combined[key] = looked
+                    # [ids, flags, rollup part]: rows_into fills the part once, when a tally asks.
+                    self._combined[key] = [*looked, None]
         except TypeError:
             # An unhashable value (a bytearray header, a list as client address): normalise, retry.
             return self._prepared(_normalised(record), id_of, _UNKNOWN)
-        ids, lookup_flags = looked
+        ids, lookup_flags = looked[0], looked[1]
         flags |= lookup_flags
         if not websocket and not self._optional:
             return status or 0, body_size, ids, flags, None

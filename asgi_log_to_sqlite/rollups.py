@@ -8,6 +8,7 @@ docs/rollups.md has the layout, the queries and what it costs.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -18,6 +19,8 @@ import time
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlite_utils
+
+from .inserts import statement_sizes
 
 # Latency buckets per doubling: a duration of d microseconds is in bucket floor(8 * log2(d + 1)),
 # whose geometric middle is within 4.4% of d + 1, so p50/p95/p99 read from buckets are within 10%.
@@ -182,6 +185,91 @@ def traffic_from(source: str, table: str, unit: str, where: str = "true") -> str
                                 source=f"main.{source}", where=where, add=_ADD)
 
 
+class RollupTally:
+    """One batch's rollup groups, summed in Python while the writer shapes its rows.
+
+    The writer has each row's values in hand as it lays the row out; adding them to a dict there
+    costs a fifth of reading the rows back in a GROUP BY, whose sort of six keys a row was the
+    writer's dearest step (docs/performance.md, "Writer cost"). ``groups`` maps (part, hour,
+    status class, bucket) to [hits, bytes, duration sum, duration max], where ``part`` is
+    ``part_of(ids)``, kept with each combination of values a shaper caches. _FILL_BATCH is the
+    plain reference it must equal (tests/test_rollups.py compares the two on random rows).
+    """
+
+    __slots__ = ("groups", "bot_of")
+
+    def __init__(self, bot_of: Callable[[int], int]):
+        self.groups: Dict[tuple, list] = {}
+        self.bot_of = bot_of  # user agent id -> its bot flag (0 or 1)
+
+    def part_of(self, ids: Sequence[int]) -> Tuple[int, int, int]:
+        """(route id or minus the path id, method id, bot flag) of a row's lookup ids
+        (schema.COMMON_COLUMNS order: method, path, query, agent, ..., route); 0 for none."""
+        method, path, agent, route = ids[0], ids[1], ids[3], ids[9]
+        return route or -path, method, self.bot_of(agent) if agent else 0
+
+    def into_batch(self, conn: sqlite3.Connection) -> None:
+        """Write the groups into rollup_batch, as _FILL_BATCH would have."""
+        flat: list = []
+        for ((route, method, is_bot), hour, status_class, bucket), sums in self.groups.items():
+            flat += (int(hour), route, method, status_class, is_bot, bucket, *sums)
+        start = 0
+        for count in statement_sizes(len(self.groups)):
+            end = start + count * _BATCH_WIDTH
+            conn.execute(_batch_insert(count), flat[start:end])
+            start = end
+
+
+    def into_site_totals(self, conn: sqlite3.Connection) -> None:
+        """Add the groups to the whole site's hourly and daily totals, summed here: a few dozen
+        rows where a GROUP BY over rollup_batch would sort all of its groups twice."""
+        hourly: Dict[tuple, list] = {}
+        daily: Dict[tuple, list] = {}
+        for ((_, _, is_bot), hour, status_class, bucket), (hits, size, total, longest) in self.groups.items():
+            if bucket is None:  # no duration: as _KEYED stores it
+                bucket, total, longest = NO_DURATION, 0, None
+            hour = int(hour)
+            for totals, unit in ((hourly, hour), (daily, hour // 24)):
+                key = (unit, status_class, is_bot, bucket)
+                sums = totals.get(key)
+                if sums is None:
+                    totals[key] = [hits, size, total, longest]
+                else:
+                    sums[0] += hits
+                    sums[1] += size
+                    sums[2] += total
+                    if longest is not None and longest > sums[3]:
+                        sums[3] = longest  # a timed bucket's maximum is never None
+        for table, totals in (("rollup_traffic_hourly", hourly), ("rollup_traffic_daily", daily)):
+            flat = [value for key, sums in totals.items() for value in (*key, *sums)]
+            start = 0
+            for count in statement_sizes(len(totals)):
+                end = start + count * _SITE_WIDTH
+                conn.execute(_site_upsert(table, count), flat[start:end])
+                start = end
+
+
+_SITE_WIDTH = 1 + len(TRAFFIC_KEY) + len(VALUES)
+
+
+@functools.lru_cache(maxsize=16)
+def _site_upsert(table: str, rows: int) -> str:
+    unit = "hour" if table.endswith("hourly") else "day"
+    row = "(" + ", ".join("?" * _SITE_WIDTH) + ")"
+    return (f"INSERT INTO {table} ({unit}, {_TRAFFIC_COLUMNS}) VALUES {', '.join([row] * rows)} "
+            f"ON CONFLICT ({unit}, {_TRAFFIC_KEY}) DO UPDATE SET {_ADD}")
+
+
+_BATCH_COLUMNS = ("hour", "route_id", "method_id", "status_class", "is_bot", "bucket") + VALUES
+_BATCH_WIDTH = len(_BATCH_COLUMNS)
+
+
+@functools.lru_cache(maxsize=8)
+def _batch_insert(rows: int) -> str:
+    row = "(" + ", ".join("?" * _BATCH_WIDTH) + ")"
+    return f"INSERT INTO rollup_batch ({', '.join(_BATCH_COLUMNS)}) VALUES " + ", ".join([row] * rows)
+
+
 def bucket_of(duration_us: Optional[int]) -> int:
     """The latency bucket of an integer duration in microseconds, as the rollup SQL computes it."""
     if duration_us is None or duration_us < 0:
@@ -249,16 +337,27 @@ class Rollups:
         self._memory_salts: Dict[int, bytes] = {}
         self._math: Optional[sqlite3.Connection] = None  # the connection known to have log2()
 
-    def update(self, conn: sqlite3.Connection, first_id: int, last_id: int) -> None:
-        """Add request_log rows first_id..last_id (the batch just inserted) to the rollups."""
-        if conn is not self._math:
-            ensure_math(conn)
-            self._math = conn
-        conn.execute(_FILL_BATCH, (first_id, last_id))
+    def update(self, conn: sqlite3.Connection, first_id: int, last_id: int,
+               tally: Optional["RollupTally"] = None) -> None:
+        """Add request_log rows first_id..last_id (the batch just inserted) to the rollups.
+
+        ``tally``, when given, holds those rows already summed (the writer's): its groups go to
+        rollup_batch instead of a GROUP BY over the rows just written.
+        """
+        if tally is not None:
+            tally.into_batch(conn)
+        else:
+            if conn is not self._math:
+                ensure_math(conn)
+                self._math = conn
+            conn.execute(_FILL_BATCH, (first_id, last_id))
         conn.execute(_TO_HOURLY)
         conn.execute(_TO_DAILY)
-        conn.execute(_TO_TRAFFIC_HOURLY)
-        conn.execute(_TO_TRAFFIC_DAILY)
+        if tally is not None:
+            tally.into_site_totals(conn)
+        else:
+            conn.execute(_TO_TRAFFIC_HOURLY)
+            conn.execute(_TO_TRAFFIC_DAILY)
         first_hour, last_hour = conn.execute("SELECT min(hour), max(hour) FROM rollup_batch").fetchone()
         # Emptied before the COMMIT: readers and the next batch find it empty.
         conn.execute("DELETE FROM rollup_batch")

@@ -29,7 +29,7 @@ from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .record import FLAG_BUCKETED
 from .retention import Retention
-from .rollups import DAY_S, SALT_GRACE_S, Rollups
+from .rollups import DAY_S, SALT_GRACE_S, Rollups, RollupTally
 from .rotation import DatedPath, is_dated, split_by_file
 
 _STOP = object()
@@ -371,6 +371,7 @@ class Writer:
             rows = 0
             id_of = self.lookups.id_of
             last_id = 0
+            tally = RollupTally(self.lookups.bot_of)
             # Shaped a slice at a time, the GIL handed over between slices, in the same transaction.
             handed = time.perf_counter()
             for start in range(0, len(batch), SLICE):
@@ -381,7 +382,7 @@ class Writer:
                     if shaper not in shapers:
                         shapers.add(shaper)
                         self._shapers.add(shaper)
-                    rows += shaper.rows_into(records, wall_offset, id_of, common, full, self._record_failed)
+                    rows += shaper.rows_into(records, wall_offset, id_of, common, full, self._record_failed, tally)
             for flat, columns in ((common, schema.COMMON_COLUMNS), (full, schema.COLUMNS)):
                 width = len(columns)
                 start = 0
@@ -396,7 +397,7 @@ class Writer:
                     start = end
             if rows:
                 # Rows of one transaction under the write lock get consecutive ids.
-                self.rollups.update(conn, last_id - rows + 1, last_id)
+                self.rollups.update(conn, last_id - rows + 1, last_id, tally)
             stored = self.counters.persist(conn)
             conn.execute("COMMIT")
             self.counters.committed(stored)

@@ -18,6 +18,8 @@ import time
 import httpx
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
@@ -25,6 +27,7 @@ from starlette.routing import Route
 import asgi_log_to_sqlite
 from asgi_log_to_sqlite import AsgiLogToSqlite, rollups
 from asgi_log_to_sqlite.cli import cli
+from asgi_log_to_sqlite.record import FLAG_DISCONNECTED, FLAG_EXCEPTION, FLAG_WEBSOCKET, Shaper
 from asgi_log_to_sqlite.rollups import DAY_S, HOUR_MS, SALT_GRACE_S, Rollups, bucket_of, percentiles
 
 from conftest import ok, scope_for, serve, subprocess_env
@@ -218,6 +221,60 @@ def test_rows_of_many_hours_and_days_and_without_durations(tmp_path):
                           "WHERE bucket = -1")
     assert untimed[0][0] == query(path, "SELECT count(*) FROM request_log WHERE duration_us IS NULL")[0][0] > 0
     assert untimed[0][1:] == (0, None)
+
+
+class _Route:
+    def __init__(self, path):
+        self.path = path
+
+
+_records = st.lists(st.tuples(
+    st.sampled_from(["GET", "GET", "HEAD", "POST"]),
+    st.sampled_from(["/", "/a", "/b/1", "/b/2"]),
+    st.sampled_from([None, None, "/b/{n}"]),
+    st.sampled_from([None, CHROME, GOOGLEBOT]),
+    st.one_of(st.none(), st.sampled_from([200, 204, 301, 304, 404, 418, 500, 503])),
+    st.sampled_from([0, 0, 0, FLAG_EXCEPTION, FLAG_DISCONNECTED, FLAG_WEBSOCKET]),
+    st.floats(0, 3 * 86_400),                                  # start, seconds into the three days
+    st.one_of(st.floats(0, 0.001), st.floats(0, 100)),         # duration, seconds
+    st.integers(0, 1 << 40),                                   # body size
+), min_size=1, max_size=60)
+
+
+def test_the_writers_tally_equals_the_rollups_summed_from_its_rows(tmp_path):
+    """The writer sums each batch's rollup groups in Python as it shapes the rows (RollupTally):
+    for any records, what it adds must be what the SQL over the rows written would add."""
+    from asgi_log_to_sqlite.writer import Writer
+
+    seen = []
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(batches=st.lists(_records, min_size=1, max_size=3))
+    def tallied(batches):
+        path = tmp_path / f"log-{len(seen)}.db"
+        seen.append(path)
+        writer = Writer(str(path))
+        try:
+            shaper = Shaper()
+            for batch in batches:
+                records = []
+                for method, page, route, agent, status, flags, start, duration, size in batch:
+                    scope = {"type": "websocket" if flags & FLAG_WEBSOCKET else "http", "method": method,
+                             "path": page, "query_string": b"", "client": ("192.0.2.1", 5000),
+                             "headers": [(b"user-agent", agent.encode())] if agent else []}
+                    if route is not None:
+                        scope["route"] = _Route(route)
+                    records.append((shaper, scope, start, start + duration, None, status,
+                                    [(b"content-type", b"text/plain")], size, 0, flags))
+                assert writer._write(records, 1.7e9) is None
+        finally:
+            writer._conn.close()
+        want = expected_rollups(path)
+        found = snapshot(path)  # the site's totals checked against the detail there
+        assert found["rollup_hourly"] == want["rollup_hourly"]
+        assert found["rollup_daily"] == want["rollup_daily"]
+
+    tallied()
 
 
 def test_percentiles_from_buckets_are_within_ten_percent_of_exact(tmp_path):
