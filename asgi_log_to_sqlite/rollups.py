@@ -193,13 +193,13 @@ class RollupTally:
     writer's dearest step (docs/performance.md, "Writer cost"). ``groups`` maps (part, hour,
     status class, bucket) to [hits, bytes, duration sum, duration max], where ``part`` is
     ``part_of(ids)``, kept with each combination of values a shaper caches. _FILL_BATCH is the
-    plain reference it must equal (tests/test_rollups.py compares the two on random rows).
+    plain reference it must equal (tests/test_rollups.py compares the two on random records).
     """
 
     __slots__ = ("groups", "bot_of")
 
     def __init__(self, bot_of: Callable[[int], int]):
-        self.groups: Dict[tuple, list] = {}
+        self.groups: Dict[tuple, List[int]] = {}
         self.bot_of = bot_of  # user agent id -> its bot flag (0 or 1)
 
     def part_of(self, ids: Sequence[int]) -> Tuple[int, int, int]:
