@@ -13,7 +13,7 @@ import uuid
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .privacy import NEVER_STORED_HEADERS, AddressPolicy, QueryRedactor, TrustedProxies
-from .rollups import BUCKETS_PER_OCTAVE
+from .rollups import BUCKET_OF as _BUCKET_OF, BUCKETED_US as _BUCKETED_US, BUCKETS_PER_OCTAVE
 from .schema import COMMON_COLUMNS, OPTIONAL_COLUMNS
 
 # Bits of request_log.flags.
@@ -79,10 +79,7 @@ _NUMBERS = ("start_ms", "duration_us", "ttfb_us", "http_status", "body_size", "r
 _TAIL = ("forwarded_ip_id", "ws_messages_in", "ws_messages_out", "ws_close_code", "request_id", "extra")
 if _NUMBERS + tuple(kind[2] for kind in _KINDS) != COMMON_COLUMNS or _TAIL != OPTIONAL_COLUMNS:
     raise ImportError("record.py builds rows in an order that is not schema.COMMON_COLUMNS + OPTIONAL_COLUMNS")
-_log2 = math.log2  # the C library's log2, as SQLite's log2() in the rollup SQL
-# The latency bucket of each duration under 65 ms, looked up rather than computed per row (512 KB).
-_BUCKETED_US = 1 << 16
-_BUCKET_OF = [int(BUCKETS_PER_OCTAVE * _log2(us + 1)) for us in range(_BUCKETED_US)]
+_log2 = math.log2
 _NOTHING = (0, 0)  # the (id, flags) of a missing value: stored as NULL
 _UNKNOWN = object()  # a record's _combination, not computed yet
 

@@ -25,6 +25,7 @@ from asgi_log_to_sqlite import AsgiLogToSqlite, create_file, importer
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.privacy import AddressPolicy
 from asgi_log_to_sqlite.record import FLAG_IMPORTED, FLAG_REPLACED, FLAG_TRUNCATED
+from asgi_log_to_sqlite.rollups import Rollups
 
 from conftest import BIN, TESTS, ok, rows
 
@@ -146,6 +147,38 @@ def test_the_rollups_count_imported_rows(tmp_path):
     imported(tmp_path / "log.db", ACCESS / "nginx-combined.log")
     assert count(tmp_path / "log.db", "select sum(hits) from rollup_daily") == 5
     assert count(tmp_path / "log.db", "select sum(hits) from rollup_hourly where status_class = 4") == 2
+
+
+def test_the_rollups_the_import_sums_are_those_a_rebuild_sums_from_its_rows(tmp_path):
+    # The importer sums each chunk's rollups as it parses (rollups.RollupTally); rebuilding them
+    # from the rows it wrote must change nothing, durations, statuses, bots and all.
+    bot = "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+    # 60 kinds of request, five of each, over two days; half with nginx's $request_time.
+    lines = [line(n, path=f"/p/{n % 7}", status=(200, 200, 304, 404, 500)[n % 5], agent=bot if n % 4 else FIREFOX,
+                  when=f"{10 + n // 150}/Oct/2023:{n % 60 // 20:02d}:55:36 +0000") for n in range(300)]
+    lines = [text.rstrip("\n") + f" 0.01{n % 3}{n % 5}\n" if n % 2 else text for n, text in enumerate(lines)]
+    log = tmp_path / "many.log"
+    log.write_text("".join(lines))
+    db = tmp_path / "log.db"
+    imported(db, log, ACCESS / "nginx-combined.log", ACCESS / "nginx-timed.log", ACCESS / "apache-common.log")
+    tables = ("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily")
+
+    def snapshot():
+        conn = sqlite3.connect(db)
+        try:
+            return {table: sorted(conn.execute(f"select * from {table}")) for table in tables}
+        finally:
+            conn.close()
+
+    before = snapshot()
+    assert sum(row[7] for row in before["rollup_hourly"]) == count(db) > 300
+    assert {row[6] for row in before["rollup_hourly"]} - {-1}, "no imported duration reached the rollups"
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        Rollups().rebuild(conn)
+    finally:
+        conn.close()
+    assert snapshot() == before
 
 
 # ---- privacy -----------------------------------------------------------------------------------
