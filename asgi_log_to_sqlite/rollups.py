@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import math
 import re
@@ -36,8 +37,8 @@ DAY_S = 86_400
 SALT_GRACE_S = 300
 # Visitor hashes kept in memory per day before the cache starts over.
 _HASH_CACHE_LIMIT = 10_000
-# Visits hashed between two hand-overs of the GIL: well under 1 ms when none is cached.
-_VISITS_PER_SLICE = 256
+# Visits hashed, or rollup groups written, between two hand-overs of the GIL: well under 1 ms.
+_PER_HAND_OVER = 256
 
 KEY = ("route_id", "path_id", "method_id", "status_class", "is_bot", "bucket")
 VALUES = ("hits", "bytes", "duration_us_sum", "duration_us_max")
@@ -212,16 +213,19 @@ class RollupTally:
         method, path, agent, route = ids[0], ids[1], ids[3], ids[9]
         return route or -path, method, self.bot_of(agent) if agent else 0
 
-    def into_batch(self, conn: sqlite3.Connection) -> None:
-        """Write the groups into rollup_batch, as _FILL_BATCH would have."""
-        flat: list = []
-        for ((route, method, is_bot), hour, status_class, bucket), sums in self.groups.items():
-            flat += (int(hour), route, method, status_class, is_bot, bucket, *sums)
-        start = 0
+    def into_batch(self, conn: sqlite3.Connection, hand_over: Optional[Callable[[], None]] = None) -> None:
+        """Write the groups into rollup_batch, as _FILL_BATCH would have; ``hand_over`` is called
+        every _PER_HAND_OVER groups, as between the visitors' hashes."""
+        groups = iter(self.groups.items())
+        written = 0
         for count in statement_sizes(len(self.groups)):
-            end = start + count * _BATCH_WIDTH
-            conn.execute(_batch_insert(count), flat[start:end])
-            start = end
+            if hand_over is not None and written and not written % _PER_HAND_OVER:
+                hand_over()
+            flat: list = []
+            for ((route, method, is_bot), hour, status_class, bucket), sums in itertools.islice(groups, count):
+                flat += (int(hour), route, method, status_class, is_bot, bucket, *sums)
+            conn.execute(_batch_insert(count), flat)
+            written += count
 
 
     def into_site_totals(self, conn: sqlite3.Connection) -> None:
@@ -329,7 +333,7 @@ class Rollups:
     ``visitors_of_closed_days``: for an import of old logs, a day that is over gets a salt held in
     this object's memory only, never written to the file, so the import counts its visitors; by
     default rows of a day whose salt is gone add no visitors. ``hand_over``, when given, is called
-    every _VISITS_PER_SLICE visits hashed, so that the writer thread never keeps the GIL for long.
+    every _PER_HAND_OVER visits hashed, so that the writer thread never keeps the GIL for long.
     """
 
     def __init__(self, *, clock: Callable[[], float] = time.time, visitors_of_closed_days: bool = False,
@@ -349,7 +353,7 @@ class Rollups:
         rollup_batch instead of a GROUP BY over the rows just written.
         """
         if tally is not None:
-            tally.into_batch(conn)
+            tally.into_batch(conn, self.hand_over)
         else:
             if conn is not self._math:
                 ensure_math(conn)
@@ -358,6 +362,8 @@ class Rollups:
         conn.execute(_TO_HOURLY)
         conn.execute(_TO_DAILY)
         if tally is not None:
+            if self.hand_over is not None and len(tally.groups) > _PER_HAND_OVER:
+                self.hand_over()
             tally.into_site_totals(conn)
         else:
             conn.execute(_TO_TRAFFIC_HOURLY)
@@ -388,7 +394,7 @@ class Rollups:
         salts: Dict[int, Tuple[Optional[bytes], Dict[Tuple[str, str], int]]] = {}
         hand_over = self.hand_over
         for count, (hour, address, agent, is_bot) in enumerate(visits, 1):
-            if hand_over is not None and not count % _VISITS_PER_SLICE:
+            if hand_over is not None and not count % _PER_HAND_OVER:
                 hand_over()
             day = hour // 24
             salted = salts.get(day)
