@@ -266,7 +266,7 @@ class Importer:
             unparsed: List[Tuple[int, bytes]] = []
             self._timed = False
             tally = RollupTally(self.lookups.bot_of)
-            rows = self._rows(piece, first_number, flat, unparsed, tally.groups)
+            rows = self._rows(piece, first_number, flat, unparsed, tally)
             columns = TIMED_COLUMNS if self._timed else COLUMNS
             last_id, start = 0, 0
             for count in statement_sizes(rows):
@@ -317,11 +317,11 @@ class Importer:
         return source_id
 
     # ---- lines to rows -------------------------------------------------------------------------
-    def _rows(self, piece: bytes, number: int, flat: list, unparsed: list, groups: dict) -> int:
+    def _rows(self, piece: bytes, number: int, flat: list, unparsed: list, tally: RollupTally) -> int:
         """Shape the lines of ``piece`` (the first is line ``number`` + 1) onto ``flat`` or
         ``unparsed``; returns how many rows were added. Rows are of COLUMNS until a line carries
         a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines. Each row is
-        summed into ``groups``, a rollups.RollupTally's, as the writer sums its rows.
+        summed into ``tally``'s groups, as the writer sums its rows.
 
         One loop over the chunk pattern's matches (accesslog.Lines.split), the line's time and
         each value found in caches keyed by their raw bytes: the per-line work of the import.
@@ -331,6 +331,7 @@ class Importer:
         minutes, zone_of = {}, None
         timed = self._timed
         bot_of = self.lookups.bot_of
+        index, hits, sizes, sums, longest = tally.index, tally.hits, tally.sizes, tally.sums, tally.longest
         first, before = number, len(unparsed)
         for found in lines.split(piece):
             number += 1
@@ -364,15 +365,19 @@ class Importer:
                 bucket = (BUCKET_OF[us] if 0 <= us < BUCKETED_US else
                           int(BUCKETS_PER_OCTAVE * math.log2(us + 1)) if us >= 0 else None)
             group_key = ((-r[1], r[0], bot_of(a[0]) if a[0] else 0), start_ms // HOUR_MS, (status or 0) // 100, bucket)
-            group = groups.get(group_key)
-            if group is None:
-                groups[group_key] = [1, size or 0, us, us]
+            at = index.get(group_key)
+            if at is None:
+                index[group_key] = len(hits)
+                hits.append(1)
+                sizes.append(size or 0)
+                sums.append(us)
+                longest.append(us)
             else:
-                group[0] += 1
-                group[1] += size or 0
-                group[2] += us
-                if us > group[3]:
-                    group[3] = us
+                hits[at] += 1
+                sizes[at] += size or 0
+                sums[at] += us
+                if us > longest[at]:
+                    longest[at] = us
             if duration is not None:
                 if not timed:
                     timed = self._widen(flat)

@@ -154,7 +154,10 @@ class Shaper:
         combined = self._combined
         rate = self.sample_rate
         simple = not self._optional
-        groups = tally.groups if tally is not None else None
+        if tally is not None:
+            index, hits, sizes, sums, longest = tally.index, tally.hits, tally.sizes, tally.sums, tally.longest
+        else:
+            index = None
         added = 0
         for record in records:
             try:
@@ -189,22 +192,27 @@ class Shaper:
                     start_ms, duration, (ttfb - t0) * 1_000_000 if ttfb is not None else -1,
                     status, body_size, request_size, flags, rate,
                 ) + ids
-                if groups is not None:
+                if index is not None:
                     # The row's rollup group, as rollups._FILL_BATCH keys it: the INSERT truncates
                     # the times as int() does, and SQLite's log2() of d + 1 <= 0 is NULL.
                     us = int(duration)
                     group_key = (part, start_ms // 3_600_000, status // 100,
                                  _BUCKET_OF[us] if 0 <= us < _BUCKETED_US else
                                  int(BUCKETS_PER_OCTAVE * _log2(us + 1)) if us >= 0 else None)
-                    group = groups.get(group_key)
-                    if group is None:
-                        groups[group_key] = [1, body_size + 0, us, us]
+                    at = index.get(group_key)
+                    if at is None:
+                        size = body_size + 0  # first: the one sum a bad record can make raise
+                        index[group_key] = len(hits)
+                        hits.append(1)
+                        sizes.append(size)
+                        sums.append(us)
+                        longest.append(us)
                     else:
-                        group[1] += body_size  # first: the one sum a bad record can make raise
-                        group[0] += 1
-                        group[2] += us
-                        if us > group[3]:
-                            group[3] = us
+                        sizes[at] += body_size  # first, as above
+                        hits[at] += 1
+                        sums[at] += us
+                        if us > longest[at]:
+                            longest[at] = us
                 if tail is None:
                     plain += values
                 else:

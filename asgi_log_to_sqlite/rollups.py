@@ -195,17 +195,29 @@ class RollupTally:
 
     The writer has each row's values in hand as it lays the row out; adding them to a dict there
     costs a fifth of reading the rows back in a GROUP BY, whose sort of six keys a row was the
-    writer's dearest step (docs/performance.md, "Writer cost"). ``groups`` maps (part, hour,
-    status class, bucket) to [hits, bytes, duration sum, duration max], where ``part`` is
-    ``part_of(ids)``, kept with each combination of values a shaper caches. _FILL_BATCH is the
-    plain reference it must equal (tests/test_rollups.py compares the two on random records).
+    writer's dearest step (docs/performance.md, "Writer cost"). ``index`` maps each group's key,
+    (part, hour, status class, bucket), to its position in four columns: ``hits``, ``sizes``
+    (bytes), ``sums`` and ``longest`` (of the durations); ``part`` is ``part_of(ids)``, kept with
+    each combination of values a shaper caches. Columns rather than a list per group: a list per
+    group is an object the cyclic garbage collector tracks, and thousands of them a batch made it
+    sweep the whole heap several times more often, which cost an import 8% of its time.
+    _FILL_BATCH is the plain reference it must equal (tests/test_rollups.py compares the two on
+    random records).
     """
 
-    __slots__ = ("groups", "bot_of")
+    __slots__ = ("index", "hits", "sizes", "sums", "longest", "bot_of")
 
     def __init__(self, bot_of: Callable[[int], int]):
-        self.groups: Dict[tuple, List[int]] = {}
+        self.index: Dict[tuple, int] = {}
+        self.hits: List[int] = []
+        self.sizes: List[int] = []
+        self.sums: List[int] = []
+        self.longest: List[int] = []
         self.bot_of = bot_of  # user agent id -> its bot flag (0 or 1)
+
+    def groups(self) -> Iterable[Tuple[tuple, int, int, int, int]]:
+        """Each group's key, hits, bytes, duration sum and duration max, in the order they came."""
+        return zip(self.index, self.hits, self.sizes, self.sums, self.longest)
 
     def part_of(self, ids: Sequence[int]) -> Tuple[int, int, int]:
         """(route id or minus the path id, method id, bot flag) of a row's lookup ids
@@ -216,13 +228,13 @@ class RollupTally:
     def into_batch(self, conn: sqlite3.Connection, hand_over: Optional[Callable[[], None]] = None) -> None:
         """Write the groups into rollup_batch, as _FILL_BATCH would have; ``hand_over`` is called
         every _PER_HAND_OVER groups, as between the visitors' hashes."""
-        groups = iter(self.groups.items())
+        groups = iter(self.groups())
         written = 0
-        for count in statement_sizes(len(self.groups)):
+        for count in statement_sizes(len(self.index)):
             if hand_over is not None and written and not written % _PER_HAND_OVER:
                 hand_over()
             flat: list = []
-            for ((route, method, is_bot), hour, status_class, bucket), sums in itertools.islice(groups, count):
+            for ((route, method, is_bot), hour, status_class, bucket), *sums in itertools.islice(groups, count):
                 flat += (int(hour), route, method, status_class, is_bot, bucket, *sums)
             conn.execute(_batch_insert(count), flat)
             written += count
@@ -233,7 +245,7 @@ class RollupTally:
         rows where a GROUP BY over rollup_batch would sort all of its groups twice."""
         hourly: Dict[tuple, list] = {}
         daily: Dict[tuple, list] = {}
-        for ((_, _, is_bot), hour, status_class, bucket), (hits, size, total, longest) in self.groups.items():
+        for ((_, _, is_bot), hour, status_class, bucket), hits, size, total, longest in self.groups():
             if bucket is None:  # no duration: as _KEYED stores it
                 bucket, total, longest = NO_DURATION, 0, None
             hour = int(hour)
@@ -362,7 +374,7 @@ class Rollups:
         conn.execute(_TO_HOURLY)
         conn.execute(_TO_DAILY)
         if tally is not None:
-            if self.hand_over is not None and len(tally.groups) > _PER_HAND_OVER:
+            if self.hand_over is not None and len(tally.index) > _PER_HAND_OVER:
                 self.hand_over()
             tally.into_site_totals(conn)
         else:
