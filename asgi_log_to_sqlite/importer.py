@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import re
 import sqlite3
@@ -39,7 +38,7 @@ from .inserts import insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .privacy import AddressPolicy, QueryRedactor
 from .record import FLAG_BUCKETED, FLAG_IMPORTED
-from .rollups import BUCKET_OF, BUCKETED_US, BUCKETS_PER_OCTAVE, HOUR_MS, Rollups, RollupTally
+from .rollups import Rollups
 
 __all__ = ["CHUNK_BYTES", "FORMATS", "ImportResult", "Importer", "LogError", "SHOWN_UNPARSED", "import_logs", "name_of"]
 
@@ -265,8 +264,7 @@ class Importer:
             flat: list = []
             unparsed: List[Tuple[int, bytes]] = []
             self._timed = False
-            tally = RollupTally(self.lookups.bot_of)
-            rows = self._rows(piece, first_number, flat, unparsed, tally)
+            rows = self._rows(piece, first_number, flat, unparsed)
             columns = TIMED_COLUMNS if self._timed else COLUMNS
             last_id, start = 0, 0
             for count in statement_sizes(rows):
@@ -275,7 +273,7 @@ class Importer:
                 start = end
             if rows:
                 # One transaction under the write lock: its rows have consecutive ids.
-                self.rollups.update(conn, last_id - rows + 1, last_id, tally)
+                self.rollups.update(conn, last_id - rows + 1, last_id)
             source_id = self._record(source_id, first_number, fingerprint, first_line, candidates, name, rows,
                                      len(unparsed))
             stored = self.counters.persist(conn)
@@ -317,11 +315,10 @@ class Importer:
         return source_id
 
     # ---- lines to rows -------------------------------------------------------------------------
-    def _rows(self, piece: bytes, number: int, flat: list, unparsed: list, tally: RollupTally) -> int:
+    def _rows(self, piece: bytes, number: int, flat: list, unparsed: list) -> int:
         """Shape the lines of ``piece`` (the first is line ``number`` + 1) onto ``flat`` or
         ``unparsed``; returns how many rows were added. Rows are of COLUMNS until a line carries
-        a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines. Each row is
-        summed into ``tally``'s groups, as the writer sums its rows.
+        a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines.
 
         One loop over the chunk pattern's matches (accesslog.Lines.split), the line's time and
         each value found in caches keyed by their raw bytes: the per-line work of the import.
@@ -330,8 +327,6 @@ class Importer:
         lines, seconds_of, statuses = self.lines, SECOND_MS, STATUS_CODES
         minutes, zone_of = {}, None
         timed = self._timed
-        bot_of = self.lookups.bot_of
-        index, hits, sizes, sums, longest = tally.index, tally.hits, tally.sizes, tally.sums, tally.longest
         first, before = number, len(unparsed)
         for found in lines.split(piece):
             number += 1
@@ -357,27 +352,6 @@ class Importer:
             f = referers.get(referer) or self._value(referers, "referers", referer, self.redactor.redact_url)
             c = clients.get(address) or self._client(address)
             row = (start_ms, status, size, FLAG_IMPORTED | r[3] | a[1] | f[1] | c[1], r[0], r[1], r[2], a[0], f[0], c[0])
-            # The row's rollup group (no route: minus the path id), as record.Shaper.rows_into keys it.
-            if duration is None:
-                bucket, us = None, 0
-            else:
-                us = duration
-                bucket = (BUCKET_OF[us] if 0 <= us < BUCKETED_US else
-                          int(BUCKETS_PER_OCTAVE * math.log2(us + 1)) if us >= 0 else None)
-            group_key = ((-r[1], r[0], bot_of(a[0]) if a[0] else 0), start_ms // HOUR_MS, (status or 0) // 100, bucket)
-            at = index.get(group_key)
-            if at is None:
-                index[group_key] = len(hits)
-                hits.append(1)
-                sizes.append(size or 0)
-                sums.append(us)
-                longest.append(us)
-            else:
-                hits[at] += 1
-                sizes[at] += size or 0
-                sums[at] += us
-                if us > longest[at]:
-                    longest[at] = us
             if duration is not None:
                 if not timed:
                     timed = self._widen(flat)
