@@ -14,6 +14,9 @@ from typing import Dict, List, Optional, Tuple
 from .merge_setup import MergeError, check_log, file_uri, has_table, prepare
 from .merging import DAY_MS, HOUR_MS, LEGACY, Progress, Transfer
 from .rotation import DatedPath, is_dated
+from .toplists import TABLES as _TOPLIST_TABLES
+
+_ROLLUP_TABLES = ("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily") + _TOPLIST_TABLES
 
 
 def rotate_file(source: str, pattern: str, progress: Optional[Progress] = None, *,
@@ -67,10 +70,12 @@ def _periods(source: str, dated: DatedPath) -> List[Tuple[str, dict]]:
             "ids": f"SELECT min(start_ms), min(id), max(id) FROM request_log GROUP BY start_ms / {unit}",
             "counters": f"SELECT min(first_ms), 0, 0 FROM log_counters WHERE first_ms IS NOT NULL GROUP BY first_ms / {unit}",
         }
-        if has_table(conn, "main", "rollup_hourly"):
-            # Hours and days whose raw rows were pruned still have a file, for their rollups.
-            queries["rollups"] = f"SELECT min(hour) * {HOUR_MS}, 0, 0 FROM rollup_hourly GROUP BY hour * {HOUR_MS} / {unit}"
-            queries["daily"] = f"SELECT min(day) * {DAY_MS}, 0, 0 FROM rollup_daily GROUP BY day * {DAY_MS} / {unit}"
+        # Hours and days whose raw rows were pruned still have a file, for their rollups: any
+        # rollup table may be the last to hold a period (the size budget deletes them in turn).
+        for table in _ROLLUP_TABLES:
+            if has_table(conn, "main", table):
+                key, key_ms = ("hour", HOUR_MS) if table.endswith("hourly") else ("day", DAY_MS)
+                queries[table] = f"SELECT min({key}) * {key_ms}, 0, 0 FROM {table} GROUP BY {key} * {key_ms} / {unit}"
         if has_table(conn, "main", LEGACY):
             queries["legacy"] = (f"SELECT min(start * 1000), min(rowid), max(rowid) FROM {LEGACY} "
                                  f"GROUP BY CAST(start * 1000 AS INTEGER) / {unit}")

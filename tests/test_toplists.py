@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import glob
+import os
 import json
 import sqlite3
 import time
@@ -169,6 +170,14 @@ def test_the_writers_prune_never_takes_rows_the_lists_do_not_count(tmp_path, mon
     assert lists["agents", "hour"].keys() >= expected["agents", "hour"].keys()
 
 
+def query(path, sql):
+    conn = sqlite3.connect(path)
+    try:
+        return conn.execute(sql).fetchall()
+    finally:
+        conn.close()
+
+
 def count(path, table="request_log"):
     conn = sqlite3.connect(path)
     try:
@@ -223,6 +232,28 @@ def test_rotate_gives_each_dated_file_its_own_lists(tmp_path):
     for file in files:
         assert read_lists(file) == raw_lists(file), file
     assert added(*(read_lists(file) for file in files)) == raw_lists(single)
+
+
+def test_rotate_keeps_the_periods_only_the_top_lists_still_count(tmp_path):
+    # The size budget deletes rollups table by table, oldest first: January may be left only in the
+    # top lists' daily tables, and still needs a file of its own.
+    single = build_log(tmp_path / "one.db", 6_000, start_ms=1_704_067_200_000, span_ms=60 * DAY_MS)  # Jan and Feb 2024
+    assert invoke("rollup", single, "--rebuild").exit_code == 0
+    assert invoke("prune", single, "--keep-rows", 1_000).exit_code == 0
+    february = 1_706_745_600_000 // DAY_MS
+    conn = sqlite3.connect(single, isolation_level=None)
+    for table in ("rollup_hourly", "rollup_visitors_hourly") + tuple(t for t in toplists.TABLES if t.endswith("hourly")):
+        conn.execute(f"DELETE FROM {table}")
+    for table in ("rollup_daily", "rollup_visitors_daily", "rollup_traffic_daily", "rollup_traffic_hourly"):
+        conn.execute(f"DELETE FROM {table} WHERE {'hour / 24' if table.endswith('hourly') else 'day'} < ?", (february,))
+    total = conn.execute("SELECT sum(hits) FROM rollup_agents_daily").fetchone()[0]
+    assert conn.execute("SELECT sum(hits) FROM rollup_agents_daily WHERE day < ?", (february,)).fetchone()[0] > 0
+    conn.close()
+    result = invoke("rotate", single, str(tmp_path / "logs" / "requests-%Y-%m.db"))
+    assert result.exit_code == 0, result.output
+    files = sorted(glob.glob(str(tmp_path / "logs" / "requests-*.db")))
+    assert [os.path.basename(f) for f in files] == ["requests-2024-01.db", "requests-2024-02.db"]
+    assert sum(query(f, "SELECT coalesce(sum(hits), 0) FROM rollup_agents_daily")[0][0] for f in files) == total
 
 
 def test_rebuild_recomputes_the_hours_raw_rows_still_cover(tmp_path):
