@@ -24,6 +24,7 @@ import sqlite3
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from . import rollups, toplists
+from .failures import is_locked
 from .merge_setup import LEDGER, Attached, MergeError, check_log, file_id, has_table, now_text, prepare, transaction
 from .rotation import is_dated
 from .schema import LOOKUPS
@@ -180,12 +181,17 @@ class Transfer:
     def run(self, progress: Optional[Progress], total: int) -> dict:
         """Copy what ``plan`` found, in chunked transactions; returns what was done."""
         with self._open() as conn:
+            # Before the chunks, so that each has at most a live writer's new rows to sum under its
+            # lock (a file just upgraded to schema 4 has all of them to sum); after, so that the copied
+            # rows are counted now.
+            _catch_up_lists(conn)
             first_merge = self._entry(conn) is None
             rollup_rows = self._begin(conn) if first_merge else 0
             entry = self._entry(conn)
             copied = self._copy_rows(conn, entry, progress, total)
             legacy = self._copy_legacy(conn, entry) if has_table(conn, "src", LEGACY) else 0
             counted = self._finish(conn)
+            _catch_up_lists(conn)
         return {"source": self.source, "file_id": self.file_id, "first_merge": first_merge, "rows": copied,
                 "legacy_rows": legacy, "counters": counted, "rollup_rows": rollup_rows}
 
@@ -394,6 +400,16 @@ class Transfer:
 
     def _open(self) -> "Attached":
         return Attached(self.destination, self.source)
+
+
+def _catch_up_lists(conn: sqlite3.Connection) -> None:
+    """The destination's top lists caught up, a slice per transaction; a lock held elsewhere (a
+    writer) leaves the rest to the writer, whose rows readers add meanwhile."""
+    try:
+        toplists.catch_up(conn)
+    except sqlite3.OperationalError as error:
+        if not is_locked(error):
+            raise
 
 
 class _CountsOnly(rollups.Rollups):

@@ -210,13 +210,32 @@ def test_merge_adds_each_sources_lists_once_pruned_rows_and_tails_included(tmp_p
     merged = str(tmp_path / "all.db")
     result = invoke("merge", merged, a, b)
     assert result.exit_code == 0, result.output
-    assert read_lists(merged) == expected
-    catch_up(merged)
+    assert behind(merged) == 0  # merge leaves the lists caught up
     assert read_lists(merged, tail=False) == expected
     result = invoke("merge", merged, a, b)  # again: nothing is added twice
     assert result.exit_code == 0, result.output
     assert read_lists(merged) == expected
     checked(sqlite3.connect(merged)).close()
+
+
+def test_merge_leaves_the_lists_caught_up_and_exact_with_a_backlog(tmp_path):
+    source = build_log(tmp_path / "source.db", 3_000, start_ms=1_700_000_000_000, span_ms=DAY_MS)
+    merged = str(tmp_path / "all.db")
+    assert invoke("merge", merged, source).exit_code == 0
+    conn = sqlite3.connect(source, isolation_level=None)
+    conn.execute("INSERT INTO request_log (start_ms, http_status, path_id) "
+                 "SELECT start_ms + 3600000, http_status, path_id FROM request_log")
+    conn.close()  # rows the source's rollups do not count: copied as new rows
+    # The destination's own backlog: the merge sums it in slices before its chunks.
+    conn = sqlite3.connect(merged, isolation_level=None)
+    conn.execute("UPDATE log_meta SET value = '0' WHERE key = ?", (toplists.META_KEY,))
+    for name, _, _, _ in toplists.LISTS:
+        for unit in ("hourly", "daily"):
+            conn.execute(f"DELETE FROM rollup_{name}_{unit}")
+    conn.close()
+    assert invoke("merge", merged, source).exit_code == 0
+    assert behind(merged) == 0
+    assert read_lists(merged, tail=False) == raw_lists(merged)
 
 
 def test_rotate_gives_each_dated_file_its_own_lists(tmp_path):
