@@ -69,13 +69,16 @@ def _rebuild(conn: sqlite3.Connection, file: str) -> List[Dict[str, Any]]:
             bar.update(done - shown[0])
             shown[0] = done
 
+        # Two steps, each its own transaction: a lock met in the second leaves the first one done.
+        rebuilt = "nothing was changed"
         try:
             summary = rollups.Rollups().rebuild(conn, progress=advance)
+            rebuilt = "the rollups were rebuilt, the top lists were not"
             toplists.rebuild(conn)
         except sqlite3.OperationalError as error:
             if "locked" in str(error) or "busy" in str(error):
                 raise click.ClickException(f"{file}: another process held the write lock for over 5 s; "
-                                           "try again (nothing was changed)") from None
+                                           f"try again ({rebuilt})") from None
             raise
     if not summary:
         click.echo(f"{file}: no raw rows: nothing to rebuild; the rollups are as they were", err=True)
