@@ -499,10 +499,12 @@ class Rollups:
                 progress(done, total)
         # Each hour raw rows cover: how many rows it has, and how many its rollups count.
         conn.execute("DROP TABLE IF EXISTS temp.rebuild_hours")
-        conn.execute("CREATE TEMP TABLE rebuild_hours (hour INTEGER PRIMARY KEY, raw INTEGER, kept INTEGER)")
-        conn.execute("INSERT INTO temp.rebuild_hours SELECT n.hour, n.hits, (SELECT coalesce(sum(h.hits), 0) "
+        conn.execute("CREATE TEMP TABLE rebuild_hours (hour INTEGER PRIMARY KEY, raw INTEGER, kept INTEGER, "
+                     "covered INTEGER)")
+        conn.execute("INSERT INTO temp.rebuild_hours (hour, raw, kept) SELECT n.hour, n.hits, (SELECT coalesce(sum(h.hits), 0) "
                      "FROM rollup_hourly h WHERE h.hour = n.hour) FROM (SELECT hour, sum(hits) AS hits "
                      "FROM temp.rebuild_hourly GROUP BY hour) n")
+        conn.execute(_MARK_COVERED)
         conn.execute("DROP TABLE IF EXISTS temp.rebuild_daily")
         conn.execute(_REBUILT_DAILY)
         conn.execute(f"DELETE FROM rollup_daily WHERE day IN (SELECT hour / 24 FROM {_COVERED})")
@@ -544,7 +546,16 @@ class Rollups:
 # Raw rows aggregated per rebuild statement: each is one step of the progress bar.
 _REBUILD_CHUNK = 50_000
 # The hours a rebuild replaces: every raw row they counted is still there.
-_COVERED = "(SELECT hour FROM temp.rebuild_hours WHERE raw >= kept)"
+_COVERED = "(SELECT hour FROM temp.rebuild_hours WHERE covered)"
+# An hour is covered when its raw rows are as many as its rollups count, or more (rows written
+# without rollups). An hour whose rollup rows are all gone is covered only if its day lost none:
+# past the size budget the hourly rows go before the daily ones, and a daily row that still counts
+# the hour's rows must not have them added again.
+_MARK_COVERED = f"""
+UPDATE temp.rebuild_hours SET covered = raw >= kept AND (kept > 0 OR hour / 24 NOT IN (
+    SELECT d.day FROM (SELECT DISTINCT hour / 24 AS day FROM temp.rebuild_hours WHERE kept = 0) d
+    WHERE (SELECT coalesce(sum(hits), 0) FROM main.rollup_daily WHERE day = d.day)
+        > (SELECT coalesce(sum(hits), 0) FROM main.rollup_hourly WHERE hour >= d.day * 24 AND hour < d.day * 24 + 24)))"""
 _ON_KEY = " AND ".join(f"o.{column} = d.{column}" for column in ("day",) + KEY)
 # A day's rollups after a rebuild: what its kept hours had added (the old daily row minus the old
 # hourly rows of the rebuilt hours), plus its rebuilt hours. max cannot be taken back: a day with
@@ -572,8 +583,8 @@ _REBUILD_SUMMARY = f"""
 SELECT n.day, n.rebuilt, n.partly, n.rows,
        (SELECT count(DISTINCT h.hour) FROM rollup_hourly h WHERE h.hour >= n.day * 24 AND h.hour < n.day * 24 + 24
         AND h.hour NOT IN (SELECT hour FROM temp.rebuild_hours))
-FROM (SELECT hour / 24 AS day, sum(raw >= kept) AS rebuilt, sum(raw < kept) AS partly,
-             sum(CASE WHEN raw >= kept THEN raw ELSE 0 END) AS rows
+FROM (SELECT hour / 24 AS day, sum(covered) AS rebuilt, sum(NOT covered) AS partly,
+             sum(CASE WHEN covered THEN raw ELSE 0 END) AS rows
       FROM temp.rebuild_hours GROUP BY 1) n
 ORDER BY n.day
 """

@@ -232,9 +232,16 @@ def counted_already(conn: sqlite3.Connection, before: int, last_id: int) -> None
 
 
 # The hours whose raw rows are all still there: as many rows (counted ones) as the paths' list counts.
+# An hour whose list rows are all gone counts only if its day lost none: past the size budget the
+# hourly rows go before the daily ones, and a daily row still counting them must not count them twice.
 _WHOLE_HOURS = f"""
-SELECT n.hour FROM (SELECT start_ms / {HOUR_MS} AS hour, count(*) AS raw FROM request_log WHERE id <= ?1 GROUP BY 1) n
-WHERE n.raw >= (SELECT coalesce(sum(p.hits), 0) FROM rollup_paths_hourly p WHERE p.hour = n.hour)"""
+WITH n AS (SELECT start_ms / {HOUR_MS} AS hour, count(*) AS raw FROM request_log WHERE id <= ?1 GROUP BY 1),
+k AS (SELECT n.hour, n.raw, (SELECT coalesce(sum(p.hits), 0) FROM rollup_paths_hourly p WHERE p.hour = n.hour) AS kept
+      FROM n),
+pruned AS (SELECT d.day FROM (SELECT DISTINCT hour / 24 AS day FROM k WHERE kept = 0) d
+           WHERE (SELECT coalesce(sum(hits), 0) FROM rollup_paths_daily WHERE day = d.day)
+               > (SELECT coalesce(sum(hits), 0) FROM rollup_paths_hourly WHERE hour >= d.day * 24 AND hour < d.day * 24 + 24))
+SELECT hour FROM k WHERE raw >= kept AND (kept > 0 OR hour / 24 NOT IN (SELECT day FROM pruned))"""
 
 
 def rebuild(conn: sqlite3.Connection) -> int:

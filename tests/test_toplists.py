@@ -275,6 +275,24 @@ def test_rotate_keeps_the_periods_only_the_top_lists_still_count(tmp_path):
     assert sum(query(f, "SELECT coalesce(sum(hits), 0) FROM rollup_agents_daily")[0][0] for f in files) == total
 
 
+def test_rebuild_after_the_hourly_rollups_went_counts_the_last_raw_rows_once(tmp_path):
+    # Past the size budget every hourly rollup row goes first while the newest raw row stays: its
+    # hour then has raw rows and no hourly counts, and its day's rows still count it.
+    log = build_log(tmp_path / "log.db", 3_000, start_ms=1_700_000_000_000, span_ms=2 * DAY_MS)
+    assert invoke("rollup", log, "--rebuild").exit_code == 0
+    assert invoke("prune", log, "--keep-rows", 1).exit_code == 0
+    conn = sqlite3.connect(log, isolation_level=None)
+    for table in ("rollup_hourly", "rollup_visitors_hourly") + tuple(t for t in toplists.TABLES if t.endswith("hourly")):
+        conn.execute(f"DELETE FROM {table}")
+    conn.close()
+    daily = "SELECT (SELECT sum(hits) FROM rollup_paths_daily), (SELECT sum(hits) FROM rollup_agents_daily), " \
+            "(SELECT sum(hits) FROM rollup_daily), (SELECT sum(hits) FROM rollup_traffic_daily)"
+    assert query(log, daily) == [(3_000, 3_000, 3_000, 3_000)]
+    result = invoke("rollup", log, "--rebuild")
+    assert result.exit_code == 0, result.output
+    assert query(log, daily) == [(3_000, 3_000, 3_000, 3_000)]
+
+
 def test_rebuild_recomputes_the_hours_raw_rows_still_cover(tmp_path):
     log = build_log(tmp_path / "log.db", 8_000, start_ms=1_700_000_000_000, span_ms=4 * DAY_MS)
     before_prune = raw_lists(log)
