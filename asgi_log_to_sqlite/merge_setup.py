@@ -80,10 +80,17 @@ def connect(path: str) -> sqlite3.Connection:
     db = sqlite_utils.Database(conn, recursive_triggers=False, execute_plugins=False)
     conn.execute(db.create_table_sql(LEDGER, {
         "file_id": str, "first_ms": int, "last_ms": int, "via": str, "path": str, "last_row_id": int,
-        "rolled_up_to": int, "legacy_rowid": int, "rows": int, "counters": str, "merged_at": str,
+        "rolled_up_to": int, "listed_to": int, "legacy_rowid": int, "rows": int, "counters": str, "merged_at": str,
     }, pk=("file_id", "first_ms", "last_ms"), not_null={"first_ms", "last_ms", "last_row_id", "rolled_up_to",
                                                         "legacy_rowid", "rows"},
         defaults={"last_row_id": 0, "rolled_up_to": 0, "legacy_rowid": 0, "rows": 0}, if_not_exists=True))
+    # Added with merge's slices for the top lists; a ledger made before has none (NULL: as rolled_up_to).
+    if "listed_to" not in {row[1] for row in conn.execute(f"PRAGMA table_info({LEDGER})")}:
+        try:
+            conn.execute(f"ALTER TABLE {LEDGER} ADD COLUMN listed_to INTEGER")
+        except sqlite3.OperationalError as error:
+            if "duplicate column" not in str(error):  # another merge added it first
+                raise
     for table in LOOKUPS:
         conn.execute(f"CREATE TEMP TABLE IF NOT EXISTS map_{table} (old_id INTEGER PRIMARY KEY, new_id INTEGER NOT NULL)")
     return conn

@@ -209,32 +209,27 @@ class Transfer:
                 merged = rollups.merge_from(conn, schema, self._map_rollup_ids(conn, schema))
             # Read in the transaction that read the rollups: the rows up to this id are counted in them.
             rolled_up_to = conn.execute("SELECT coalesce(max(id), 0) FROM src.request_log").fetchone()[0]
-            merged["toplists"] = self._merge_toplists(conn, rolled_up_to)
+            merged["toplists"], listed_to = self._merge_toplists(conn, rolled_up_to)
             conn.execute(
-                f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, rolled_up_to, counters, merged_at) "
-                "VALUES (?, ?, ?, NULL, ?, ?, '{}', ?)",
-                (self.file_id, *self.window, os.path.abspath(self.source), rolled_up_to, now_text()))
+                f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, rolled_up_to, listed_to, counters, "
+                "merged_at) VALUES (?, ?, ?, NULL, ?, ?, ?, '{}', ?)",
+                (self.file_id, *self.window, os.path.abspath(self.source), rolled_up_to, listed_to, now_text()))
         return merged.get("rollup_hourly", 0) + merged.get("rollup_daily", 0)
 
-    def _merge_toplists(self, conn, rolled_up_to: int) -> int:
-        """The source's top lists (of the window), plus its rows up to ``rolled_up_to`` that they do not
-        count yet (above its watermark), so that they count exactly what its rollups count."""
-        listed = toplists.has_tables(conn, "src")
-        schema = "src" if self.window == WHOLE or not listed else "period"
-        mark = toplists.marked(conn, "src") if listed else 0
-        gap = "SELECT [{column}] FROM src.request_log WHERE id > ?1 AND id <= ?2 AND start_ms >= ?3 AND start_ms < ?4"
-        params = (mark, rolled_up_to, *self.window)
+    def _merge_toplists(self, conn, rolled_up_to: int) -> Tuple[int, int]:
+        """The source's top lists (of the window); returns the rows merged and the source id up to
+        which they count its rows. Its rows above that are copied uncounted, and the destination
+        sums them behind, in slices, as a writer's: summing them here, under this one transaction's
+        lock, took seconds for a file just upgraded to schema 4 (all of its rows above the mark)."""
+        if not toplists.has_tables(conn, "src"):
+            return 0, 0
+        schema = "src" if self.window == WHOLE else "period"
+        listed_to = min(toplists.marked(conn, "src"), rolled_up_to)
         for lookup, pairs in toplists.REFERENCES.items():
-            ids = [gap.format(column=pairs[0][1])]
-            if listed:
-                ids += [f"SELECT [{column}] FROM {schema}.[{table}]" for table, column in pairs]
-            self._map(conn, lookup, f"WHERE s.id IN ({' UNION '.join(ids)})", params)
+            ids = [f"SELECT [{column}] FROM {schema}.[{table}]" for table, column in pairs]
+            self._map(conn, lookup, f"WHERE s.id IN ({' UNION '.join(ids)})")
         maps = {lookup: f"temp.map_{lookup}" for lookup in toplists.REFERENCES}
-        merged = toplists.merge_from(conn, schema, maps) if listed else 0
-        if mark < rolled_up_to:
-            toplists.add_rows(conn, mark + 1, rolled_up_to, source="src", id_maps=maps,
-                              where="r.start_ms >= ?3 AND r.start_ms < ?4", params=self.window)
-        return merged
+        return toplists.merge_from(conn, schema, maps), listed_to
 
     def _rollups_of_window(self, conn) -> str:
         """The source's rollup rows of this window, copied into the in-memory schema ``period``.
@@ -259,6 +254,7 @@ class Transfer:
         lo, hi = self.window
         last, newest = self._id_range(conn, entry["last_row_id"])
         rolled_up_to, done = entry["rolled_up_to"], 0
+        listed_to = rolled_up_to if entry.get("listed_to") is None else entry["listed_to"]
         update = _CountsOnly().update
         references = _references(conn, "main", "request_log")
         condition = "{s}id > ?1 AND {s}id <= ?2 AND {s}start_ms >= ?3 AND {s}start_ms < ?4"
@@ -268,8 +264,13 @@ class Transfer:
             last = max(last, self._taken(conn, "last_row_id"))
             if last >= newest:
                 break
-            # A chunk lies wholly at or below rolled_up_to (its rows are in the rollups already) or above it.
-            ceiling = min(newest, rolled_up_to) if last < rolled_up_to else newest
+            # A chunk lies wholly at or below listed_to (its rows are in the rollups and the top lists
+            # already), between it and rolled_up_to (in the rollups only), or above (in neither).
+            ceiling = newest
+            for bound in (listed_to, rolled_up_to):
+                if last < bound:
+                    ceiling = min(newest, bound)
+                    break
             found = conn.execute(
                 "SELECT id FROM src.request_log WHERE id > ? AND id <= ? AND start_ms >= ? AND start_ms < ? "
                 "ORDER BY id LIMIT 1 OFFSET ?", (last, ceiling, lo, hi, self.chunk_rows - 1)).fetchone()
@@ -283,7 +284,7 @@ class Transfer:
                 rows = conn.execute(insert, parameters).rowcount
                 if rows and upper > rolled_up_to:
                     update(conn, before + 1, before + rows)
-                elif rows:
+                elif rows and upper <= listed_to:
                     toplists.counted_already(conn, before, before + rows)
                 conn.execute(f"UPDATE main.{LEDGER} SET last_row_id = ?, rows = rows + ? WHERE {_KEY}",
                              (upper, rows, self.file_id, lo, hi))
