@@ -259,6 +259,7 @@ def _described() -> Dict[str, dict]:
             "path": "where the source was, last time",
             "last_row_id": "the highest request_log.id of the source copied so far",
             "rolled_up_to": "source ids up to this one were counted in the rollups its first merge added",
+            "listed_to": "source ids up to this one were counted in the top lists its first merge added",
             "legacy_rowid": "the highest requests_0_1 rowid copied so far",
             "rows": "raw rows copied from it, in all",
             "counters": "JSON: each log_counters reason's count already added",
