@@ -144,8 +144,9 @@ class Shaper:
         shaped goes to ``failed`` (SQLite errors propagate: the transaction must roll back).
 
         ``wall_offset`` is time.time() - time.perf_counter() now; ``id_of`` inserts or finds a
-        lookup value; ``tally`` (a rollups.RollupTally), when given, sums each row into its groups. Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there
-        why); times are floats that the INSERT truncates (schema.TRUNCATED).
+        lookup value; ``tally`` (a rollups.RollupTally), when given, sums each row into its rollup
+        group. Missing values are schema.NULL_SENTINEL's 0 or -1, never None (see there why);
+        times are floats that the INSERT truncates (schema.TRUNCATED).
 
         Nearly every record is a plain HTTP request whose combination of values was seen
         before: one key and one dict lookup give its ids. The others go through _prepared. The

@@ -194,13 +194,13 @@ class RollupTally:
     """One batch's rollup groups, summed in Python while the writer shapes its rows.
 
     The writer has each row's values in hand as it lays the row out; adding them to a dict there
-    costs a fifth of reading the rows back in a GROUP BY, whose sort of six keys a row was the
-    writer's dearest step (docs/performance.md, "Writer cost"). ``index`` maps each group's key,
-    (part, hour, status class, bucket), to its position in four columns: ``hits``, ``sizes``
-    (bytes), ``sums`` and ``longest`` (of the durations); ``part`` is ``part_of(ids)``, kept with
-    each combination of values a shaper caches. Columns rather than a list per group: a list per
-    group is an object the cyclic garbage collector tracks, and thousands of them a batch made it
-    sweep the whole heap several times more often, which cost an import 8% of its time.
+    takes under half the instructions of reading the rows back in a GROUP BY, whose sort of six
+    keys a row was the writer's dearest step (docs/rollups.md, "What it costs", has the figures,
+    in instructions and in CPU time). ``index`` maps each group's key, (part, hour, status class,
+    bucket), to its position in four columns: ``hits``, ``sizes`` (bytes), ``sums`` and
+    ``longest`` (of the durations); ``part`` is ``part_of(ids)``, kept with each combination of
+    values a shaper caches. Columns rather than a list per group, which is an object the garbage
+    collector tracks: thousands a batch made it sweep the whole heap more often.
     _FILL_BATCH is the plain reference it must equal (tests/test_rollups.py compares the two on
     random records).
     """
@@ -238,7 +238,6 @@ class RollupTally:
                 flat += (int(hour), route, method, status_class, is_bot, bucket, *sums)
             conn.execute(_batch_insert(count), flat)
             written += count
-
 
     def into_site_totals(self, conn: sqlite3.Connection) -> None:
         """Add the groups to the whole site's hourly and daily totals, summed here: a few dozen
