@@ -179,11 +179,7 @@ def query(path, sql):
 
 
 def count(path, table="request_log"):
-    conn = sqlite3.connect(path)
-    try:
-        return conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-    finally:
-        conn.close()
+    return query(path, f"SELECT count(*) FROM {table}")[0][0]
 
 
 def added(*lists):
