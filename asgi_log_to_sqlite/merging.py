@@ -208,15 +208,16 @@ class Transfer:
                 schema = "src" if self.window == WHOLE else self._rollups_of_window(conn)
                 merged = rollups.merge_from(conn, schema, self._map_rollup_ids(conn, schema))
             # Read in the transaction that read the rollups: the rows up to this id are counted in them.
-            rolled_up_to = conn.execute("SELECT coalesce(max(id), 0) FROM src.request_log").fetchone()[0]
-            merged["toplists"], listed_to = self._merge_toplists(conn, rolled_up_to)
+            newest = conn.execute("SELECT coalesce(max(id), 0) FROM src.request_log").fetchone()[0]
+            rolled_up_to = min(newest, _rollups_mark(conn, newest))
+            merged["toplists"], listed_to = self._merge_toplists(conn, newest)
             conn.execute(
                 f"INSERT INTO main.{LEDGER} (file_id, first_ms, last_ms, via, path, rolled_up_to, listed_to, counters, "
                 "merged_at) VALUES (?, ?, ?, NULL, ?, ?, ?, '{}', ?)",
                 (self.file_id, *self.window, os.path.abspath(self.source), rolled_up_to, listed_to, now_text()))
         return merged.get("rollup_hourly", 0) + merged.get("rollup_daily", 0)
 
-    def _merge_toplists(self, conn, rolled_up_to: int) -> Tuple[int, int]:
+    def _merge_toplists(self, conn, newest: int) -> Tuple[int, int]:
         """The source's top lists (of the window); returns the rows merged and the source id up to
         which they count its rows. Its rows above that are copied uncounted, and the destination
         sums them behind, in slices, as a writer's: summing them here, under this one transaction's
@@ -224,7 +225,7 @@ class Transfer:
         if not toplists.has_tables(conn, "src"):
             return 0, 0
         schema = "src" if self.window == WHOLE else "period"
-        listed_to = min(toplists.marked(conn, "src"), rolled_up_to)
+        listed_to = min(toplists.marked(conn, "src"), newest)
         for lookup, pairs in toplists.REFERENCES.items():
             ids = [f"SELECT [{column}] FROM {schema}.[{table}]" for table, column in pairs]
             self._map(conn, lookup, f"WHERE s.id IN ({' UNION '.join(ids)})")
@@ -264,10 +265,10 @@ class Transfer:
             last = max(last, self._taken(conn, "last_row_id"))
             if last >= newest:
                 break
-            # A chunk lies wholly at or below listed_to (its rows are in the rollups and the top lists
-            # already), between it and rolled_up_to (in the rollups only), or above (in neither).
+            # A chunk lies wholly at or below both of listed_to (its rows are in the top lists already)
+            # and rolled_up_to (in the rollups), between them (in one), or above both (in neither).
             ceiling = newest
-            for bound in (listed_to, rolled_up_to):
+            for bound in sorted((listed_to, rolled_up_to)):
                 if last < bound:
                     ceiling = min(newest, bound)
                     break
@@ -284,7 +285,9 @@ class Transfer:
                 rows = conn.execute(insert, parameters).rowcount
                 if rows and upper > rolled_up_to:
                     update(conn, before + 1, before + rows)
-                elif rows and upper <= listed_to:
+                elif rows:
+                    rollups.WATERMARK.counted_already(conn, before, before + rows)
+                if rows and upper <= listed_to:
                     toplists.counted_already(conn, before, before + rows)
                 conn.execute(f"UPDATE main.{LEDGER} SET last_row_id = ?, rows = rows + ? WHERE {_KEY}",
                              (upper, rows, self.file_id, lo, hi))
@@ -403,11 +406,18 @@ class Transfer:
         return Attached(self.destination, self.source)
 
 
+def _rollups_mark(conn: sqlite3.Connection, newest: int) -> int:
+    """The source's rollups' mark; ``newest`` for a file made before they had one (kept per batch)."""
+    row = conn.execute("SELECT CAST(value AS INTEGER) FROM src.log_meta WHERE key = ?", (rollups.META_KEY,)).fetchone()
+    return newest if row is None else row[0]
+
+
 def _catch_up_lists(conn: sqlite3.Connection) -> None:
     """The destination's top lists caught up, a slice per transaction; a lock held elsewhere (a
     writer) leaves the rest to the writer, whose rows readers add meanwhile."""
     try:
         toplists.catch_up(conn)
+        rollups.WATERMARK.catch_up(conn)
     except sqlite3.OperationalError as error:
         if not is_locked(error):
             raise

@@ -157,6 +157,7 @@ class Shaper:
         simple = not self._optional
         if tally is not None:
             index, hits, sizes, sums, longest = tally.index, tally.hits, tally.sizes, tally.sums, tally.longest
+            visits = tally.visits
         else:
             index = None
         added = 0
@@ -181,7 +182,7 @@ class Shaper:
                     status, body_size, ids, flags, tail = self._prepared(record, id_of, key)
                     part = tally.part_of(ids) if tally is not None else None
                 else:
-                    ids, flags, part = looked
+                    ids, flags, part, _ = looked
                     tail = None
                     if part is None and tally is not None:
                         part = looked[2] = tally.part_of(ids)
@@ -197,7 +198,15 @@ class Shaper:
                     # The row's rollup group, as rollups._FILL_BATCH keys it: the INSERT truncates
                     # the times as int() does, and SQLite's log2() of d + 1 <= 0 is NULL.
                     us = int(duration)
-                    group_key = (part, start_ms // 3_600_000, status // 100,
+                    hour = start_ms // 3_600_000
+                    # Its visitor (hour, address id, agent id), once an hour per cached combination:
+                    # the forwarded address where a trusted proxy gave one, as rollups._VISITS reads it.
+                    if looked is None:
+                        visits.add((hour, tail[0] or ids[7] if tail else ids[7], ids[3]))
+                    elif looked[3] != hour:
+                        looked[3] = hour
+                        visits.add((hour, ids[7], ids[3]))
+                    group_key = (part, hour, status // 100,
                                  _BUCKET_OF[us] if 0 <= us < _BUCKETED_US else
                                  int(BUCKETS_PER_OCTAVE * _log2(us + 1)) if us >= 0 else None)
                     at = index.get(group_key)
@@ -275,8 +284,9 @@ class Shaper:
                 if key is not None:
                     if len(self._combined) >= _COMBINED_LIMIT:
                         self._combined.clear()
-                    # [ids, flags, rollup part]: rows_into fills the part once, when a tally asks.
-                    self._combined[key] = [*looked, None]
+                    # [ids, flags, rollup part, hour of the visit last tallied]: rows_into fills the
+                    # last two when a tally asks.
+                    self._combined[key] = [*looked, None, None]
         except TypeError:
             # An unhashable value (a bytearray header, a list as client address): normalise, retry.
             return self._prepared(_normalised(record), id_of, _UNKNOWN)

@@ -24,7 +24,7 @@ import sys
 import time
 from typing import Dict, List, Optional, Tuple
 
-from . import pruning, toplists
+from . import pruning, rollups, toplists
 from .failures import classify, is_locked
 from .pruning import LEGACY, Progress, Report
 # Re-exported: cli/maintenance.py, cli/reading/check.py and benchmarks/prune.py know these names from here.
@@ -35,6 +35,8 @@ from .pruning import META_LAST, convert_to_incremental, pruned_rows, vacuum_free
 DEFAULT_SHARE = 0.10
 DEFAULT_CAP_MB = 4096
 DEFAULT_FLOOR_MB = 64
+# The summaries that count rows up to a watermark: pruning deletes only rows that all of them count.
+SUMMARIES = (toplists.WATERMARK, rollups.WATERMARK)
 # The cap on each lookup table's values that middleware.py applies by default: a scanner's flood
 # of unique paths or agents then costs at most ~15 MB per table (see docs/retention.md).
 DEFAULT_MAX_DISTINCT_VALUES = 100_000
@@ -78,6 +80,7 @@ class Retention:
         self._generation: object = None  # the lookup generation the writer's cached ids belong to
         self._warned = False
         self._toplists = toplists.CatchUp()
+        self._rollups = rollups.StuckCatchUp()
         self._reset(None)
 
     @staticmethod
@@ -130,7 +133,8 @@ class Retention:
         try:
             # The top lists first: pruning may delete only rows they count already.
             try:
-                caught_up = self._toplists.run(conn, self._started + SLICE_S)
+                caught_up = (self._toplists.run(conn, self._started + SLICE_S)
+                             and self._rollups.run(conn, self._started + SLICE_S))
             except sqlite3.OperationalError as error:
                 if classify(error) != "disk_full":
                     raise
@@ -153,7 +157,7 @@ class Retention:
         "lookups:<table>" or "vacuum".
         """
         self._reset(_main_file(conn))
-        toplists.catch_up(conn)
+        catch_up(conn)
         self._advance(conn, pruning.Pace(conn, self._round, self._sizes, progress=progress), full=False, strict=True)
         return self._last or self._round
 
@@ -230,8 +234,8 @@ class Retention:
         age_from = legacy_from = 0  # where the age limit looks next: rows it kept are not looked at again
         while not pace.out_of_time():
             low, high = conn.execute(_BOUNDS).fetchone()
-            # Rows the top lists do not count yet stay until they are summed: below ``ceiling`` only.
-            ceiling = high if high is None or not toplists.has_tables(conn) else min(high, toplists.marked(conn) + 1)
+            # Rows the summaries do not count yet stay until they are summed: below ``ceiling`` only.
+            ceiling = counted_below(conn, high)
             if sizing:
                 sizing = pruning.page_counts(conn)[0] > PRUNE_TO * budget
             before = report.rows
@@ -250,14 +254,14 @@ class Retention:
                     return True
             elif low >= ceiling and (sizing or low < count_below or cutoff_ms is not None):
                 try:
-                    if not toplists.catch_up(conn, pace.deadline):
+                    if not catch_up(conn, pace.deadline):
                         return False
                 except sqlite3.OperationalError as error:
                     # No room to sum them, and every raw row is still to be summed: the oldest rollups go first.
                     if classify(error) != "disk_full" or not (sizing and pruning.delete_oldest_rollups(conn, pace)):
                         raise
                     continue
-                if toplists.marked(conn) + 1 <= low:
+                if counted_below(conn, high) <= low:
                     return True  # nothing above the watermark after all (rows deleted meanwhile)
             elif sizing or low < count_below:
                 pruning.delete_chunk(conn, pace, "request_log", "id", low, ceiling if sizing else min(count_below, ceiling), None)
@@ -314,3 +318,16 @@ def _estimate(conn, count_below: int, legacy_over: int, cutoff_ms: Optional[int]
             first, last = (middle + 1, last) if row is not None and row[0] < cutoff_ms else (first, middle)
         estimate = max(estimate, first - low)
     return estimate
+
+
+def counted_below(conn: sqlite3.Connection, high: Optional[int]) -> Optional[int]:
+    """``high`` (request_log's newest id), or less: the id above the last row every summary counts."""
+    for mark in SUMMARIES:
+        if high is not None and mark.has_tables(conn):
+            high = min(high, mark.marked(conn) + 1)
+    return high
+
+
+def catch_up(conn: sqlite3.Connection, deadline: Optional[float] = None) -> bool:
+    """Every summary's mark moved to the newest row (watermarks.Watermark.catch_up); True when done."""
+    return all([mark.catch_up(conn, deadline) for mark in SUMMARIES])

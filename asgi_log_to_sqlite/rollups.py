@@ -1,10 +1,15 @@
 """Hourly and daily aggregates of request_log that outlive its raw rows, and distinct visitors.
 
-The writer calls ``Rollups.update`` inside each batch's own transaction. It is set-based: one
-GROUP BY over the batch's rows into the scratch table ``rollup_batch``, one upsert from it into
-``rollup_hourly`` and one into ``rollup_daily``; one SELECT DISTINCT of the batch's (hour, address,
-agent) for the visitor sets, hashed in Python only where the pair is not in a small cache.
-docs/rollups.md has the layout, the queries and what it costs.
+The rollups count the rows up to a watermark (``log_meta``'s ``rollups_to``, watermarks.py). A
+live writer sums its rows in Python as it shapes them (``RollupTally``) and adds the sums to the
+tables every ROLLUP_EVERY_S or so, moving the mark over its rows in the same transaction: an
+upsert per group per table is the dearest step, and over seconds a site's groups repeat. Rows it
+did not sum itself (another process's, an import's, a writer's killed before it added its sums)
+are summed from the raw rows with set-based SQL: one GROUP BY into the scratch table
+``rollup_batch``, one upsert from it into ``rollup_hourly`` and one into ``rollup_daily``.
+Visitors are sets, kept per batch: one SELECT DISTINCT of the batch's (hour, address, agent),
+hashed in Python only where the pair is not in a small cache. docs/rollups.md has the layout,
+the queries and what it costs.
 """
 from __future__ import annotations
 
@@ -22,6 +27,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import sqlite_utils
 
 from .inserts import statement_sizes
+from .watermarks import SLICE_ROWS, Watermark
 
 # Latency buckets per doubling: a duration of d microseconds is in bucket floor(8 * log2(d + 1)),
 # whose geometric middle is within 4.4% of d + 1, so p50/p95/p99 read from buckets are within 10%.
@@ -39,6 +45,12 @@ SALT_GRACE_S = 300
 _HASH_CACHE_LIMIT = 10_000
 # Visits hashed, or rollup groups written, between two hand-overs of the GIL: well under 1 ms.
 _PER_HAND_OVER = 256
+META_KEY = "rollups_to"
+# A writer adds its sums this often, or sooner once it holds this many groups (about 200 bytes each).
+ROLLUP_EVERY_S = 2.0
+MAX_GROUPS = 8_192
+# Retention sums rows above the mark once it has not moved for this long (StuckCatchUp).
+STUCK_S = 10.0
 
 KEY = ("route_id", "path_id", "method_id", "status_class", "is_bot", "bucket")
 VALUES = ("hits", "bytes", "duration_us_sum", "duration_us_max")
@@ -114,6 +126,13 @@ LEFT JOIN client_ips ip ON ip.id = v.ip_id
 LEFT JOIN user_agents u ON u.id = v.user_agent_id
 """
 _BATCH_VISITS = _VISITS.format(hour_ms=HOUR_MS, where="id BETWEEN ?1 AND ?2")
+# The same for a writer's visits as ids, [hour, address id, agent id] (0 for none), in JSON.
+_VISITS_OF_IDS = """
+SELECT v.value ->> 0, coalesce(ip.name, ''), coalesce(u.name, ''), coalesce(u.is_bot, 0) != 0
+FROM json_each(?1) v
+LEFT JOIN client_ips ip ON ip.id = v.value ->> 1
+LEFT JOIN user_agents u ON u.id = v.value ->> 2
+"""
 _ADD_VISITORS = (
     "INSERT OR IGNORE INTO rollup_visitors_hourly (hour, is_bot, visitor) "
     "SELECT value ->> 0, value ->> 1, value ->> 2 FROM json_each(?1)",
@@ -205,7 +224,8 @@ class RollupTally:
     random records).
     """
 
-    __slots__ = ("index", "hits", "sizes", "sums", "longest", "bot_of")
+    __slots__ = ("index", "hits", "sizes", "sums", "longest", "bot_of", "first_id", "last_id", "contiguous",
+                 "started", "visits")
 
     def __init__(self, bot_of: Callable[[int], int]):
         self.index: Dict[tuple, int] = {}
@@ -214,6 +234,25 @@ class RollupTally:
         self.sums: List[int] = []
         self.longest: List[int] = []
         self.bot_of = bot_of  # user agent id -> its bot flag (0 or 1)
+        # The request_log ids the sums are of, and whether they are all of first_id..last_id.
+        self.first_id = 0
+        self.last_id = 0
+        self.contiguous = True
+        self.started = time.monotonic()
+        # The batch's (hour, address id, agent id) visits not tallied before: Rollups.add_visits.
+        self.visits: set = set()
+
+    def cover(self, first_id: int, last_id: int) -> None:
+        """The rows summed since the last call are request_log's first_id..last_id (committed)."""
+        if not self.first_id:
+            self.first_id = first_id
+        elif first_id != self.last_id + 1:
+            self.contiguous = False  # another process's rows lie between
+        self.last_id = last_id
+
+    def due(self) -> bool:
+        """Whether the sums should go to the tables now: held ROLLUP_EVERY_S, or MAX_GROUPS of them."""
+        return len(self.index) >= MAX_GROUPS or time.monotonic() - self.started >= ROLLUP_EVERY_S
 
     def groups(self) -> Iterable[Tuple[tuple, int, int, int, int]]:
         """Each group's key, hits, bytes, duration sum and duration max, in the order they came."""
@@ -289,6 +328,64 @@ def _batch_insert(rows: int) -> str:
     return f"INSERT INTO rollup_batch ({', '.join(_BATCH_COLUMNS)}) VALUES " + ", ".join([row] * rows)
 
 
+def add_rows(conn: sqlite3.Connection, first_id: int, last_id: int) -> None:
+    """Add request_log rows first_id..last_id to the rollups from the raw rows, in the caller's
+    transaction: the plain reference that a writer's tally must equal (tests/test_rollups.py)."""
+    ensure_math(conn)
+    conn.execute(_FILL_BATCH, (first_id, last_id))
+    _add_batch(conn)
+
+
+def _add_batch(conn: sqlite3.Connection, tally: Optional[RollupTally] = None,
+               hand_over: Optional[Callable[[], None]] = None) -> None:
+    """Add rollup_batch's groups (summed from ``tally`` when given) to the tables, and empty it."""
+    conn.execute(_TO_HOURLY)
+    conn.execute(_TO_DAILY)
+    if tally is not None:
+        if hand_over is not None and len(tally.index) > _PER_HAND_OVER:
+            hand_over()
+        tally.into_site_totals(conn)
+    else:
+        conn.execute(_TO_TRAFFIC_HOURLY)
+        conn.execute(_TO_TRAFFIC_DAILY)
+    # Emptied before the COMMIT: readers and the next batch find it empty.
+    conn.execute("DELETE FROM rollup_batch")
+
+
+WATERMARK = Watermark(META_KEY, "rollup_hourly", add_rows)
+
+
+class StuckCatchUp:
+    """When retention sums the rows above the rollups' mark from the raw rows: once the mark has not
+    moved for STUCK_S while rows wait above it, their writer having stopped before it added its sums.
+    A live writer moves the mark itself every ROLLUP_EVERY_S or so; summing its rows here would
+    only spend its sums."""
+
+    def __init__(self) -> None:
+        self._seen: Optional[int] = None
+        self._since = time.monotonic()
+
+    def run(self, conn: sqlite3.Connection, deadline: float) -> bool:
+        """Catch up if the mark is stuck, until ``deadline``; True when there is nothing more to do now."""
+        if not WATERMARK.has_tables(conn):
+            return True
+        mark, now = WATERMARK.marked(conn), time.monotonic()
+        if mark != self._seen:
+            self._seen, self._since = mark, now
+            return True
+        if now - self._since < STUCK_S or not WATERMARK.behind(conn):
+            return True
+        done = WATERMARK.catch_up(conn, deadline)
+        self._seen, self._since = WATERMARK.marked(conn), now
+        return done
+
+
+def create_watermark(db: sqlite_utils.Database) -> None:
+    """The rollups' mark (schema version 5), at the newest row: until then they were kept per batch."""
+    db.conn.execute("INSERT OR IGNORE INTO log_meta (key, value) SELECT ?, coalesce(max(id), 0) FROM request_log",
+                    (META_KEY,))
+
+
 def bucket_of(duration_us: Optional[int]) -> int:
     """The latency bucket of an integer duration in microseconds, as the rollup SQL computes it."""
     if duration_us is None or duration_us < 0:
@@ -354,34 +451,47 @@ class Rollups:
         self.visitors_of_closed_days = visitors_of_closed_days
         self._hashes: Dict[int, Tuple[bytes, Dict[Tuple[str, str], int]]] = {}  # day -> (salt, texts -> hash)
         self._memory_salts: Dict[int, bytes] = {}
-        self._math: Optional[sqlite3.Connection] = None  # the connection known to have log2()
 
-    def update(self, conn: sqlite3.Connection, first_id: int, last_id: int,
-               tally: Optional["RollupTally"] = None) -> None:
-        """Add request_log rows first_id..last_id (the batch just inserted) to the rollups.
+    def update(self, conn: sqlite3.Connection, first_id: int, last_id: int) -> None:
+        """Rows first_id..last_id were just inserted in the caller's transaction (an import's chunk,
+        merge's copies): add their visitors, and sum every row above the mark from the raw rows."""
+        self.add_visitors_of(conn, first_id, last_id)
+        WATERMARK.catch_up_slice(conn, None)
 
-        ``tally``, when given, holds those rows already summed (the writer's): its groups go to
-        rollup_batch instead of a GROUP BY over the rows just written.
+    def add_tally(self, conn: sqlite3.Connection, tally: RollupTally) -> bool:
+        """Add a writer's sums to the tables and move the mark over their rows, in the caller's
+        transaction, which holds the write lock; True when it could.
+
+        It can when the rows above the mark are exactly the tally's. Otherwise (another process's
+        rows among them, a tally begun before a rolled-back batch, or rows summed already) up to
+        SLICE_ROWS rows above the mark are summed from the raw rows instead, and the tally is spent.
         """
-        if tally is not None:
+        mark = WATERMARK.marked(conn)
+        newest = conn.execute("SELECT max(id) FROM request_log").fetchone()[0] or 0
+        if tally.contiguous and tally.first_id == mark + 1 and tally.last_id == newest:
             tally.into_batch(conn, self.hand_over)
-        else:
-            if conn is not self._math:
-                ensure_math(conn)
-                self._math = conn
-            conn.execute(_FILL_BATCH, (first_id, last_id))
-        conn.execute(_TO_HOURLY)
-        conn.execute(_TO_DAILY)
-        if tally is not None:
-            if self.hand_over is not None and len(tally.index) > _PER_HAND_OVER:
-                self.hand_over()
-            tally.into_site_totals(conn)
-        else:
-            conn.execute(_TO_TRAFFIC_HOURLY)
-            conn.execute(_TO_TRAFFIC_DAILY)
-        first_hour, last_hour = conn.execute("SELECT min(hour), max(hour) FROM rollup_batch").fetchone()
-        # Emptied before the COMMIT: readers and the next batch find it empty.
-        conn.execute("DELETE FROM rollup_batch")
+            _add_batch(conn, tally, self.hand_over)
+            WATERMARK.set_mark(conn, newest)
+            return True
+        WATERMARK.catch_up_slice(conn, SLICE_ROWS)
+        return False
+
+    def add_visits(self, conn: sqlite3.Connection, visits: set) -> None:
+        """Add a writer's batch of (hour, address id, agent id) visits to the visitor sets.
+
+        The writer tallies a combination of values' visit once an hour, so a batch has few:
+        looking their names up costs less than a SELECT DISTINCT over the batch's rows.
+        """
+        hours = [hour for hour, _, _ in visits]
+        if self._counts_visitors(conn, int(min(hours)) if hours else None, int(max(hours)) if hours else None):
+            text = json.dumps([[int(hour), address, agent] for hour, address, agent in visits])
+            self.add_visitors(conn, conn.execute(_VISITS_OF_IDS, (text,)).fetchall())
+
+    def add_visitors_of(self, conn: sqlite3.Connection, first_id: int, last_id: int) -> None:
+        """Add the visitors of request_log rows first_id..last_id to the visitor sets."""
+        first_hour, last_hour = conn.execute(
+            f"SELECT min(start_ms) / {HOUR_MS}, max(start_ms) / {HOUR_MS} FROM request_log WHERE id BETWEEN ?1 AND ?2",
+            (first_id, last_id)).fetchone()
         if self._counts_visitors(conn, first_hour, last_hour):
             self.add_visitors(conn, conn.execute(_BATCH_VISITS, (first_id, last_id)).fetchall())
 
@@ -471,6 +581,8 @@ class Rollups:
         ensure_math(conn)
         conn.execute("BEGIN IMMEDIATE")
         try:
+            # Every row counted first, so that an hour kept as it is (partly pruned) lacks none.
+            WATERMARK.catch_up_slice(conn, None)
             summary = self._rebuild(conn, progress)
             for table in ("rebuild_hourly", "rebuild_hours", "rebuild_daily"):
                 conn.execute(f"DROP TABLE IF EXISTS temp.{table}")

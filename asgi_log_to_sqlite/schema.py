@@ -28,7 +28,7 @@ from .failures import retry_while_locked
 from .files import check_writable, ensure_file
 from .rotation import DatedPath, is_dated
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # The six lookup tables of 0.1.1, then ours. Each is (id integer primary key, name text unique).
 LEGACY_LOOKUPS = ("paths", "query_strings", "user_agents", "referers", "accept_languages", "content_types")
@@ -231,8 +231,14 @@ def migrate_3_to_4(db: sqlite_utils.Database) -> None:
     toplists.create_tables(db)
 
 
+def migrate_4_to_5(db: sqlite_utils.Database) -> None:
+    """Version 4 to 5: the rollups count the rows up to a watermark, as the top lists do, so that a
+    writer can add its sums every few seconds rather than every batch (rollups.py)."""
+    rollups.create_watermark(db)
+
+
 MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2, migrate_2_to_3,
-                                                            migrate_3_to_4]
+                                                            migrate_3_to_4, migrate_4_to_5]
 
 
 def _create_table(db: sqlite_utils.Database, name: str, columns: dict, **options) -> None:

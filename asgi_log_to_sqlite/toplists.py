@@ -23,11 +23,10 @@ from typing import Dict, Optional, Tuple
 
 import sqlite_utils
 
+from .watermarks import SLICE_ROWS, Watermark
+
 HOUR_MS = 3_600_000
 META_KEY = "toplists_to"
-# Rows summed per transaction: a live writer of the file waits for at most one slice, tens of ms
-# where every row is a new path and hour (benchmarks/toplists.py).
-SLICE_ROWS = 5_000
 CATCH_UP_EVERY_S = 10.0
 
 # Each list: its name in the tables, request_log's column, the lookup table, and what it sums.
@@ -52,8 +51,6 @@ _RAW_SUMS = {
     "duration_us_sum": "coalesce(sum(r.duration_us), 0)",
     "timed": "count(r.duration_us)",
 }
-# Raw rows the watermark has not reached: what a reader adds to the tables (bind nothing).
-TAIL = f"r.id > coalesce((SELECT CAST(value AS INTEGER) FROM log_meta WHERE key = '{META_KEY}'), 0)"
 
 
 def create_tables(db: sqlite_utils.Database) -> None:
@@ -71,20 +68,6 @@ def create_tables(db: sqlite_utils.Database) -> None:
     db.conn.execute(db.create_table_sql("rollup_toplists_slice", {
         "list": int, "hour": int, "id": int, **dict.fromkeys(PATH_VALUES, int)}, if_not_exists=True))
     db.conn.execute("INSERT OR IGNORE INTO log_meta (key, value) VALUES (?, '0')", (META_KEY,))
-
-
-def marked(conn: sqlite3.Connection, schema: str = "main") -> int:
-    """The watermark: the highest request_log id counted in the top lists (0 when none is)."""
-    row = conn.execute(f"SELECT CAST(value AS INTEGER) FROM {schema}.log_meta WHERE key = ?", (META_KEY,)).fetchone()
-    return row[0] if row is not None else 0
-
-
-def set_mark(conn: sqlite3.Connection, mark: int) -> None:
-    conn.execute("UPDATE main.log_meta SET value = ? WHERE key = ?", (str(mark), META_KEY))
-
-
-def has_tables(conn: sqlite3.Connection, schema: str = "main") -> bool:
-    return conn.execute(f"SELECT 1 FROM {schema}.sqlite_master WHERE name = 'rollup_paths_hourly'").fetchone() is not None
 
 
 def add_rows(conn: sqlite3.Connection, first_id: int, last_id: int, *, source: str = "main",
@@ -122,44 +105,15 @@ def _add_slice(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM main.rollup_toplists_slice")
 
 
-def catch_up_slice(conn: sqlite3.Connection, rows: int = SLICE_ROWS) -> int:
-    """Sum the next ``rows`` rows above the watermark, inside the caller's transaction; returns how many ids it moved over."""
-    mark = marked(conn)
-    newest = conn.execute("SELECT max(id) FROM request_log").fetchone()[0]
-    if newest is None or newest < mark:
-        # Emptied, or its newest rows deleted by hand: every row left is counted, new ones are not.
-        set_mark(conn, newest or 0)
-        return 0
-    upto = min(newest, mark + rows)
-    if upto > mark:
-        add_rows(conn, mark + 1, upto)
-        set_mark(conn, upto)
-    return upto - mark
-
-
-def catch_up(conn: sqlite3.Connection, deadline: Optional[float] = None, rows: int = SLICE_ROWS) -> bool:
-    """Move the watermark to the newest row, a slice per BEGIN IMMEDIATE transaction on ``conn``
-    (autocommit), until ``deadline`` (time.monotonic()) if given. True when it got to the end."""
-    if not has_tables(conn):
-        return True
-    while deadline is None or time.monotonic() < deadline:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            moved = catch_up_slice(conn, rows)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-        if moved < rows:
-            return True
-    return False
-
-
-def behind(conn: sqlite3.Connection) -> int:
-    """How many ids lie above the watermark: about how many raw rows readers add to the tables."""
-    newest = conn.execute("SELECT max(id) FROM request_log").fetchone()[0]
-    return max(0, (newest or 0) - marked(conn)) if has_tables(conn) else 0
+WATERMARK = Watermark(META_KEY, "rollup_paths_hourly", add_rows)
+TAIL = WATERMARK.tail
+has_tables = WATERMARK.has_tables
+marked = WATERMARK.marked
+set_mark = WATERMARK.set_mark
+behind = WATERMARK.behind
+catch_up_slice = WATERMARK.catch_up_slice
+catch_up = WATERMARK.catch_up
+counted_already = WATERMARK.counted_already
 
 
 class CatchUp:
@@ -220,15 +174,6 @@ def merge_from(conn: sqlite3.Connection, schema: str, id_maps: Dict[str, str]) -
                 f"FROM {schema}.{table} s LEFT JOIN {id_maps[lookup]} m ON m.old_id = s.{column} "
                 f"WHERE true ON CONFLICT ({key}, {column}) DO UPDATE SET {added}").rowcount
     return merged
-
-
-def counted_already(conn: sqlite3.Connection, before: int, last_id: int) -> None:
-    """Rows before+1..last_id, just inserted in the caller's transaction, are counted in the top lists
-    already (merge copied the lists that count them): sum the rows below them, then pass over them."""
-    mark = marked(conn)
-    if mark < before:
-        add_rows(conn, mark + 1, before)
-    set_mark(conn, last_id)
 
 
 # The hours whose raw rows are all still there: as many rows (counted ones) as the paths' list counts.

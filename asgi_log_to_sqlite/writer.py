@@ -101,6 +101,7 @@ class Writer:
         self._inode: Optional[Tuple[int, int]] = None  # (device, inode) of the file the connection has open
         self._checked_at = 0.0
         self._shapers: "weakref.WeakSet[Any]" = weakref.WeakSet()  # every Shaper that cached ids of this file
+        self._tally: Optional[RollupTally] = None  # committed rows' rollup sums, not in the tables yet
         self._thread: Optional[threading.Thread] = None
         self._start_lock = threading.Lock()
         self.started = False
@@ -229,6 +230,8 @@ class Writer:
                 self._write_batch(batch[start:start + self.batch_size])
                 self.held = max(0, len(batch) - start - self.batch_size)
             self.held = 0
+            if markers or stop:
+                self._add_tally()  # flush() and close() leave the rollups current
             if not batch and not self._given_up():
                 self._idle()
             elif self._failing is None and self.retention.due(time.monotonic()):
@@ -261,6 +264,8 @@ class Writer:
 
     def _idle(self) -> None:
         """Persist counters that changed, try to reconnect after a failure, prune when due."""
+        if self._tally is not None and self._tally.due():
+            self._add_tally()
         if self._failing is None and self.retention.due(time.monotonic()):
             self._maintain()
         if self._salt_day() > self._salts_day and self._conn is not None:
@@ -285,6 +290,27 @@ class Writer:
                 self._rollback()
                 self._failed(error)
 
+    def _add_tally(self) -> bool:
+        """Add the rollup sums held to the file's tables now, in a transaction of their own; True
+        when they went in (rollups.Rollups.add_tally).
+
+        When that fails the sums go: their rows stay above the rollups' mark, where the next writer
+        or command sums them from the raw rows.
+        """
+        tally, self._tally = self._tally, None
+        if tally is None or self._conn is None:
+            return False
+        try:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            added = self.rollups.add_tally(conn, tally)
+            conn.execute("COMMIT")
+            return added
+        except Exception as error:
+            self._rollback()
+            self._failed(error)
+            return False
+
     @staticmethod
     def _salt_day() -> int:
         """Days since the epoch whose salts may be deleted by now (rollups.SALT_GRACE_S after midnight UTC)."""
@@ -292,6 +318,8 @@ class Writer:
 
     def _maintain(self, full: bool = False) -> None:
         """Retention between batches, on this thread, so it never competes with the writing."""
+        if full:
+            self._add_tally()  # pruning may have to sum every row first: these are summed already
         try:
             self.retention.run(self._connection(), full=full)
         except Exception as error:
@@ -319,6 +347,7 @@ class Writer:
         """Write to ``file`` from now on: another connection, and cached ids start over."""
         if file == self.file:
             return
+        self._add_tally()  # the sums are of the file written until now
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -371,7 +400,9 @@ class Writer:
             rows = 0
             id_of = self.lookups.id_of
             last_id = 0
-            tally = RollupTally(self.lookups.bot_of)
+            # The rollup sums of this process's rows not yet added to the tables (rollups.py).
+            tally = self._tally if self._tally is not None else RollupTally(self.lookups.bot_of)
+            added = False
             # Shaped a slice at a time, the GIL handed over between slices, in the same transaction.
             handed = time.perf_counter()
             for start in range(0, len(batch), SLICE):
@@ -397,13 +428,22 @@ class Writer:
                     start = end
             if rows:
                 # Rows of one transaction under the write lock get consecutive ids.
-                self.rollups.update(conn, last_id - rows + 1, last_id, tally)
+                self.rollups.add_visits(conn, tally.visits)
+                tally.visits.clear()
+                tally.cover(last_id - rows + 1, last_id)
+                if tally.due():
+                    self.rollups.add_tally(conn, tally)
+                    added = True
             stored = self.counters.persist(conn)
             conn.execute("COMMIT")
             self.counters.committed(stored)
+            self._tally = None if added or not tally.first_id else tally
         except Exception as error:
             self._rollback()
             self.counters.restore(counted_before)
+            # Its sums include the rows rolled back: they go, and the committed rows they held are
+            # summed from the raw rows when the tables next take sums.
+            self._tally = None
             # Ids inserted by the rolled-back transaction do not exist: forget every cached id.
             self._forget_ids(shapers)
             return error

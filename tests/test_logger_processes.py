@@ -4,6 +4,7 @@ import json
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 
 import httpx
@@ -40,8 +41,21 @@ def check_log(path, expected_rows):
         assert list(db["log_counters"].rows) == []
         # One lookup row per distinct path, however many processes saw it first at the same time.
         assert db["paths"].count == db.execute("select count(distinct path_id) from request_log").fetchone()[0]
+        assert_rollups_count_every_row(db.conn)
     finally:
         db.close()
+
+
+def assert_rollups_count_every_row(conn):
+    """The rollups hold each (hour, route or path) as often as request_log does, and their watermark is at the end."""
+    raw = conn.execute("select start_ms / 3600000, coalesce(route_id, -path_id), count(*) from request_log "
+                       "group by 1, 2 order by 1, 2").fetchall()
+    rolled = conn.execute("select hour, case when route_id > 0 then route_id else -path_id end, sum(hits) "
+                          "from rollup_hourly group by 1, 2 order by 1, 2").fetchall()
+    assert rolled == raw
+    assert conn.execute("select sum(hits) from rollup_daily").fetchone()[0] == sum(n for _, _, n in raw)
+    newest = conn.execute("select max(id) from request_log").fetchone()[0]
+    assert conn.execute("select value from log_meta where key = 'rollups_to'").fetchone() == (str(newest),)
 
 
 def logger_config(tmp_path, log_file):
@@ -149,3 +163,55 @@ def test_sigterm_while_a_lock_is_held_waits_stop_timeout_then_counts(tmp_path):
     listed = output.split("not stored in log_counters either: ")[1].splitlines()[0]
     lost = sum(int(part.split("=")[1]) for part in listed.split(", "))
     assert written + lost == 21, (written, lost, output)
+
+
+_KILLED_WRITER = """
+import os, signal, sys, time
+from asgi_log_to_sqlite import rollups
+from asgi_log_to_sqlite.record import Shaper
+from asgi_log_to_sqlite.writer import Writer
+
+rollups.ROLLUP_EVERY_S = 3600.0  # its sums are still held when it dies
+writer, shaper = Writer(sys.argv[1]), Shaper()
+now = time.perf_counter()
+for i in range(300):
+    scope = {"type": "http", "method": "GET", "path": f"/page/{i % 7}", "query_string": b"", "headers": []}
+    writer.submit((shaper, scope, now, now + 0.002, None, 200, [], 10, 0, 0))
+while writer.rows_written < 300:
+    time.sleep(0.01)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def test_a_writer_killed_before_it_adds_its_rollup_sums_leaves_its_rows_to_the_next(tmp_path):
+    """kill -9 takes the rollup sums a writer holds, never their rows: they stay above the rollups'
+    watermark, and the next writer of the file sums them from the raw rows."""
+    from asgi_log_to_sqlite import rollups
+    from asgi_log_to_sqlite.record import Shaper
+    from asgi_log_to_sqlite.writer import Writer
+
+    path = str(tmp_path / "killed.db")
+    done = subprocess.run([sys.executable, "-c", _KILLED_WRITER, path], env=subprocess_env(), timeout=60)
+    assert done.returncode == -signal.SIGKILL
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert conn.execute("select count(*) from request_log").fetchone()[0] == 300
+        assert rollups.WATERMARK.behind(conn) == 300
+        assert conn.execute("select count(*) from rollup_hourly").fetchone()[0] == 0
+    finally:
+        conn.close()
+    writer = Writer(path)
+    try:
+        now = time.perf_counter()
+        scope = {"type": "http", "method": "GET", "path": "/page/0", "query_string": b"", "headers": []}
+        writer.submit((Shaper(), scope, now, now + 0.002, None, 200, [], 10, 0, 0))
+        assert writer.flush()
+    finally:
+        writer.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert_rollups_count_every_row(conn)
+        assert conn.execute("select sum(hits) from rollup_hourly").fetchone()[0] == 301
+    finally:
+        conn.close()
+

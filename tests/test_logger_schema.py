@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 import sys
 
 import pytest
@@ -80,19 +81,19 @@ def made_by_version_1(directory):
 
 
 @pytest.mark.parametrize("origin", ["new", "0.1.1", "version 1"])
-def test_files_get_the_schema_of_version_4(tmp_path, origin):
+def test_files_get_the_schema_of_version_5(tmp_path, origin):
     if origin == "new":
-        path, expected = tmp_path / "log.db", FIXTURES / "schema-v4.sql"
+        path, expected = tmp_path / "log.db", FIXTURES / "schema-v5.sql"
     elif origin == "0.1.1":
-        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v4-from-0.1.1.sql"
+        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v5-from-0.1.1.sql"
     else:
         # Upgraded in place from version 1, a file is what a new one is.
-        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v4.sql"
+        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v5.sql"
     create_file(str(path))
     db = sqlite_utils.Database(path)
     try:
         assert_same_schema(db, expected)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
         assert db.journal_mode == "wal"
         assert db.execute("SELECT count(*) FROM log_meta WHERE key = 'file_id'").fetchone()[0] == 1
         # New files give freed pages back to the disk; older ones keep their setting until `vacuum`.
@@ -163,7 +164,7 @@ def test_processes_setting_up_one_fresh_file_at_once_all_succeed(tmp_path, round
     assert [w.exitcode for w in workers] == [0] * processes
     db = sqlite_utils.Database(path)
     try:
-        assert_same_schema(db, FIXTURES / "schema-v4.sql")
+        assert_same_schema(db, FIXTURES / "schema-v5.sql")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
@@ -221,7 +222,7 @@ def test_a_version_3_file_gets_its_rows_summed_into_the_top_lists_behind_the_wri
     create_file(path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert conn.execute("SELECT count(*) FROM rollup_paths_hourly").fetchone()[0] == 0
         assert toplists.behind(conn) == 3
         assert toplists.catch_up(conn)
@@ -231,3 +232,47 @@ def test_a_version_3_file_gets_its_rows_summed_into_the_top_lists_behind_the_wri
         assert toplists.behind(conn) == 0
     finally:
         conn.close()
+
+
+def test_a_version_4_file_has_its_rollups_count_every_row_it_holds(tmp_path):
+    """Before version 5 the rollups were kept in each batch's transaction: the upgrade puts their
+    watermark at the newest row, so that no row is summed into them twice, and a writer's rows after
+    it are summed once."""
+    from asgi_log_to_sqlite import rollups
+    from asgi_log_to_sqlite.record import Shaper
+    from asgi_log_to_sqlite.writer import Writer
+
+    path = str(tmp_path / "v4.db")
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for migrate in log_schema.MIGRATIONS[:4]:
+        migrate(db)
+    conn.execute("PRAGMA user_version = 4")
+    conn.execute("INSERT INTO paths (id, name) VALUES (1, '/a')")
+    conn.executemany("INSERT INTO request_log (start_ms, http_status, body_size, duration_us, path_id) VALUES (?, ?, ?, ?, ?)",
+                     [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1)])
+    rollups.add_rows(conn, 1, 2)  # as a version 4 writer did, in the batch's transaction
+    conn.close()
+    create_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert rollups.WATERMARK.marked(conn) == 2 and rollups.WATERMARK.behind(conn) == 0
+    finally:
+        conn.close()
+    writer = Writer(path)
+    try:
+        now = time.perf_counter()
+        scope = {"type": "http", "method": "GET", "path": "/a", "query_string": b"", "headers": []}
+        writer.submit((Shaper(), scope, now, now + 0.001, None, 200, [], 10, 0, 0))
+        assert writer.flush()
+    finally:
+        writer.close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert conn.execute("SELECT sum(hits) FROM rollup_hourly").fetchone()[0] == 3
+        assert conn.execute("SELECT sum(hits) FROM rollup_daily").fetchone()[0] == 3
+        assert rollups.WATERMARK.marked(conn) == 3
+    finally:
+        conn.close()
+

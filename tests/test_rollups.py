@@ -267,6 +267,8 @@ def test_the_writers_tally_equals_the_rollups_summed_from_its_rows(tmp_path):
                     records.append((shaper, scope, start, start + duration, None, status,
                                     [(b"content-type", b"text/plain")], size, 0, flags))
                 assert writer._write(records, 1.7e9) is None
+            # Its sums are added every few seconds: now, and from the tally, not the raw rows.
+            assert writer._add_tally() or writer.rows_written == 0
         finally:
             writer._conn.close()
         want = expected_rollups(path)
@@ -424,6 +426,62 @@ def test_rebuild_needs_a_connection_without_a_transaction(tmp_path):
         conn.execute("ROLLBACK")
     finally:
         conn.close()
+
+
+# Few values, so that a combination comes back within the hour and in the next.
+_visits = st.lists(st.tuples(
+    st.sampled_from(["/", "/", "/", "/a"]),
+    st.sampled_from([CHROME, CHROME, GOOGLEBOT, None]),
+    st.sampled_from(["192.0.2.1", "192.0.2.1", "198.51.100.7", "2001:db8::1", None]),
+    st.sampled_from([None, None, "203.0.113.9", "garbage"]),  # X-Forwarded-For
+    st.sampled_from([0, 0, 0, 0, 0, FLAG_WEBSOCKET]),
+    st.sampled_from([0, 10, 3590, 3610, 7000]),                # start, seconds before now
+), min_size=1, max_size=60)
+
+
+def expected_visits(path):
+    """Each (hour, bot flag, visitor hash) that request_log's rows make, hashed with the file's salts."""
+    salts = dict(query(path, "SELECT day, salt FROM rollup_salts"))
+    return {(hour, bot, rollups.visitor_hash(salts[hour // 24], address, agent))
+            for hour, address, agent, bot in query(path, f"""
+        SELECT DISTINCT r.start_ms / {HOUR_MS}, coalesce(ip.name, ''), coalesce(u.name, ''), coalesce(u.is_bot, 0) != 0
+        FROM request_log r LEFT JOIN client_ips ip ON ip.id = coalesce(r.forwarded_ip_id, r.client_ip_id)
+        LEFT JOIN user_agents u ON u.id = r.user_agent_id""")}
+
+
+def test_the_writers_visitors_equal_those_of_its_rows(tmp_path):
+    """The writer tallies a visit once an hour per cached combination of values: for any records,
+    with or without a trusted proxy, the visitor sets must hold the distinct (hour, address, agent)
+    of the rows written, as rollups._VISITS reads them from request_log."""
+    from asgi_log_to_sqlite.writer import Writer
+
+    seen = []
+
+    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(batches=st.lists(_visits, min_size=1, max_size=3), proxied=st.booleans())
+    def visited(batches, proxied):
+        path = tmp_path / f"log-{len(seen)}.db"
+        seen.append(path)
+        writer = Writer(str(path))
+        shaper = Shaper(trusted_proxies=["192.0.2.0/24"] if proxied else ())
+        now = time.time()
+        try:
+            for batch in batches:
+                records = []
+                for page, agent, client, forwarded, flags, before in batch:
+                    headers = [(b"user-agent", agent.encode())] if agent else []
+                    if forwarded:
+                        headers.append((b"x-forwarded-for", forwarded.encode()))
+                    scope = {"type": "websocket" if flags else "http", "method": "GET", "path": page,
+                             "query_string": b"", "client": (client, 5000) if client else None, "headers": headers}
+                    start = now - before - time.time() + time.perf_counter()
+                    records.append((shaper, scope, start, start + 0.001, None, 200, [], 3, 0, flags))
+                assert writer._write(records, time.time() - time.perf_counter()) is None
+        finally:
+            writer._conn.close()
+        assert set(query(path, "SELECT hour, is_bot, visitor FROM rollup_visitors_hourly")) == expected_visits(path)
+
+    visited()
 
 
 # ---- visitors and salts ----------------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import List, Optional
 
 import click
 
-from ... import SCHEMA_VERSION, retention, toplists
+from ... import SCHEMA_VERSION, retention, rollups, toplists
 from .. import cli
 from ..output import emit, iso_ms, open_log, output_options
 from .reasons import meaning
@@ -25,7 +25,8 @@ def _checks(conn: sqlite3.Connection, file: str, full: bool, max_size_mb: Option
     checks = [("integrity", lambda: [_integrity_check(conn, file, full)]), ("schema", lambda: [_schema_check(conn, file)]),
               ("lost rows", lambda: _counter_checks(conn)), ("wal", lambda: [_wal_check(file)]),
               ("free space", lambda: [_vacuum_check(conn, file)]), ("size", lambda: [_size_check(conn, file, max_size_mb)]),
-              ("retention", lambda: [_retention_check(conn)]), ("top lists", lambda: [_toplists_check(conn, file)])]
+              ("retention", lambda: [_retention_check(conn)]), ("top lists", lambda: [_toplists_check(conn, file)]),
+              ("rollups", lambda: [_rollups_check(conn, file)])]
     for name, run in checks:
         try:
             found += run()
@@ -135,6 +136,20 @@ def _toplists_check(conn: sqlite3.Connection, file: str) -> tuple:
     if behind <= _TOPLISTS_WARNING_ROWS:
         return ("top lists", "ok", f"{behind:,} rows still to sum" if behind else "every row counted")
     return ("top lists", "warning", f"{behind:,} rows still to sum: queries read them raw, more slowly, until a "
+            f"logger of the file sums them, or run: asgi-log-to-sqlite rollup {file} --rebuild")
+
+
+# Rows above the rollups' watermark past which a warning is due: a live logger adds its every 2 s.
+_ROLLUPS_WARNING_ROWS = 100_000
+
+
+def _rollups_check(conn: sqlite3.Connection, file: str) -> tuple:
+    if not rollups.WATERMARK.has_tables(conn):
+        return ("rollups", "ok", "none yet (schema before version 2): the logger adds them")
+    behind = rollups.WATERMARK.behind(conn)
+    if behind <= _ROLLUPS_WARNING_ROWS:
+        return ("rollups", "ok", f"{behind:,} rows still to sum" if behind else "every row counted")
+    return ("rollups", "warning", f"{behind:,} rows still to sum: queries over the rollups miss them until a "
             f"logger of the file sums them, or run: asgi-log-to-sqlite rollup {file} --rebuild")
 
 
