@@ -320,7 +320,7 @@ class Importer:
         ``unparsed``; returns how many rows were added. Rows are of COLUMNS until a line carries
         a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines.
 
-        One loop over the chunk pattern's matches (accesslog.Lines.split), the line's time and
+        One loop over the chunk pattern's fields (accesslog.Lines.split), the line's time and
         each value found in caches keyed by their raw bytes: the per-line work of the import.
         """
         requests, agents, referers, clients = self._requests, self._agents, self._referers, self._clients
@@ -328,20 +328,21 @@ class Importer:
         minutes, zone_of = {}, None
         timed = self._timed
         first, before = number, len(unparsed)
-        for found in lines.split(piece):
+        texts = None  # the piece's lines, split only when a line's time is wrong
+        for address, minute, second, zone, request, status, size, referer, agent, took, other in lines.split(piece):
             number += 1
-            address, minute, second, zone, request, status, size, referer, agent, took, other = found.groups()
             if address:
                 try:
                     if zone != zone_of:
                         minutes, zone_of = lines.minutes(zone), zone
                     start_ms = (minutes.get(minute) or lines.minute_ms(minute, zone)) + seconds_of[second]
                 except (ValueError, KeyError):
-                    unparsed.append((number, found.group().rstrip(b"\r\n")))
+                    texts = texts or piece.split(b"\n")
+                    unparsed.append((number, texts[number - first - 1].rstrip(b"\r")))
                     continue
                 status = statuses[status]
                 size = 0 if size == b"-" else int(size)
-                duration = None if took is None else microseconds(took)
+                duration = microseconds(took) if took else None
             else:
                 fields = lines.line(other, number, unparsed)
                 if fields is None:

@@ -21,7 +21,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, strategies as st
 
-from asgi_log_to_sqlite import AsgiLogToSqlite, create_file, importer
+from asgi_log_to_sqlite import AsgiLogToSqlite, accesslog, create_file, importer
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.privacy import AddressPolicy
 from asgi_log_to_sqlite.record import FLAG_IMPORTED, FLAG_REPLACED, FLAG_TRUNCATED
@@ -303,6 +303,19 @@ def test_any_bytes_never_raise_and_each_line_is_imported_or_counted(lines, log_f
         assert count(db) == result.imported
         assert count(db, f"select count(*) from request_log where flags & {FLAG_IMPORTED}") == result.imported
         assert len(result.unparsed_lines) == min(result.unparsed, importer.SHOWN_UNPARSED)
+
+
+@given(log_lines(), st.lists(st.tuples(st.integers(0, 300), st.sampled_from([b'"', b"\\", b'\\"', b"\r", b" "])),
+                             max_size=4))
+def test_the_loose_chunk_pattern_splits_a_chunk_as_the_strict_one_does(lines, inserted):
+    if lines:
+        for at, text in inserted:  # quotes and backslashes where the loose pattern could go astray
+            lines[at % len(lines)] = lines[at % len(lines)][:at] + text + lines[at % len(lines)][at:]
+    piece = b"\n".join(lines) + b"\n"
+    for log_format in importer.FORMATS:
+        split = accesslog.Lines(log_format)
+        strict = accesslog._CHUNK_PATTERNS["common" if log_format == "common" else "combined"]
+        assert split.split(piece) == strict.findall(piece)
 
 
 # ---- importing again ---------------------------------------------------------------------------
