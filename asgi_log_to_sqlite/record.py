@@ -188,12 +188,12 @@ class Shaper:
                         part = looked[2] = tally.part_of(ids)
                 start_ms = (t0 + wall_offset) * 1000
                 duration = (end - t0) * 1_000_000
-                # schema.COMMON_COLUMNS (see _NUMBERS and _KINDS); one tuple, then one extend,
-                # so a row is never added in part.
-                values = (
+                # schema.COMMON_COLUMNS (see _NUMBERS and _KINDS): these, then the ids. Both are
+                # added after everything that can raise, so a row is never added in part.
+                numbers = (
                     start_ms, duration, (ttfb - t0) * 1_000_000 if ttfb is not None else -1,
                     status, body_size, request_size, flags, rate,
-                ) + ids
+                )
                 if index is not None:
                     # The row's rollup group, as rollups._FILL_BATCH keys it: the INSERT truncates
                     # the times as int() does, and SQLite's log2() of d + 1 <= 0 is NULL.
@@ -224,9 +224,10 @@ class Shaper:
                         if us > longest[at]:
                             longest[at] = us
                 if tail is None:
-                    plain += values
+                    plain += numbers
+                    plain += ids
                 else:
-                    full += values + tail  # schema.OPTIONAL_COLUMNS (_TAIL)
+                    full += numbers + ids + tail  # schema.OPTIONAL_COLUMNS (_TAIL)
                 added += 1
             except sqlite3.Error:
                 raise

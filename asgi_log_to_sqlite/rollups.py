@@ -278,12 +278,14 @@ class RollupTally:
             conn.execute(_batch_insert(count), flat)
             written += count
 
-    def into_site_totals(self, conn: sqlite3.Connection) -> None:
+    def into_site_totals(self, conn: sqlite3.Connection, hand_over: Optional[Callable[[], None]] = None) -> None:
         """Add the groups to the whole site's hourly and daily totals, summed here: a few dozen
         rows where a GROUP BY over rollup_batch would sort all of its groups twice."""
         hourly: Dict[tuple, list] = {}
         daily: Dict[tuple, list] = {}
-        for ((_, _, is_bot), hour, status_class, bucket), hits, size, total, longest in self.groups():
+        for count, (((_, _, is_bot), hour, status_class, bucket), hits, size, total, longest) in enumerate(self.groups()):
+            if hand_over is not None and count and not count % _PER_HAND_OVER:
+                hand_over()
             if bucket is None:  # no duration: as _KEYED stores it
                 bucket, total, longest = NO_DURATION, 0, None
             hour = int(hour)
@@ -342,9 +344,7 @@ def _add_batch(conn: sqlite3.Connection, tally: Optional[RollupTally] = None,
     conn.execute(_TO_HOURLY)
     conn.execute(_TO_DAILY)
     if tally is not None:
-        if hand_over is not None and len(tally.index) > _PER_HAND_OVER:
-            hand_over()
-        tally.into_site_totals(conn)
+        tally.into_site_totals(conn, hand_over)
     else:
         conn.execute(_TO_TRAFFIC_HOURLY)
         conn.execute(_TO_TRAFFIC_DAILY)

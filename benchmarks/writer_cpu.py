@@ -8,8 +8,9 @@ runs SQLite's C (fewer instructions per nanosecond: more branches and memory rea
 instruction). This measures the time itself: each round runs, in a fresh process per tree and
 kind, Writer._write on ``--rows`` records in batches of 1,000 (as instructions.py builds them:
 ``write`` with one duration and 200 paths, ``varied`` with lognormal durations and a status mix),
-and reads the process's CPU time around the writes. Trees and kinds alternate within each round,
-so that what else loads the machine falls on all of them alike. Reported: median and best µs per
+and reads the process's CPU time around the writes and the rollup sums added once at the end.
+Trees and kinds alternate within each round, so that what else loads the machine falls on all of
+them alike. Reported: median and best µs per
 row of each, and the ratio of medians to the revision.
 """
 from __future__ import annotations
@@ -57,6 +58,9 @@ def child(kind: str, rows: int) -> None:
     started = time.process_time()
     for start in range(BATCH, BATCH + rows, BATCH):
         assert writer._write(records[start:start + BATCH], offset) is None
+    if hasattr(writer, "_add_tally"):
+        # The rollup sums a writer adds every 2 s (rollups.ROLLUP_EVERY_S): here once for the rows.
+        assert writer._add_tally()
     print(json.dumps((time.process_time() - started) / rows * 1e6))
 
 

@@ -185,13 +185,14 @@ def _described() -> Dict[str, dict]:
     tables["log_meta"] = {
         "description": "Facts about the file, one per key: its file_id, and what retention has done.",
         "columns": {"key": "file_id, retention.pruned_rows, retention.lookup_generation, retention.last_prune, "
-                           "toplists_to (the highest request_log.id the top lists count)",
+                           "rollups_to and toplists_to (the highest request_log.id the rollups and the top lists "
+                           "count)",
                     "value": "the fact, as text"},
     }
     for period, unit in (("hourly", "hour"), ("daily", "day")):
         tables[f"rollup_{period}"] = {
-            "description": f"Requests aggregated per {unit}, key and latency bucket; kept when pruning deletes "
-                           "the raw rows.",
+            "description": f"Requests aggregated per {unit}, key and latency bucket, up to log_meta's rollups_to "
+                           "(the writer adds its sums every 2 s or so); kept when pruning deletes the raw rows.",
             "columns": {unit: f"{unit}s since the Unix epoch, UTC", **_ROLLUP_KEY},
         }
         tables[f"rollup_{period}_readable"] = {
