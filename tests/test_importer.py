@@ -9,6 +9,7 @@ import gzip
 import json
 import os
 import pathlib
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -316,6 +317,16 @@ def test_the_loose_chunk_pattern_splits_a_chunk_as_the_strict_one_does(lines, in
         split = accesslog.Lines(log_format)
         strict = accesslog._CHUNK_PATTERNS["common" if log_format == "common" else "combined"]
         assert split.split(piece) == strict.findall(piece)
+
+
+@given(st.lists(st.sampled_from([b"GET", b"G", b"-", b"_", b" ", b"/p", b"?", b"HTTP/", b"1", b".", b"\n", b"\xff"]),
+                max_size=12).map(b"".join))
+def test_a_request_line_splits_as_the_plain_pattern_splits_it(text):
+    plain = re.fullmatch(rb"([A-Z][A-Z0-9_-]{0,31}) (.+?)(?: HTTP/\d(?:\.\d)?)?", text, re.S)
+    found = accesslog._REQUEST.match(text)
+    assert (found is None) == (plain is None)
+    if found is not None:
+        assert (found.group(1), found.group(2) or found.group(3)) == plain.groups()
 
 
 # ---- importing again ---------------------------------------------------------------------------
