@@ -154,6 +154,21 @@ async def serve(app, scopes):
     return statuses
 
 
+def write_one_request(path, page="/a"):
+    """One GET of ``page`` through a Writer of its own, flushed and closed: a later writer of the file."""
+    from asgi_log_to_sqlite.record import Shaper
+    from asgi_log_to_sqlite.writer import Writer
+
+    writer = Writer(str(path))
+    try:
+        now = time.perf_counter()
+        scope = {"type": "http", "method": "GET", "path": page, "query_string": b"", "headers": []}
+        writer.submit((Shaper(), scope, now, now + 0.002, None, 200, [], 10, 0, 0))
+        assert writer.flush()
+    finally:
+        writer.close()
+
+
 def checked(conn):
     """``conn`` after SQLite's integrity and foreign key checks have passed on it."""
     assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"

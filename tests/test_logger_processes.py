@@ -11,7 +11,7 @@ import httpx
 import pytest
 import sqlite_utils
 
-from conftest import DATASETTE_MAJOR, KEY, checked, free_port, rows, running_server, subprocess_env
+from conftest import DATASETTE_MAJOR, KEY, checked, free_port, rows, running_server, subprocess_env, write_one_request
 
 
 def load(ports, per_port, concurrency=8):
@@ -187,8 +187,6 @@ def test_a_writer_killed_before_it_adds_its_rollup_sums_leaves_its_rows_to_the_n
     """kill -9 takes the rollup sums a writer holds, never their rows: they stay above the rollups'
     watermark, and the next writer of the file sums them from the raw rows."""
     from asgi_log_to_sqlite import rollups
-    from asgi_log_to_sqlite.record import Shaper
-    from asgi_log_to_sqlite.writer import Writer
 
     path = str(tmp_path / "killed.db")
     done = subprocess.run([sys.executable, "-c", _KILLED_WRITER, path], env=subprocess_env(), timeout=60)
@@ -200,14 +198,7 @@ def test_a_writer_killed_before_it_adds_its_rollup_sums_leaves_its_rows_to_the_n
         assert conn.execute("select count(*) from rollup_hourly").fetchone()[0] == 0
     finally:
         conn.close()
-    writer = Writer(path)
-    try:
-        now = time.perf_counter()
-        scope = {"type": "http", "method": "GET", "path": "/page/0", "query_string": b"", "headers": []}
-        writer.submit((Shaper(), scope, now, now + 0.002, None, 200, [], 10, 0, 0))
-        assert writer.flush()
-    finally:
-        writer.close()
+    write_one_request(path, "/page/0")
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         assert_rollups_count_every_row(conn)

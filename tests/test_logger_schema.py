@@ -5,7 +5,6 @@ import os
 import re
 import shutil
 import sqlite3
-import time
 import sys
 
 import pytest
@@ -14,7 +13,7 @@ import sqlite_utils
 from asgi_log_to_sqlite import SCHEMA_VERSION, create_file
 from asgi_log_to_sqlite import schema as log_schema
 from asgi_log_to_sqlite import toplists
-from conftest import TESTS
+from conftest import TESTS, write_one_request
 
 FIXTURES = TESTS / "fixtures"
 
@@ -206,19 +205,26 @@ def test_a_version_2_file_gets_the_sites_totals_summed_from_its_rollups(tmp_path
         conn.close()
 
 
+def file_of_version(path, version, rows):
+    """A file made by the migrations up to ``version``, with paths /a and /b and request_log ``rows`` of
+    (start_ms, http_status, body_size, duration_us, path_id); its connection, still open."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    db = sqlite_utils.Database(conn)
+    for migrate in log_schema.MIGRATIONS[:version]:
+        migrate(db)
+    conn.execute(f"PRAGMA user_version = {version}")
+    conn.execute("INSERT INTO paths (id, name) VALUES (1, '/a'), (2, '/b')")
+    conn.executemany("INSERT INTO request_log (start_ms, http_status, body_size, duration_us, path_id) VALUES (?, ?, ?, ?, ?)",
+                     rows)
+    return conn
+
+
 def test_a_version_3_file_gets_its_rows_summed_into_the_top_lists_behind_the_writer(tmp_path):
     """Version 4 adds the top lists' rollups with the watermark at 0: the rows a version 3 file holds
     are summed into them by the next catch-up, not inside the upgrade."""
     path = str(tmp_path / "v3.db")
-    conn = sqlite3.connect(path, isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    for migrate in log_schema.MIGRATIONS[:3]:
-        migrate(db)
-    conn.execute("PRAGMA user_version = 3")
-    conn.execute("INSERT INTO paths (id, name) VALUES (1, '/a'), (2, '/b')")
-    conn.executemany("INSERT INTO request_log (start_ms, http_status, body_size, duration_us, path_id) VALUES (?, ?, ?, ?, ?)",
-                     [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1), (7_200_000, 500, 1, None, 2)])
-    conn.close()
+    file_of_version(path, 3, [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1), (7_200_000, 500, 1, None, 2)]
+                    ).close()
     create_file(path)
     conn = sqlite3.connect(path, isolation_level=None)
     try:
@@ -239,18 +245,9 @@ def test_a_version_4_file_has_its_rollups_count_every_row_it_holds(tmp_path):
     watermark at the newest row, so that no row is summed into them twice, and a writer's rows after
     it are summed once."""
     from asgi_log_to_sqlite import rollups
-    from asgi_log_to_sqlite.record import Shaper
-    from asgi_log_to_sqlite.writer import Writer
 
     path = str(tmp_path / "v4.db")
-    conn = sqlite3.connect(path, isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    for migrate in log_schema.MIGRATIONS[:4]:
-        migrate(db)
-    conn.execute("PRAGMA user_version = 4")
-    conn.execute("INSERT INTO paths (id, name) VALUES (1, '/a')")
-    conn.executemany("INSERT INTO request_log (start_ms, http_status, body_size, duration_us, path_id) VALUES (?, ?, ?, ?, ?)",
-                     [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1)])
+    conn = file_of_version(path, 4, [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1)])
     rollups.add_rows(conn, 1, 2)  # as a version 4 writer did, in the batch's transaction
     conn.close()
     create_file(path)
@@ -260,14 +257,7 @@ def test_a_version_4_file_has_its_rollups_count_every_row_it_holds(tmp_path):
         assert rollups.WATERMARK.marked(conn) == 2 and rollups.WATERMARK.behind(conn) == 0
     finally:
         conn.close()
-    writer = Writer(path)
-    try:
-        now = time.perf_counter()
-        scope = {"type": "http", "method": "GET", "path": "/a", "query_string": b"", "headers": []}
-        writer.submit((Shaper(), scope, now, now + 0.001, None, 200, [], 10, 0, 0))
-        assert writer.flush()
-    finally:
-        writer.close()
+    write_one_request(path, "/a")
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         assert conn.execute("SELECT sum(hits) FROM rollup_hourly").fetchone()[0] == 3
