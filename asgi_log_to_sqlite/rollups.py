@@ -463,8 +463,10 @@ class Rollups:
         transaction, which holds the write lock; True when it could.
 
         It can when the rows above the mark are exactly the tally's. Otherwise (another process's
-        rows among them, a tally begun before a rolled-back batch, or rows summed already) up to
-        SLICE_ROWS rows above the mark are summed from the raw rows instead, and the tally is spent.
+        rows among them, a tally begun before a rolled-back batch, or rows summed already) rows above
+        the mark are summed from the raw rows instead, and the tally is spent: twice as many as the
+        tally covers, at least SLICE_ROWS, so that writers whose tallies keep missing (several
+        processes on one file) still move the mark faster than they write.
         """
         mark = WATERMARK.marked(conn)
         newest = conn.execute("SELECT max(id) FROM request_log").fetchone()[0] or 0
@@ -473,7 +475,8 @@ class Rollups:
             _add_batch(conn, tally, self.hand_over)
             WATERMARK.set_mark(conn, newest)
             return True
-        WATERMARK.catch_up_slice(conn, SLICE_ROWS)
+        covered = tally.last_id - tally.first_id + 1 if tally.first_id else 0
+        WATERMARK.catch_up_slice(conn, max(SLICE_ROWS, 2 * covered))
         return False
 
     def add_visits(self, conn: sqlite3.Connection, visits: set) -> None:

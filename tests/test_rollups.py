@@ -429,6 +429,34 @@ def test_rebuild_needs_a_connection_without_a_transaction(tmp_path):
 
 
 # Few values, so that a combination comes back within the hour and in the next.
+def test_a_writer_whose_tallies_keep_missing_still_keeps_the_mark_up(tmp_path, monkeypatch):
+    """Another process's rows between each of a writer's batches spend its tally every time: what it
+    sums from the raw rows instead must outpace what it writes, or the mark would fall ever further behind."""
+    from asgi_log_to_sqlite.writer import Writer
+
+    monkeypatch.setattr(rollups, "ROLLUP_EVERY_S", 0.0)  # the tally is added with every batch
+    path = str(tmp_path / "log.db")
+    writer = Writer(path, batch_size=8_000)
+    shaper = Shaper()
+    try:
+        for _ in range(4):
+            now = time.perf_counter()
+            records = [(shaper, scope_for(f"/p/{i % 30}"), now, now + 0.001, None, 200, [], 10, 0, 0)
+                       for i in range(8_000)]  # more rows than rollups.SLICE_ROWS
+            assert writer._write(records, time.time() - time.perf_counter()) is None
+            # Another process's row after it: the next tally's rows are not the next above the mark.
+            writer._conn.execute("INSERT INTO request_log (start_ms, http_status, path_id) VALUES (?, 200, 1)",
+                                 (int(time.time() * 1000),))
+            assert rollups.WATERMARK.behind(writer._conn) == 1  # that row only
+        now = time.perf_counter()
+        assert writer._write([(shaper, scope_for("/p/0"), now, now + 0.001, None, 200, [], 10, 0, 0)],
+                             time.time() - time.perf_counter()) is None
+        assert rollups.WATERMARK.behind(writer._conn) == 0
+    finally:
+        writer._conn.close()
+    assert snapshot(path)["rollup_hourly"] == expected_rollups(path)["rollup_hourly"]
+
+
 _visits = st.lists(st.tuples(
     st.sampled_from(["/", "/", "/", "/a"]),
     st.sampled_from([CHROME, CHROME, GOOGLEBOT, None]),
