@@ -11,7 +11,7 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from asgi_log_to_sqlite import SCHEMA_VERSION, AsgiLogToSqlite, create_file
+from asgi_log_to_sqlite import SCHEMA_VERSION, AsgiLogToSqlite, create_file, rollups
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.merging import MergeError, merge_files
 from asgi_log_to_sqlite.rotating import rotate_file
@@ -178,6 +178,26 @@ async def test_visitors_are_the_union_of_the_sources_sets_when_the_destination_h
     assert rows_of(merged, "select salt from rollup_salts") != rows_of(a, "select salt from rollup_salts")
     assert visitors(merged) == own | visitors(a)
     assert rows_of(merged, "select sum(hits) from rollup_hourly") == [(1 + 60 + 30,)]
+
+
+@pytest.mark.asyncio
+async def test_a_sources_rows_its_rollups_do_not_count_yet_are_summed_once(tmp_path, two_logs):
+    """Rows above a source's rollups' watermark (a writer killed before it added its sums) are copied
+    and summed in the destination; the rest are counted by the source's rollups, merged whole."""
+    a, b = await two_logs()
+    with contextlib.closing(sqlite3.connect(a)) as conn:
+        conn.execute("INSERT INTO request_log (start_ms, http_status, body_size, duration_us, path_id, method_id) "
+                     "SELECT start_ms, 404, 7, duration_us, path_id, method_id FROM request_log WHERE id <= 10")
+        conn.commit()
+        assert rollups.WATERMARK.behind(conn) == 10
+    merged = str(tmp_path / "all.db")
+    merge_files(merged, [str(a), str(b)])
+    with contextlib.closing(sqlite3.connect(a, isolation_level=None)) as conn:
+        assert rollups.WATERMARK.catch_up(conn)  # now the source's own rollups count them too
+    assert rollup_totals(merged) == rollup_totals(a, b)
+    assert rows_of(merged, "select sum(hits) from rollup_hourly") == [(70 + 40,)]
+    merge_files(merged, [str(a), str(b)])
+    assert rollup_totals(merged) == rollup_totals(a, b)
 
 
 @pytest.mark.asyncio
