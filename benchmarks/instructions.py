@@ -4,9 +4,13 @@ noise cannot blur.
     python3 scripts/dev.py bench instructions [--against REV] [--rows 10000] [--requests 100]
 
 Wall-clock rows/s on the 2-core development VM moves by 10 to 25% between identical runs; the
-count of CPU instructions does not (two runs agree to within 0.5%). Each figure is the
-instructions of a run writing N rows minus those of an identical run writing 0, over N: start-up,
-imports, building the records, the schema and preparing the statements cancel out. The records
+count of CPU instructions does not. The parts below are counted by callgrind only while the
+measured steps run (each step is called from itertools.starmap, and --toggle-collect=starmap_next
+counts what runs inside it), so start-up, imports, building the records, the schema and preparing
+the statements are not counted at all: two identical runs agree to within a few instructions a
+row. (Counting the whole process, and subtracting a run writing 0 rows, left a million
+instructions of noise from start-up, 200 a row at 5,000 rows.) Each figure is the count of a run
+writing N rows minus that of an identical run writing 0, over N. The records
 are logger_inprocess's, built as a server builds them (every header a new bytes object), and the
 writer is called directly, without its thread and queue, whose timing would vary the batches.
 
@@ -39,6 +43,8 @@ valgrind is installed from Debian when missing.
 from __future__ import annotations
 
 import argparse
+import functools
+import itertools
 import inspect
 import json
 import math
@@ -116,29 +122,38 @@ def child(part: str, rows: int, built: int) -> None:
         return plain
 
     if part in ("write", "varied"):
-        for batch in batches:
-            write(batch)
-        assert writer.rows_written == BATCH + rows
+        steps = [functools.partial(write, batch) for batch in batches]
         if hasattr(writer, "_add_tally"):
             # The rollup sums go to the tables every rollups.ROLLUP_EVERY_S, here once for the run:
             # in both runs, so that the difference is its share for the rows measured.
-            assert writer._add_tally()
+            steps.append(writer._add_tally)
+        measured(steps)
+        assert writer.rows_written == BATCH + rows
     elif part == "shape":
         conn.execute("BEGIN IMMEDIATE")
-        for batch in batches:
-            shaped(batch)
+        measured([functools.partial(shaped, batch) for batch in batches])
         conn.execute("ROLLBACK")
     else:
         conn.execute("BEGIN IMMEDIATE")
         flat = shaped(records[:BATCH])
         width = len(schema.COMMON_COLUMNS)
         statement_sizes, insert_sql, _ = insert_statements(writer_module, writer)
-        for _ in batches:
+
+        def insert_batch():
             start = 0
             for count in statement_sizes(BATCH):
                 conn.execute(insert_sql(count, schema.COMMON_COLUMNS), flat[start:start + count * width])
                 start += count * width
+
+        measured([insert_batch for _ in batches])
         conn.execute("COMMIT")
+
+
+def measured(steps) -> None:
+    """Call each step from itertools.starmap: the parent's callgrind counts only what runs inside
+    starmap_next (--toggle-collect), which nothing else in the child calls."""
+    for _ in itertools.starmap(lambda step: step(), [(step,) for step in steps]):
+        pass
 
 
 def insert_statements(writer_module, writer):
@@ -204,13 +219,18 @@ def requests_child(variant: str, count: int, built: int) -> None:
 
 
 def instructions(tree: pathlib.Path, child_args: list, valgrind: str) -> int:
+    """The instructions of one child run: those inside measured()'s steps for the writer's parts,
+    the whole process's for the requests (whose writer thread runs outside any step)."""
     env = dict(os.environ, PYTHONPATH=str(tree), PYTHONHASHSEED="0")
-    done = subprocess.run(
-        [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-         sys.executable, str(HERE / "instructions.py"), *child_args],
-        env=env, capture_output=True, text=True, cwd=tree,
-    )
-    found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+    if child_args[1] in PARTS:
+        tool = ["--tool=callgrind", "--toggle-collect=starmap_next", "--callgrind-out-file=/dev/null"]
+        counted = r"Collected\s*:\s*(\d+)"
+    else:
+        tool = ["--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
+        counted = r"I\s+refs:\s+([\d,]+)"
+    done = subprocess.run([valgrind, *tool, sys.executable, str(HERE / "instructions.py"), *child_args],
+                          env=env, capture_output=True, text=True, cwd=tree)
+    found = re.search(counted, done.stderr)
     if done.returncode != 0 or not found:
         sys.exit(f"valgrind run failed ({tree}, {child_args}):\n{done.stderr[-2000:]}")
     if done.stdout.strip():
