@@ -153,11 +153,13 @@ class Shaper:
         writer spends most of its time in this loop, and this is the one place a row is laid out.
         """
         combined = self._combined
+        combination = combined.get
         rate = self.sample_rate
         simple = not self._optional
         if tally is not None:
             index, hits, sizes, sums, longest = tally.index, tally.hits, tally.sizes, tally.sums, tally.longest
             visits = tally.visits
+            group_at = index.get  # bound once, not looked up per row
         else:
             index = None
         # The hour of the rows being tallied, and its bounds in ms: consecutive rows share it.
@@ -189,7 +191,7 @@ class Shaper:
                                        named.get(b"user-agent"), named.get(b"referer"),
                                        named.get(b"accept-language"), named.get(b"host"), content_type,
                                        client[0] if client else None, None if route is None else _route_path(route))
-                                looked = combined.get(key)
+                                looked = combination(key)
                             else:
                                 key = None
                         except (TypeError, ValueError):  # unhashable values: _prepared normalises them
@@ -228,9 +230,8 @@ class Shaper:
                     group_key = (part, hour, status // 100,
                                  _BUCKET_OF[us] if 0 <= us < _BUCKETED_US else
                                  int(BUCKETS_PER_OCTAVE * _log2(us + 1)) if us >= 0 else None)
-                    try:
-                        at = index[group_key]  # a subscript costs less than .get(), and misses are rare
-                    except KeyError:
+                    at = group_at(group_key)
+                    if at is None:
                         size = body_size + 0  # first: the one sum a bad record can make raise
                         index[group_key] = len(hits)
                         hits.append(1)

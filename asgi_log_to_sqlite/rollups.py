@@ -22,7 +22,7 @@ import re
 import secrets
 import sqlite3
 import time
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlite_utils
 
@@ -258,16 +258,11 @@ class RollupTally:
         """Each group's key, hits, bytes, duration sum and duration max, in the order they came."""
         return zip(self.index, self.hits, self.sizes, self.sums, self.longest)
 
-    def part_of(self, ids: Sequence[int]) -> Part:
-        """The route id or minus the path id, the method id and the bot flag of a row's lookup ids
-        (schema.COMMON_COLUMNS order: method, path, query, agent, ..., route; 0 for none), as one
-        integer (unpart() reads it back): the tally hashes it in every row's key, where a tuple
-        of three would be hashed element by element."""
+    def part_of(self, ids: Sequence[int]) -> Tuple[int, int, int]:
+        """(route id or minus the path id, method id, bot flag) of a row's lookup ids
+        (schema.COMMON_COLUMNS order: method, path, query, agent, ..., route); 0 for none."""
         method, path, agent, route = ids[0], ids[1], ids[3], ids[9]
-        bot = self.bot_of(agent) if agent else 0
-        if 0 <= method < _METHOD_IDS:
-            return (route or -path) << _PART_SHIFT | method << 1 | bot
-        return route or -path, method, bot  # a method id past 2**31: never in practice, still counted
+        return route or -path, method, self.bot_of(agent) if agent else 0
 
     def into_batch(self, conn: sqlite3.Connection, hand_over: Optional[Callable[[], None]] = None) -> None:
         """Write the groups into rollup_batch, as _FILL_BATCH would have; ``hand_over`` is called
@@ -278,8 +273,7 @@ class RollupTally:
             if hand_over is not None and written and not written % _PER_HAND_OVER:
                 hand_over()
             flat: list = []
-            for (part, hour, status_class, bucket), *sums in itertools.islice(groups, count):
-                route, method, is_bot = unpart(part)
+            for ((route, method, is_bot), hour, status_class, bucket), *sums in itertools.islice(groups, count):
                 flat += (int(hour), route, method, status_class, is_bot, bucket, *sums)
             conn.execute(_batch_insert(count), flat)
             written += count
@@ -289,10 +283,9 @@ class RollupTally:
         rows where a GROUP BY over rollup_batch would sort all of its groups twice."""
         hourly: Dict[tuple, list] = {}
         daily: Dict[tuple, list] = {}
-        for count, ((part, hour, status_class, bucket), hits, size, total, longest) in enumerate(self.groups()):
+        for count, (((_, _, is_bot), hour, status_class, bucket), hits, size, total, longest) in enumerate(self.groups()):
             if hand_over is not None and count and not count % _PER_HAND_OVER:
                 hand_over()
-            is_bot = unpart(part)[2]
             if bucket is None:  # no duration: as _KEYED stores it
                 bucket, total, longest = NO_DURATION, 0, None
             hour = int(hour)
@@ -317,17 +310,6 @@ class RollupTally:
 
 
 _SITE_WIDTH = 1 + len(TRAFFIC_KEY) + len(VALUES)
-# RollupTally.part_of's integer: (route id or minus the path id) << 32 | method id << 1 | bot flag.
-Part = Union[int, Tuple[int, int, int]]
-_PART_SHIFT = 32
-_METHOD_IDS = 1 << (_PART_SHIFT - 1)
-
-
-def unpart(part: Part) -> Tuple[int, int, int]:
-    """(route id or minus the path id, method id, bot flag) of a RollupTally.part_of value."""
-    if type(part) is tuple:
-        return part
-    return part >> _PART_SHIFT, (part & (1 << _PART_SHIFT) - 1) >> 1, part & 1
 
 
 @functools.lru_cache(maxsize=16)

@@ -770,12 +770,3 @@ def test_rollup_command_errors_are_one_line(tmp_path):
     refused = runner.invoke(cli, ["rollup", str(plain), "--rebuild"])
     assert refused.exit_code == 1 and "not a request log" in refused.output
 
-
-@given(route=st.integers(0, 1 << 40), path=st.integers(0, 1 << 40), method=st.integers(0, 1 << 40),
-       agent=st.integers(0, 3))
-def test_a_tallys_part_reads_back_as_its_route_or_path_method_and_bot_flag(route, path, method, agent):
-    """RollupTally.part_of packs (route or minus the path, method, bot flag) into one integer, with
-    a tuple for method ids past 2**31: unpart() gives back the three, for paths and routes alike."""
-    tally = rollups.RollupTally(lambda agent_id: agent_id % 2)
-    ids = (method, path, 0, agent, 0, 0, 0, 0, 0, route)
-    assert rollups.unpart(tally.part_of(ids)) == (route or -path, method, agent % 2 if agent else 0)
