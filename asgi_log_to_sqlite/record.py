@@ -183,7 +183,8 @@ class Shaper:
                                 break
                         headers = scope.get("headers") or ()
                         try:
-                            # _combination, inline: a call per row is a tenth of this loop's bytecode.
+                            # _combination, inline (a property test holds the two equal): its call per row
+                            # cost about 700 instructions, a twentieth of this loop.
                             named = dict(headers) if type(headers) is list or type(headers) is tuple else ()
                             if len(named) == len(headers):
                                 route = scope.get("route")
