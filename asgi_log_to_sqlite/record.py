@@ -75,8 +75,8 @@ _KINDS = (
 _METHOD, _PATH, _QUERY_STRING, _AGENT, _REFERER_URL, _LANG, _TYPE, _IP, _HOSTNAME, _ROUTE = range(len(_KINDS))
 # The columns before the ids, in the order Shaper.rows_into writes their values, and the columns
 # of its tail (websockets and options). Checked here so that the schema stays the order's one home.
-_NUMBERS = ("start_ms", "duration_us", "ttfb_us", "http_status", "body_size", "request_size", "flags", "sample_rate")
-_TAIL = ("forwarded_ip_id", "ws_messages_in", "ws_messages_out", "ws_close_code", "request_id", "extra")
+_NUMBERS = ("start_ms", "duration_us", "ttfb_us", "http_status", "body_size", "request_size", "flags")
+_TAIL = ("sample_rate", "forwarded_ip_id", "ws_messages_in", "ws_messages_out", "ws_close_code", "request_id", "extra")
 if _NUMBERS + tuple(kind[2] for kind in _KINDS) != COMMON_COLUMNS or _TAIL != OPTIONAL_COLUMNS:
     raise ImportError("record.py builds rows in an order that is not schema.COMMON_COLUMNS + OPTIONAL_COLUMNS")
 _log2 = math.log2
@@ -121,6 +121,9 @@ class Shaper:
         self.proxies = TrustedProxies(trusted_proxies)
         self.redactor = QueryRedactor(redact_params)
         self.sample_rate = float(sample_rate)
+        # A sampled middleware's plain rows bind every column, its rate among them (_TAIL's order);
+        # the others leave sample_rate to its DEFAULT 1.0.
+        self._sampled = None if self.sample_rate == 1.0 else (self.sample_rate, 0, -1, -1, -1, 0, 0)
         # Whether any per-row option beyond the defaults is on: one test on the common path.
         self._optional = bool(self.proxies or self.request_id or self.extra_request or self.extra_response)
         # Per lookup kind: raw value -> (id, flags). Valid for one database file (one writer).
@@ -154,7 +157,7 @@ class Shaper:
         """
         combined = self._combined
         combination = combined.get
-        rate = self.sample_rate
+        sampled = self._sampled  # the tail of a plain row: None, unless this middleware samples
         simple = not self._optional
         if tally is not None:
             index, hits, sizes, sums, longest = tally.index, tally.hits, tally.sizes, tally.sums, tally.longest
@@ -202,7 +205,7 @@ class Shaper:
                     part = tally.part_of(ids) if tally is not None else None
                 else:
                     ids, flags, part, _ = looked
-                    tail = None
+                    tail = sampled
                     if part is None and tally is not None:
                         part = looked[2] = tally.part_of(ids)
                 start_ms = (t0 + wall_offset) * 1000
@@ -211,7 +214,7 @@ class Shaper:
                 # added after everything that can raise, so a row is never added in part.
                 numbers = (
                     start_ms, duration, (ttfb - t0) * 1_000_000 if ttfb is not None else -1,
-                    status, body_size, request_size, flags, rate,
+                    status, body_size, request_size, flags,
                 )
                 if index is not None:
                     # The row's rollup group, as rollups._FILL_BATCH keys it: the INSERT truncates
@@ -224,7 +227,7 @@ class Shaper:
                     # Its visitor (hour, address id, agent id), once an hour per cached combination:
                     # the forwarded address where a trusted proxy gave one, as rollups._VISITS reads it.
                     if looked is None:
-                        visits.add((hour, tail[0] or ids[7] if tail else ids[7], ids[3]))
+                        visits.add((hour, tail[1] or ids[7] if tail else ids[7], ids[3]))
                     elif looked[3] != hour:
                         looked[3] = hour
                         visits.add((hour, ids[7], ids[3]))
@@ -316,14 +319,14 @@ class Shaper:
         ids, lookup_flags = looked[0], looked[1]
         flags |= lookup_flags
         if not websocket and not self._optional:
-            return status or 0, body_size, ids, flags, None
+            return status or 0, body_size, ids, flags, self._sampled
         forwarded_id = request_id = extra = 0
         if self._optional:
             forwarded_id, request_id, extra, flags = self._options(scope, peer, found, response_headers, flags, id_of)
         ws_in = ws_out = ws_close = -1
         if websocket:
             ws_in, ws_out, ws_close = (-1 if v is None else v for v in record[10:13])
-        return status or 0, body_size, ids, flags, (forwarded_id, ws_in, ws_out, ws_close, request_id, extra)
+        return status or 0, body_size, ids, flags, (self.sample_rate, forwarded_id, ws_in, ws_out, ws_close, request_id, extra)
 
     def _options(self, scope, peer, found, response_headers, flags: int, id_of: IdOf) -> tuple:
         """(forwarded_ip_id, request_id, extra, flags): the columns only options fill (0 when empty)."""

@@ -44,7 +44,6 @@ COMMON_COLUMNS = (
     "body_size",           # response body bytes handed to the server; 0 for HEAD
     "request_size",        # request body bytes received
     "flags",               # bit set, see FLAG_* in record.py
-    "sample_rate",         # 1.0 when every request is logged
     "method_id",
     "path_id",
     "query_string_id",
@@ -56,9 +55,11 @@ COMMON_COLUMNS = (
     "host_id",
     "route_id",
 )
-# Bound only for websocket sessions and when an option fills them; plain HTTP rows leave them
-# NULL without binding anything (six fewer parameters per row).
+# Bound only for websocket sessions, when an option fills them, and for a sampled middleware; plain
+# HTTP rows leave them NULL, and sample_rate to its DEFAULT 1.0, without binding anything (seven
+# fewer parameters per row).
 OPTIONAL_COLUMNS = (
+    "sample_rate",         # 1.0 when every request is logged
     "forwarded_ip_id",     # resolved from trusted proxy headers, same truncation
     "ws_messages_in",
     "ws_messages_out",

@@ -474,6 +474,19 @@ async def test_sampling_stores_the_rate(log_file):
 
 
 @pytest.mark.asyncio
+async def test_a_sampled_and_an_unsampled_middleware_on_one_file_each_store_their_rate(log_file):
+    """Plain rows leave sample_rate to the column's DEFAULT 1.0, a sampled middleware's rows bind
+    it: in one batch, side by side, each row keeps its own."""
+    every, half = logged(log_file), logged(log_file, sample_rate=0.5)
+    for _ in range(50):
+        await get(every, "/")
+        await get(half, "/")
+    assert every.flush() and half.flush()
+    rates = [r["sample_rate"] for r in rows(log_file)]
+    assert rates.count(1.0) == 50 and 10 < rates.count(0.5) < 40 and len(rates) == 50 + rates.count(0.5)
+
+
+@pytest.mark.asyncio
 async def test_truncation_request_id_and_extra_headers(log_file):
     app = logged(log_file, max_value_length=50, request_id=True)
     await get(app, "/hello/" + "n" * 200, headers={"x-request-id": "req-abc"})
