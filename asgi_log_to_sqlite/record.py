@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Se
 
 from .privacy import NEVER_STORED_HEADERS, AddressPolicy, QueryRedactor, TrustedProxies
 from .rollups import BUCKET_OF as _BUCKET_OF, BUCKETED_US as _BUCKETED_US, BUCKETS_PER_OCTAVE
-from .schema import COMMON_COLUMNS, OPTIONAL_COLUMNS
+from .schema import COMMON_COLUMNS, NULL_SENTINEL, OPTIONAL_COLUMNS
 
 # Bits of request_log.flags.
 FLAG_TRUNCATED = 1        # at least one stored value was cut to max_value_length
@@ -123,7 +123,8 @@ class Shaper:
         self.sample_rate = float(sample_rate)
         # A sampled middleware's plain rows bind every column, its rate among them (_TAIL's order);
         # the others leave sample_rate to its DEFAULT 1.0.
-        self._sampled = None if self.sample_rate == 1.0 else (self.sample_rate, 0, -1, -1, -1, 0, 0)
+        self._sampled = (None if self.sample_rate == 1.0 else
+                         (self.sample_rate, *(NULL_SENTINEL[column] for column in OPTIONAL_COLUMNS[1:])))
         # Whether any per-row option beyond the defaults is on: one test on the common path.
         self._optional = bool(self.proxies or self.request_id or self.extra_request or self.extra_response)
         # Per lookup kind: raw value -> (id, flags). Valid for one database file (one writer).
