@@ -263,7 +263,7 @@ class Shaper:
 
     def row(self, record: tuple, wall_offset: float, id_of: IdOf) -> tuple:
         """The values of one request_log row, lookup ids resolved: schema.COMMON_COLUMNS for a plain
-        HTTP request, schema.COLUMNS when a websocket or an option fills the others."""
+        HTTP request, schema.COLUMNS when a websocket, an option or sampling fills the others."""
         plain: list = []
         full: list = []
         errors: List[Exception] = []
@@ -275,7 +275,7 @@ class Shaper:
     def _prepared(self, record: tuple, id_of: IdOf, key: Any) -> tuple:
         """(status, body_size, ids, flags, tail) of a record the fast path could not take: the
         status and size as stored, the lookup ids, the row's flags, and its OPTIONAL_COLUMNS
-        values (None for a plain HTTP row).
+        values (None for a plain HTTP row of a middleware that does not sample).
 
         ``key`` is the record's _combination when rows_into looked it up and did not find it.
         """

@@ -7,9 +7,10 @@ Wall-clock rows/s on the 2-core development VM moves by 10 to 25% between identi
 count of CPU instructions does not. The parts below are counted by callgrind only while the
 measured steps run (each step is called from itertools.starmap, and --toggle-collect=starmap_next
 counts what runs inside it), so start-up, imports, building the records, the schema and preparing
-the statements are not counted at all: two identical runs agree to within a few instructions a
-row. (Counting the whole process, and subtracting a run writing 0 rows, left a million
-instructions of noise from start-up, 200 a row at 5,000 rows.) Each figure is the count of a run
+the statements are not counted at all: two identical runs on a quiet machine agree to within
+about 150 instructions a row, where counting the whole process left about 1,000 of start-up's
+noise at 5,000 rows. A loaded machine still moves the count by about 1% (the writer's hand-overs
+of the GIL are timed), so compare figures from a quiet one. Each figure is the count of a run
 writing N rows minus that of an identical run writing 0, over N. The records
 are logger_inprocess's, built as a server builds them (every header a new bytes object), and the
 writer is called directly, without its thread and queue, whose timing would vary the batches.
@@ -127,8 +128,10 @@ def child(part: str, rows: int, built: int) -> None:
             # The rollup sums go to the tables every rollups.ROLLUP_EVERY_S, here once for the run:
             # in both runs, so that the difference is its share for the rows measured.
             steps.append(writer._add_tally)
-        measured(steps)
+        done = measured(steps)
         assert writer.rows_written == BATCH + rows
+        # Each write returns its error (None), and the tally's addition True when it went in.
+        assert done[:len(batches)] == [None] * len(batches) and all(done[len(batches):]), done[-3:]
     elif part == "shape":
         conn.execute("BEGIN IMMEDIATE")
         measured([functools.partial(shaped, batch) for batch in batches])
@@ -149,11 +152,10 @@ def child(part: str, rows: int, built: int) -> None:
         conn.execute("COMMIT")
 
 
-def measured(steps) -> None:
-    """Call each step from itertools.starmap: the parent's callgrind counts only what runs inside
-    starmap_next (--toggle-collect), which nothing else in the child calls."""
-    for _ in itertools.starmap(lambda step: step(), [(step,) for step in steps]):
-        pass
+def measured(steps) -> list:
+    """Call each step from itertools.starmap, and return what each returned: the parent's callgrind
+    counts only what runs inside starmap_next (--toggle-collect), which nothing else in the child calls."""
+    return list(itertools.starmap(lambda step: step(), [(step,) for step in steps]))
 
 
 def insert_statements(writer_module, writer):
