@@ -23,7 +23,7 @@ import os
 import sqlite3
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from . import rollups, toplists
+from . import rollups, route_summaries, toplists
 from .failures import is_locked
 from .merge_setup import LEDGER, Attached, MergeError, check_log, file_id, has_table, now_text, prepare, transaction
 from .rotation import is_dated
@@ -441,7 +441,7 @@ _ROLLUP_TABLES = [
                                  ("rollup_visitors_daily", "day", DAY_MS), ("rollup_salts", "day", DAY_MS),
                                  ("rollup_traffic_hourly", "hour", HOUR_MS), ("rollup_traffic_daily", "day", DAY_MS))
     + tuple((table, "hour", HOUR_MS) if table.endswith("_hourly") else (table, "day", DAY_MS)
-            for table in toplists.TABLES)
+            for table in toplists.TABLES + route_summaries.TABLES)
 ]
 # A source's own row in a destination's ledger (bind file_id, first_ms, last_ms).
 _KEY = "file_id = ? AND first_ms = ? AND last_ms = ? AND via IS NULL"

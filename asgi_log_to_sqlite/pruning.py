@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
-from . import rollups, toplists
+from . import rollups, route_summaries, toplists
 
 HOLD_TARGET_S = 0.005    # each write transaction aims at holding the lock this long
 CHECKPOINT_FRAMES = 1000  # pages in the -wal between checkpoints, as SQLite's auto-checkpoint has it
@@ -134,8 +134,8 @@ def delete_chunk(conn: sqlite3.Connection, pace: Pace, table: str, key: str, low
 
 
 # The rollup tables in the order the size budget deletes them once no raw row is left, by level:
-# the hourly detail, the daily detail, then the whole site's hourly and daily totals, each level's
-# oldest rows first by their primary key.
+# the hourly detail, the daily detail, the hourly and the daily sums per route, then the whole
+# site's hourly and daily totals, each level's oldest rows first by their primary key.
 _ROLLUPS_OLDEST_FIRST = (
     (("rollup_visitors_hourly", "hour, is_bot, visitor"),
      ("rollup_hourly", "hour, route_id, path_id, method_id, status_class, is_bot, bucket"))
@@ -143,6 +143,10 @@ _ROLLUPS_OLDEST_FIRST = (
     (("rollup_visitors_daily", "day, is_bot, visitor"),
      ("rollup_daily", "day, route_id, path_id, method_id, status_class, is_bot, bucket"))
     + tuple((f"rollup_{name}_daily", f"day, {column}") for name, column, _, _ in toplists.LISTS),
+    tuple((table, ", ".join((unit,) + summary.key)) for summary in route_summaries.SUMMARIES
+          for table, unit in summary.tables() if unit == "hour"),
+    tuple((table, ", ".join((unit,) + summary.key)) for summary in route_summaries.SUMMARIES
+          for table, unit in summary.tables() if unit == "day"),
     (("rollup_traffic_hourly", "hour, status_class, is_bot, bucket"),),
     (("rollup_traffic_daily", "day, status_class, is_bot, bucket"),),
 )

@@ -26,6 +26,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import sqlite_utils
 
+from . import route_summaries
 from .inserts import statement_sizes
 from .watermarks import SLICE_ROWS, Watermark
 
@@ -59,8 +60,8 @@ VALUES = ("hits", "bytes", "duration_us_sum", "duration_us_max")
 # retention keeps every lookup row a rollup still names. user_agents is not among them: its bot
 # flag is copied into the key.
 REFERENCES: Dict[str, Tuple[Tuple[str, str], ...]] = {
-    "routes": (("rollup_hourly", "route_id"), ("rollup_daily", "route_id")),
-    "paths": (("rollup_hourly", "path_id"), ("rollup_daily", "path_id")),
+    "routes": (("rollup_hourly", "route_id"), ("rollup_daily", "route_id")) + route_summaries.REFERENCES["routes"],
+    "paths": (("rollup_hourly", "path_id"), ("rollup_daily", "path_id")) + route_summaries.REFERENCES["paths"],
     "methods": (("rollup_hourly", "method_id"), ("rollup_daily", "method_id")),
 }
 
@@ -82,13 +83,17 @@ FROM request_log r LEFT JOIN user_agents u ON u.id = r.user_agent_id
 WHERE {{where}}
 GROUP BY 2, 6, 3, 4, 5, 1"""
 _FILL_BATCH = _BATCH_SUMS.format(where="r.id BETWEEN ?1 AND ?2")
-# Per group: rollup_batch's raw values as the rollup key (unknowns 0, no duration -1).
+# Per group: rollup_batch's raw values as the rollup key (unknowns 0, no duration -1), named as
+# the detailed tables' columns for route_summaries.
 _KEYED = f"""
-SELECT {{unit}}, CASE WHEN route_id > 0 THEN route_id ELSE 0 END, CASE WHEN route_id < 0 THEN -route_id ELSE 0 END,
-       coalesce(method_id, 0), coalesce(status_class, 0), coalesce(is_bot, 0) != 0, coalesce(bucket, {NO_DURATION}),
-       hits, coalesce(bytes, 0), CASE WHEN bucket IS NULL THEN 0 ELSE coalesce(duration_us_sum, 0) END,
-       CASE WHEN bucket IS NULL THEN NULL ELSE duration_us_max END
+SELECT {{unit}} AS unit, CASE WHEN route_id > 0 THEN route_id ELSE 0 END AS route_id,
+       CASE WHEN route_id < 0 THEN -route_id ELSE 0 END AS path_id, coalesce(method_id, 0) AS method_id,
+       coalesce(status_class, 0) AS status_class, coalesce(is_bot, 0) != 0 AS is_bot,
+       coalesce(bucket, {NO_DURATION}) AS bucket, hits, coalesce(bytes, 0) AS bytes,
+       CASE WHEN bucket IS NULL THEN 0 ELSE coalesce(duration_us_sum, 0) END AS duration_us_sum,
+       CASE WHEN bucket IS NULL THEN NULL ELSE duration_us_max END AS duration_us_max
 FROM rollup_batch WHERE true"""
+_BATCH_KEYED = {"hour": _KEYED.format(unit="hour"), "day": _KEYED.format(unit="hour / 24")}
 # The upsert takes rows one after another, so two hours of one day meet on the same daily row.
 _TO_HOURLY = (f"INSERT INTO rollup_hourly (hour, {_COLUMNS}) {_KEYED.format(unit='hour')} "
               f"ON CONFLICT (hour, {_KEY}) DO UPDATE SET {_ADD}")
@@ -279,16 +284,49 @@ class RollupTally:
             written += count
 
     def into_site_totals(self, conn: sqlite3.Connection, hand_over: Optional[Callable[[], None]] = None) -> None:
-        """Add the groups to the whole site's hourly and daily totals, summed here: a few dozen
-        rows where a GROUP BY over rollup_batch would sort all of its groups twice."""
+        """Add the groups to the whole site's hourly and daily totals and to the sums per route
+        (route_summaries.py), summed here: a few dozen rows, or a few hundred, where a GROUP BY
+        over rollup_batch per table would sort all of its groups each time (2.5 times the
+        instructions, in benchmarks/instructions.py's varied part)."""
         hourly: Dict[tuple, list] = {}
         daily: Dict[tuple, list] = {}
-        for count, (((_, _, is_bot), hour, status_class, bucket), hits, size, total, longest) in enumerate(self.groups()):
+        routes: Tuple[Dict[tuple, list], Dict[tuple, list]] = ({}, {})
+        latency: Dict[tuple, list] = {}
+        for count, (((route, _, is_bot), hour, status_class, bucket), hits, size, total, longest) in enumerate(self.groups()):
             if hand_over is not None and count and not count % _PER_HAND_OVER:
                 hand_over()
             if bucket is None:  # no duration: as _KEYED stores it
                 bucket, total, longest = NO_DURATION, 0, None
             hour = int(hour)
+            route_id, path_id = (route, 0) if route > 0 else (0, -route)
+            timed = hits if bucket >= 0 else 0
+            for sums, unit in ((routes[0], hour), (routes[1], hour // 24)):
+                key = (unit, route_id, path_id)
+                found = sums.get(key)
+                if found is None:
+                    sums[key] = [hits, hits * is_bot, hits if status_class == 4 else 0,
+                                 hits if status_class == 5 else 0, size, total, timed, longest]
+                else:
+                    found[0] += hits
+                    found[1] += hits * is_bot
+                    if status_class == 4:
+                        found[2] += hits
+                    elif status_class == 5:
+                        found[3] += hits
+                    found[4] += size
+                    found[5] += total
+                    found[6] += timed
+                    if longest is not None and (found[7] is None or longest > found[7]):
+                        found[7] = longest
+            if timed:
+                key = (hour // 24, route_id, path_id, bucket)
+                found = latency.get(key)
+                if found is None:
+                    latency[key] = [hits, longest]
+                else:
+                    found[0] += hits
+                    if longest > found[1]:
+                        found[1] = longest
             for totals, unit in ((hourly, hour), (daily, hour // 24)):
                 key = (unit, status_class, is_bot, bucket)
                 sums = totals.get(key)
@@ -307,6 +345,9 @@ class RollupTally:
                 end = start + count * _SITE_WIDTH
                 conn.execute(_site_upsert(table, count), flat[start:end])
                 start = end
+        for sums, (table, unit) in zip(routes, route_summaries.ROUTES.tables()):
+            route_summaries.add_sums(conn, route_summaries.ROUTES, table, unit, sums)
+        route_summaries.add_sums(conn, route_summaries.ROUTE_LATENCY, "rollup_route_latency_daily", "day", latency)
 
 
 _SITE_WIDTH = 1 + len(TRAFFIC_KEY) + len(VALUES)
@@ -348,6 +389,7 @@ def _add_batch(conn: sqlite3.Connection, tally: Optional[RollupTally] = None,
     else:
         conn.execute(_TO_TRAFFIC_HOURLY)
         conn.execute(_TO_TRAFFIC_DAILY)
+        route_summaries.add_keyed(conn, _BATCH_KEYED)
     # Emptied before the COMMIT: readers and the next batch find it empty.
     conn.execute("DELETE FROM rollup_batch")
 
@@ -632,6 +674,7 @@ class Rollups:
         conn.execute(f"DELETE FROM rollup_traffic_daily WHERE day IN (SELECT hour / 24 FROM {_COVERED})")
         conn.execute(traffic_from("rollup_daily", "rollup_traffic_daily", "day",
                                   f"day IN (SELECT hour / 24 FROM {_COVERED})"))
+        route_summaries.replace_from_detailed(conn, _COVERED)
         self.expire_salts(conn)
         salted = {day for (day,) in conn.execute(
             f"SELECT day FROM rollup_salts WHERE day IN (SELECT hour / 24 FROM {_COVERED})")}
@@ -723,10 +766,16 @@ def merge_from(conn: sqlite3.Connection, schema: str, id_maps: Dict[str, str]) -
                              f"{', '.join(REFERENCES)}, for example {{'{lookup}': 'temp.map_{lookup}'}}")
         maps[lookup] = _identifier(id_maps[lookup], f"id_maps[{lookup!r}]")
     merged = {}
-    for table, unit in (("rollup_hourly", "hour"), ("rollup_daily", "day")):
+    # The source's per-route sums as they are, like its site totals below, remapped like its detail.
+    detail = [(table, unit, _KEY, KEY + VALUES, _ADD) for table, unit in (("rollup_hourly", "hour"), ("rollup_daily", "day"))]
+    detail += [(table, unit, ", ".join(summary.key), summary.columns, summary.adding())
+               for summary in route_summaries.SUMMARIES for table, unit in summary.tables()]
+    for table, unit, key, columns, add in detail:
         joins, mapped = [], {}
         for lookup, pairs in REFERENCES.items():
-            column = dict(pairs)[table]
+            column = dict(pairs).get(table)
+            if column is None:
+                continue
             missing = conn.execute(f"SELECT count(*) FROM {source}.{table} s WHERE s.{column} != 0 AND NOT EXISTS "
                                    f"(SELECT 1 FROM {maps[lookup]} m WHERE m.old_id = s.{column})").fetchone()[0]
             if missing:
@@ -734,10 +783,10 @@ def merge_from(conn: sqlite3.Connection, schema: str, id_maps: Dict[str, str]) -
                                  f"map; expected an (old_id, new_id) row for every id of {schema}.{lookup}")
             joins.append(f"LEFT JOIN {maps[lookup]} m_{column} ON m_{column}.old_id = s.{column}")
             mapped[column] = f"CASE WHEN s.{column} = 0 THEN 0 ELSE m_{column}.new_id END"
-        select = ", ".join(mapped.get(column, f"s.{column}") for column in (unit,) + KEY + VALUES)
+        select = ", ".join(mapped.get(column, f"s.{column}") for column in (unit,) + columns)
         merged[table] = conn.execute(
-            f"INSERT INTO main.{table} ({unit}, {_COLUMNS}) SELECT {select} FROM {source}.{table} s "
-            f"{' '.join(joins)} WHERE true ON CONFLICT ({unit}, {_KEY}) DO UPDATE SET {_ADD}").rowcount
+            f"INSERT INTO main.{table} ({unit}, {', '.join(columns)}) SELECT {select} FROM {source}.{table} s "
+            f"{' '.join(joins)} WHERE true ON CONFLICT ({unit}, {key}) DO UPDATE SET {add}").rowcount
     # The source's own totals, not its detailed rows summed: past its size budget retention deletes
     # the detailed rows of old hours first, and their totals stay.
     for table, unit in (("rollup_traffic_hourly", "hour"), ("rollup_traffic_daily", "day")):

@@ -14,9 +14,11 @@ from typing import Dict, List, Optional, Tuple
 from .merge_setup import MergeError, check_log, file_uri, has_table, prepare
 from .merging import DAY_MS, HOUR_MS, LEGACY, Progress, Transfer
 from .rotation import DatedPath, is_dated
+from .route_summaries import TABLES as _SUMMARY_TABLES
 from .toplists import TABLES as _TOPLIST_TABLES
 
-_ROLLUP_TABLES = ("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily") + _TOPLIST_TABLES
+_ROLLUP_TABLES = (("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily")
+                  + _TOPLIST_TABLES + _SUMMARY_TABLES)
 
 
 def rotate_file(source: str, pattern: str, progress: Optional[Progress] = None, *,

@@ -23,12 +23,12 @@ from typing import Callable, List
 
 import sqlite_utils
 
-from . import agents, rollups, toplists
+from . import agents, rollups, route_summaries, toplists
 from .failures import retry_while_locked
 from .files import check_writable, ensure_file
 from .rotation import DatedPath, is_dated
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # The six lookup tables of 0.1.1, then ours. Each is (id integer primary key, name text unique).
 LEGACY_LOOKUPS = ("paths", "query_strings", "user_agents", "referers", "accept_languages", "content_types")
@@ -238,8 +238,14 @@ def migrate_4_to_5(db: sqlite_utils.Database) -> None:
     rollups.create_watermark(db)
 
 
+def migrate_5_to_6(db: sqlite_utils.Database) -> None:
+    """Version 5 to 6: the rollups' sums per route, and per route and latency bucket, summed from
+    the detailed rollups already there (route_summaries.py)."""
+    route_summaries.create_tables(db)
+
+
 MIGRATIONS: List[Callable[[sqlite_utils.Database], None]] = [migrate_0_to_1, migrate_1_to_2, migrate_2_to_3,
-                                                            migrate_3_to_4, migrate_4_to_5]
+                                                            migrate_3_to_4, migrate_4_to_5, migrate_5_to_6]
 
 
 def _create_table(db: sqlite_utils.Database, name: str, columns: dict, **options) -> None:

@@ -274,7 +274,8 @@ def main() -> int:
     try:
         counts = {table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
                   for table in ("request_log", "rollup_hourly", "rollup_daily", "rollup_traffic_hourly",
-                                "rollup_traffic_daily", "rollup_visitors_daily", "rollup_paths_daily",
+                                "rollup_traffic_daily", "rollup_routes_daily", "rollup_route_latency_daily",
+                                "rollup_visitors_daily", "rollup_paths_daily",
                                 "rollup_referers_daily", "rollup_agents_daily")}
     finally:
         conn.close()

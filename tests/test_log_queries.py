@@ -19,7 +19,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from asgi_log_to_sqlite import AsgiLogToSqlite, rollups, toplists
+from asgi_log_to_sqlite import AsgiLogToSqlite, rollups, route_summaries, toplists
 from asgi_log_to_sqlite.cli import cli
 from asgi_log_to_sqlite.datasette.queries import QUERIES
 from asgi_log_to_sqlite.rollups import bucket_of, bucket_value
@@ -439,11 +439,12 @@ def test_last_requests_stops_at_a_hundred_newest_first(tmp_path):
 def test_hours_without_rollups_are_left_out_until_a_rebuild(log):
     """Raw rows from before rollups existed (a file upgraded from schema 1) count once `rollup --rebuild` ran."""
     wide = {"start": day_of(11 * DAY_S), "end": day_of(-DAY_S)}
-    before = {name: run(log, name, **wide) for name in ("summary", "top_routes", "traffic_by_day")}
+    before = {name: run(log, name, **wide) for name in ("summary", "top_routes", "slowest_routes", "traffic_by_day")}
     conn = sqlite3.connect(log)
     try:
         with conn:
-            for table in ("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily"):
+            for table in ("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily",
+                          *route_summaries.TABLES):
                 conn.execute(f"DELETE FROM {table}")
     finally:
         conn.close()

@@ -80,19 +80,19 @@ def made_by_version_1(directory):
 
 
 @pytest.mark.parametrize("origin", ["new", "0.1.1", "version 1"])
-def test_files_get_the_schema_of_version_5(tmp_path, origin):
+def test_files_get_the_schema_of_version_6(tmp_path, origin):
     if origin == "new":
-        path, expected = tmp_path / "log.db", FIXTURES / "schema-v5.sql"
+        path, expected = tmp_path / "log.db", FIXTURES / "schema-v6.sql"
     elif origin == "0.1.1":
-        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v5-from-0.1.1.sql"
+        path, expected = upgraded_0_1_1(tmp_path), FIXTURES / "schema-v6-from-0.1.1.sql"
     else:
         # Upgraded in place from version 1, a file is what a new one is.
-        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v5.sql"
+        path, expected = made_by_version_1(tmp_path), FIXTURES / "schema-v6.sql"
     create_file(str(path))
     db = sqlite_utils.Database(path)
     try:
         assert_same_schema(db, expected)
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 5
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 6
         assert db.journal_mode == "wal"
         assert db.execute("SELECT count(*) FROM log_meta WHERE key = 'file_id'").fetchone()[0] == 1
         # New files give freed pages back to the disk; older ones keep their setting until `vacuum`.
@@ -163,7 +163,7 @@ def test_processes_setting_up_one_fresh_file_at_once_all_succeed(tmp_path, round
     assert [w.exitcode for w in workers] == [0] * processes
     db = sqlite_utils.Database(path)
     try:
-        assert_same_schema(db, FIXTURES / "schema-v5.sql")
+        assert_same_schema(db, FIXTURES / "schema-v6.sql")
         assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     finally:
         db.close()
@@ -248,7 +248,10 @@ def test_a_version_4_file_has_its_rollups_count_every_row_it_holds(tmp_path):
 
     path = str(tmp_path / "v4.db")
     conn = file_of_version(path, 4, [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1)])
-    rollups.add_rows(conn, 1, 2)  # as a version 4 writer did, in the batch's transaction
+    # As a version 4 writer did, in the batch's transaction (it had no per-route sums, version 6's).
+    for statement in (rollups._FILL_BATCH, rollups._TO_HOURLY, rollups._TO_DAILY, rollups._TO_TRAFFIC_HOURLY,
+                      rollups._TO_TRAFFIC_DAILY, "DELETE FROM rollup_batch"):
+        conn.execute(statement, (1, 2) if statement == rollups._FILL_BATCH else ())
     conn.close()
     create_file(path)
     conn = sqlite3.connect(path, isolation_level=None)
@@ -266,3 +269,38 @@ def test_a_version_4_file_has_its_rollups_count_every_row_it_holds(tmp_path):
     finally:
         conn.close()
 
+
+
+def test_a_version_5_file_gets_its_per_route_sums_from_its_rollups(tmp_path):
+    """Version 6 adds rollup_routes_* and rollup_route_latency_*: a version 5 file's are its detailed
+    rollups summed in the upgrade, and the writer's rows after it are added to both."""
+    from asgi_log_to_sqlite import rollups
+
+    path = str(tmp_path / "v5.db")
+    conn = file_of_version(path, 5, [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1), (7_200_000, 500, 1, None, 2)])
+    for statement in (rollups._FILL_BATCH, rollups._TO_HOURLY, rollups._TO_DAILY, rollups._TO_TRAFFIC_HOURLY,
+                      rollups._TO_TRAFFIC_DAILY, "DELETE FROM rollup_batch"):
+        conn.execute(statement, (1, 3) if statement == rollups._FILL_BATCH else ())
+    rollups.WATERMARK.set_mark(conn, 3)
+    conn.close()
+    create_file(path)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        # hour, route, path, hits, bots, 4xx, 5xx, bytes, duration sum, timed, longest
+        assert conn.execute("SELECT * FROM rollup_routes_hourly ORDER BY hour").fetchall() == [
+            (1, 0, 1, 2, 0, 1, 0, 15, 400, 2, 300), (2, 0, 2, 1, 0, 0, 1, 1, 0, 0, None)]
+        assert conn.execute("SELECT * FROM rollup_routes_daily ORDER BY path_id").fetchall() == [
+            (0, 0, 1, 2, 0, 1, 0, 15, 400, 2, 300), (0, 0, 2, 1, 0, 0, 1, 1, 0, 0, None)]
+        # Only timed requests have a latency bucket (100 µs is bucket 53, 300 µs bucket 65), per day only.
+        assert conn.execute("SELECT * FROM rollup_route_latency_daily ORDER BY bucket").fetchall() == [
+            (0, 0, 1, 53, 1, 100), (0, 0, 1, 65, 1, 300)]
+    finally:
+        conn.close()
+    write_one_request(path, "/a")
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        assert conn.execute("SELECT sum(hits) FROM rollup_routes_hourly").fetchone()[0] == 4
+        assert conn.execute("SELECT sum(hits) FROM rollup_route_latency_daily").fetchone()[0] == 3
+    finally:
+        conn.close()

@@ -56,7 +56,31 @@ def snapshot(path):
         summed = set(query(path, f"SELECT {unit}, status_class, is_bot, bucket, sum(hits), sum(bytes), "
                                  f"sum(duration_us_sum), max(duration_us_max) FROM {detailed} GROUP BY 1, 2, 3, 4"))
         assert found[detailed.replace("rollup_", "rollup_traffic_")] == summed, detailed
+        routes, latency = per_route(path, detailed)
+        assert set(query(path, f"SELECT * FROM rollup_routes_{detailed[7:]}")) == routes, detailed
+        if unit == "day":  # no hourly one (route_summaries.py)
+            assert set(query(path, "SELECT * FROM rollup_route_latency_daily")) == latency
     return found
+
+
+def per_route(path, detailed):
+    """The per-route sums (route_summaries.py) as they should be, summed in Python from ``detailed``'s rows."""
+    routes, latency = {}, {}
+
+    def longest(a, b):
+        return b if a is None else a if b is None else max(a, b)
+
+    for unit, route, path_id, _, status, bot, bucket, hits, size, total, top in query(path, f"SELECT * FROM {detailed}"):
+        sums = routes.setdefault((unit, route, path_id), [0, 0, 0, 0, 0, 0, 0, None])
+        for n, value in enumerate((hits, hits * bot, hits * (status == 4), hits * (status == 5), size, total,
+                                   hits * (bucket >= 0))):
+            sums[n] += value
+        sums[7] = longest(sums[7], top)
+        if bucket >= 0:
+            timed = latency.setdefault((unit, route, path_id, bucket), [0, None])
+            timed[0] += hits
+            timed[1] = longest(timed[1], top)
+    return ({key + tuple(sums) for key, sums in routes.items()}, {key + tuple(sums) for key, sums in latency.items()})
 
 
 def expected_rollups(path):

@@ -127,24 +127,20 @@ _PARTS = (
 )
 
 
-def _rolled(columns: str, group: str = "", where: str = "true") -> str:
-    """The range's detailed rollups, ``columns`` of each part, UNION ALL: summed per unit and ``group`` if given.
-
-    ``group`` is a prefix of the key (route_id, path_id, ...), so each part reads its table in the
-    key's order and sums as it goes, with no sort: 30 days of rollup_daily become one row per day
-    and route rather than one per day, route, method, status class, bot flag and latency bucket.
-    """
+def _per_route_rows(columns: str) -> str:
+    """The range's rows of the sums per route (rollup_routes_daily and _hourly, route_summaries.py),
+    ``columns`` of each part, UNION ALL: one row per unit and route (or path), a fortieth of the
+    detailed rollups' rows on a big log."""
     parts = []
     for table, unit, low, high in _PARTS:
-        grouped = f" GROUP BY t.{unit}, {group}" if group else ""
-        parts.append(f"SELECT {columns} FROM {table} t WHERE t.{unit} >= {low} AND t.{unit} < {high} "
-                     f"AND {_ANY_PREFIX} AND {where}{grouped}")
+        parts.append(f"SELECT {columns} FROM {table.replace('rollup_', 'rollup_routes_')} t "
+                     f"WHERE t.{unit} >= {low} AND t.{unit} < {high} AND {_ANY_PREFIX}")
     return "\n    UNION ALL\n    ".join(parts)
 
 
 def _site_rolled(columns: str, where: str = "true", group: Optional[str] = None,
                  site_group: Optional[str] = None) -> str:
-    """The range's three parts as ``_rolled``, each from the site's totals or the prefix's keys."""
+    """The range's three parts (_PARTS), each from the site's totals or the prefix's keys."""
     return "\n    UNION ALL\n    ".join(_site_or_keyed(columns, table, unit, low, high, where, group, site_group)
                                       for table, unit, low, high in _PARTS)
 
@@ -195,12 +191,6 @@ _SUMMED = ("sum(hits) AS requests, sum(bots) AS bots, sum(client_errors) AS clie
            "sum(server_errors) AS server_errors, sum(bytes) AS bytes, "
            "round(sum(duration_us_sum) / 1000.0 / nullif(sum(timed), 0), 2) AS avg_ms, max(longest) / 1000.0 AS max_ms")
 _BUCKETS = "t.bucket, t.hits, t.duration_us_max AS longest"
-# The path and the bucket in one integer for slowest_routes' sort: two columns to compare rather than
-# three, 3 to 12% less CPU for the whole query on a 10,000,000-row log (docs/queries.md). A bucket is
-# -1 (no duration) to 504 (8 * log2 of a 63-bit duration), so 9 bits hold it plus one; path ids stay
-# far below 2**54.
-_BUCKET_STREAM = ("t.route_id, (t.path_id << 9) | (t.bucket + 1) AS path_bucket, t.hits, t.duration_us_sum, "
-                  "t.duration_us_max AS longest")
 # Raw rows in the range: a scan of request_log, which has no index on start_ms unless its owner
 # added docs/schema.md's, which SQLite then uses for the range.
 _RAW_PREFIX = "(r.prefix = '' OR l.path_id IN (SELECT id FROM wanted_paths))"
@@ -284,27 +274,28 @@ WHERE s.day IS NOT NULL
 ORDER BY s.day
 """
 
-# per_key's columns: what each part sums (alias t), and how per_key adds the parts up. Each query
-# sums only the columns it shows: on SQLite the aggregates, not the reading, are most of the cost.
+# per_key's columns: what each part gives (alias t, a row of rollup_routes_*), and how per_key sums them.
 _KEY_COLUMNS = {
-    "requests": ("sum(t.hits) AS hits", "sum(hits) AS requests"),
-    "bots": ("sum(t.hits * (t.is_bot != 0)) AS bots", "sum(bots) AS bots"),
-    "client_errors": ("sum(t.hits * (t.status_class = 4)) AS client_errors", "sum(client_errors) AS client_errors"),
-    "server_errors": ("sum(t.hits * (t.status_class = 5)) AS server_errors", "sum(server_errors) AS server_errors"),
-    "bytes": ("sum(t.bytes) AS bytes", "sum(bytes) AS bytes"),
-    "avg_ms": (f"sum(t.duration_us_sum) AS duration_us_sum, {_TIMED_HITS} AS timed",
+    "requests": ("t.hits", "sum(hits) AS requests"),
+    "bots": ("t.bots", "sum(bots) AS bots"),
+    "client_errors": ("t.client_errors", "sum(client_errors) AS client_errors"),
+    "server_errors": ("t.server_errors", "sum(server_errors) AS server_errors"),
+    "bytes": ("t.bytes", "sum(bytes) AS bytes"),
+    "avg_ms": ("t.duration_us_sum, t.timed",
                "round(sum(duration_us_sum) / 1000.0 / nullif(sum(timed), 0), 2) AS avg_ms"),
+    "timed": ("t.timed", "sum(timed) AS timed"),
+    "max_ms": ("t.duration_us_max", "max(duration_us_max) / 1000.0 AS max_ms"),
 }
 
 
 def _per_key(*columns: str) -> str:
     """The CTE per_key: ``columns`` (of _KEY_COLUMNS) per route (or path without a route) over the range."""
-    parts = ", ".join(_KEY_COLUMNS[column][0] for column in columns)
+    parts = ", ".join(dict.fromkeys(_KEY_COLUMNS[column][0] for column in columns))
     summed = ", ".join(_KEY_COLUMNS[column][1] for column in columns)
     return f""",
 per_key AS (
     SELECT route_id, path_id, {summed}
-    FROM ({_rolled("t.route_id, t.path_id, " + parts, "t.route_id, t.path_id")})
+    FROM ({_per_route_rows("t.route_id, t.path_id, " + parts)})
     GROUP BY route_id, path_id
 )"""
 
@@ -342,22 +333,46 @@ def _percentile(q: float) -> str:
             f"/ 1000.0, 2)")
 
 
+# The units of the range's three parts (_PARTS), numbered as there: what the latency rows of the
+# ranked routes are looked up by, so that each is a seek on the table's key (unit, route, path).
+_PART_UNITS = """
+part_units (part, unit, last) AS (
+    SELECT 0, full_from, full_until FROM range
+    UNION ALL SELECT 1, first_hour, min(end_hour, full_from * 24) FROM range
+    UNION ALL SELECT 2, max(first_hour, full_until * 24), end_hour FROM range
+    UNION ALL SELECT part, unit + 1, last FROM part_units WHERE unit + 1 < last
+)"""
+
+
+def _ranked_latency() -> str:
+    """The latency rows of the routes in ``ranked`` over the range's parts: its whole days from
+    rollup_route_latency_daily, its other hours from rollup_hourly (route_summaries.py has no
+    hourly table), each a seek per unit and route on the table's key.
+
+    rollup_hourly's rows without a duration (bucket -1) come too, for the caller to leave out: a
+    test on the bucket here makes SQLite 3.40 scan all of rollup_hourly first for a Bloom filter.
+    """
+    parts = []
+    for number, (table, unit, _, _) in enumerate(_PARTS):
+        source = "rollup_route_latency_daily" if unit == "day" else table
+        parts.append(f"SELECT t.route_id, t.path_id, t.bucket, t.hits, t.duration_us_max AS longest "
+                     f"FROM part_units u CROSS JOIN ranked k CROSS JOIN {source} t "
+                     f"ON t.{unit} = u.unit AND t.route_id = k.route_id AND t.path_id = k.path_id "
+                     f"WHERE u.part = {number} AND u.unit < u.last")
+    return "\n    UNION ALL\n    ".join(parts)
+
+
 _SLOWEST_ROUTES = f"""
-WITH {_range(True)},
--- One read of the rollups for both the histogram and per_key: per_key sums the buckets, a few rows
--- per route, rather than reading the range's rows again.
+WITH {_range(True)}{_per_key("requests", "timed", "avg_ms", "max_ms")},
+-- A route seen a handful of times has its slowest request for p95: only those with a share of the traffic.
+ranked AS (
+    SELECT route_id, path_id FROM per_key
+    WHERE timed > 0 AND timed >= {SLOWEST_MIN_SHARE} * (SELECT sum(timed) FROM per_key)
+),{_PART_UNITS},
 buckets AS (
-    SELECT route_id, path_bucket >> 9 AS path_id, (path_bucket & 511) - 1 AS bucket, sum(hits) AS hits,
-           sum(duration_us_sum) AS duration_us_sum, max(longest) AS longest
-    FROM ({_rolled(_BUCKET_STREAM)})
-    GROUP BY route_id, path_bucket
-),
-per_key AS (
-    SELECT route_id, path_id, sum(hits) AS requests,
-           round(sum(duration_us_sum) / 1000.0 / nullif(sum(hits * (bucket >= 0)), 0), 2) AS avg_ms,
-           max(longest) / 1000.0 AS max_ms
-    FROM buckets
-    GROUP BY route_id, path_id
+    SELECT route_id, path_id, bucket, sum(hits) AS hits, max(longest) AS longest
+    FROM ({_ranked_latency()})
+    GROUP BY route_id, path_id, bucket
 ),
 running AS (
     SELECT route_id, path_id, bucket, longest,
@@ -367,7 +382,7 @@ running AS (
     WHERE bucket >= 0
 ),
 quantiles AS (
-    SELECT route_id, path_id, max(total) AS timed, {_percentile(0.5)} AS p50_ms, {_percentile(0.95)} AS p95_ms,
+    SELECT route_id, path_id, {_percentile(0.5)} AS p50_ms, {_percentile(0.95)} AS p95_ms,
            {_percentile(0.99)} AS p99_ms
     FROM running GROUP BY route_id, path_id
 )
@@ -375,8 +390,6 @@ SELECT {_LABEL} AS route, CASE WHEN x.route_id != 0 THEN 'route' ELSE 'path' END
        q.p50_ms, q.p95_ms, q.p99_ms, x.avg_ms, x.max_ms, x.requests
 FROM quantiles q JOIN per_key x ON x.route_id = q.route_id AND x.path_id = q.path_id
 {_LABEL_JOINS.format(t="x")}
--- A route seen a handful of times has its slowest request for p95: only those with a share of the traffic.
-WHERE q.timed >= {SLOWEST_MIN_SHARE} * (SELECT sum(timed) FROM quantiles)
 ORDER BY q.p95_ms DESC, q.p99_ms DESC, route
 LIMIT 100
 """
