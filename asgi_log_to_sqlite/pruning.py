@@ -134,8 +134,8 @@ def delete_chunk(conn: sqlite3.Connection, pace: Pace, table: str, key: str, low
 
 
 # The rollup tables in the order the size budget deletes them once no raw row is left, by level:
-# the hourly detail, the daily detail, the hourly and the daily sums per route, then the whole
-# site's hourly and daily totals, each level's oldest rows first by their primary key.
+# the hourly detail, the daily detail, the daily sums per route, then the whole site's hourly
+# and daily totals, each level's oldest rows first by their primary key.
 _ROLLUPS_OLDEST_FIRST = (
     (("rollup_visitors_hourly", "hour, is_bot, visitor"),
      ("rollup_hourly", "hour, route_id, path_id, method_id, status_class, is_bot, bucket"))
@@ -144,9 +144,7 @@ _ROLLUPS_OLDEST_FIRST = (
      ("rollup_daily", "day, route_id, path_id, method_id, status_class, is_bot, bucket"))
     + tuple((f"rollup_{name}_daily", f"day, {column}") for name, column, _, _ in toplists.LISTS),
     tuple((table, ", ".join((unit,) + summary.key)) for summary in route_summaries.SUMMARIES
-          for table, unit in summary.tables() if unit == "hour"),
-    tuple((table, ", ".join((unit,) + summary.key)) for summary in route_summaries.SUMMARIES
-          for table, unit in summary.tables() if unit == "day"),
+          for table, unit in summary.tables()),
     (("rollup_traffic_hourly", "hour, status_class, is_bot, bucket"),),
     (("rollup_traffic_daily", "day, status_class, is_bot, bucket"),),
 )

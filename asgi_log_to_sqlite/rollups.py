@@ -284,13 +284,13 @@ class RollupTally:
             written += count
 
     def into_site_totals(self, conn: sqlite3.Connection, hand_over: Optional[Callable[[], None]] = None) -> None:
-        """Add the groups to the whole site's hourly and daily totals and to the sums per route
-        (route_summaries.py), summed here: a few dozen rows, or a few hundred, where a GROUP BY
-        over rollup_batch per table would sort all of its groups each time (2.5 times the
-        instructions, in benchmarks/instructions.py's varied part)."""
+        """Add the groups to the whole site's hourly and daily totals and to the day's sums per
+        route (route_summaries.py), summed here: a few dozen rows, or a few hundred, where a
+        GROUP BY over rollup_batch per table would sort all of its groups each time (2.5 times
+        the instructions, in benchmarks/instructions.py's varied part)."""
         hourly: Dict[tuple, list] = {}
         daily: Dict[tuple, list] = {}
-        routes: Tuple[Dict[tuple, list], Dict[tuple, list]] = ({}, {})
+        routes: Dict[tuple, list] = {}
         latency: Dict[tuple, list] = {}
         for count, (((route, _, is_bot), hour, status_class, bucket), hits, size, total, longest) in enumerate(self.groups()):
             if hand_over is not None and count and not count % _PER_HAND_OVER:
@@ -300,24 +300,23 @@ class RollupTally:
             hour = int(hour)
             route_id, path_id = (route, 0) if route > 0 else (0, -route)
             timed = hits if bucket >= 0 else 0
-            for sums, unit in ((routes[0], hour), (routes[1], hour // 24)):
-                key = (unit, route_id, path_id)
-                found = sums.get(key)
-                if found is None:
-                    sums[key] = [hits, hits * is_bot, hits if status_class == 4 else 0,
-                                 hits if status_class == 5 else 0, size, total, timed, longest]
-                else:
-                    found[0] += hits
-                    found[1] += hits * is_bot
-                    if status_class == 4:
-                        found[2] += hits
-                    elif status_class == 5:
-                        found[3] += hits
-                    found[4] += size
-                    found[5] += total
-                    found[6] += timed
-                    if longest is not None and (found[7] is None or longest > found[7]):
-                        found[7] = longest
+            key = (hour // 24, route_id, path_id)
+            found = routes.get(key)
+            if found is None:
+                routes[key] = [hits, hits * is_bot, hits if status_class == 4 else 0,
+                               hits if status_class == 5 else 0, size, total, timed, longest]
+            else:
+                found[0] += hits
+                found[1] += hits * is_bot
+                if status_class == 4:
+                    found[2] += hits
+                elif status_class == 5:
+                    found[3] += hits
+                found[4] += size
+                found[5] += total
+                found[6] += timed
+                if longest is not None and (found[7] is None or longest > found[7]):
+                    found[7] = longest
             if timed:
                 key = (hour // 24, route_id, path_id, bucket)
                 found = latency.get(key)
@@ -345,8 +344,7 @@ class RollupTally:
                 end = start + count * _SITE_WIDTH
                 conn.execute(_site_upsert(table, count), flat[start:end])
                 start = end
-        for sums, (table, unit) in zip(routes, route_summaries.ROUTES.tables()):
-            route_summaries.add_sums(conn, route_summaries.ROUTES, table, unit, sums)
+        route_summaries.add_sums(conn, route_summaries.ROUTES, "rollup_routes_daily", "day", routes)
         route_summaries.add_sums(conn, route_summaries.ROUTE_LATENCY, "rollup_route_latency_daily", "day", latency)
 
 

@@ -137,7 +137,7 @@ def report(path: str, runs: int, index: bool = False, only=(), path_prefix: str 
         first, last = conn.execute("SELECT min(start_ms), max(start_ms) FROM request_log").fetchone()
         sizes = {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
                  for t in ("rollup_hourly", "rollup_daily", "rollup_traffic_hourly", "rollup_traffic_daily",
-                           "rollup_routes_hourly", "rollup_routes_daily", "rollup_route_latency_daily")
+                           "rollup_routes_daily", "rollup_route_latency_daily")
                  if conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (t,)).fetchone()}
     finally:
         conn.close()

@@ -272,8 +272,8 @@ def test_a_version_4_file_has_its_rollups_count_every_row_it_holds(tmp_path):
 
 
 def test_a_version_5_file_gets_its_per_route_sums_from_its_rollups(tmp_path):
-    """Version 6 adds rollup_routes_* and rollup_route_latency_*: a version 5 file's are its detailed
-    rollups summed in the upgrade, and the writer's rows after it are added to both."""
+    """Version 6 adds rollup_routes_daily and rollup_route_latency_daily: a version 5 file's are its
+    detailed rollups summed in the upgrade, and the writer's rows after it are added to both."""
     from asgi_log_to_sqlite import rollups
 
     path = str(tmp_path / "v5.db")
@@ -287,12 +287,10 @@ def test_a_version_5_file_gets_its_per_route_sums_from_its_rollups(tmp_path):
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        # hour, route, path, hits, bots, 4xx, 5xx, bytes, duration sum, timed, longest
-        assert conn.execute("SELECT * FROM rollup_routes_hourly ORDER BY hour").fetchall() == [
-            (1, 0, 1, 2, 0, 1, 0, 15, 400, 2, 300), (2, 0, 2, 1, 0, 0, 1, 1, 0, 0, None)]
+        # day, route, path, hits, bots, 4xx, 5xx, bytes, duration sum, timed, longest
         assert conn.execute("SELECT * FROM rollup_routes_daily ORDER BY path_id").fetchall() == [
             (0, 0, 1, 2, 0, 1, 0, 15, 400, 2, 300), (0, 0, 2, 1, 0, 0, 1, 1, 0, 0, None)]
-        # Only timed requests have a latency bucket (100 µs is bucket 53, 300 µs bucket 65), per day only.
+        # Only timed requests have a latency bucket: 100 µs is bucket 53, 300 µs bucket 65.
         assert conn.execute("SELECT * FROM rollup_route_latency_daily ORDER BY bucket").fetchall() == [
             (0, 0, 1, 53, 1, 100), (0, 0, 1, 65, 1, 300)]
     finally:
@@ -300,7 +298,7 @@ def test_a_version_5_file_gets_its_per_route_sums_from_its_rollups(tmp_path):
     write_one_request(path, "/a")
     conn = sqlite3.connect(path, isolation_level=None)
     try:
-        assert conn.execute("SELECT sum(hits) FROM rollup_routes_hourly").fetchone()[0] == 4
+        assert conn.execute("SELECT sum(hits) FROM rollup_routes_daily").fetchone()[0] == 4
         assert conn.execute("SELECT sum(hits) FROM rollup_route_latency_daily").fetchone()[0] == 3
     finally:
         conn.close()

@@ -219,16 +219,16 @@ def _described() -> Dict[str, dict]:
                 "columns": {unit: f"{unit}s since the Unix epoch, UTC", column: f"{lookup}.id; 0 when the request had none",
                             **{value: _TOPLIST_VALUES[value] for value in values}},
             }
-        key = {column: _ROLLUP_KEY[column] for column in ("route_id", "path_id")}
-        tables[f"rollup_routes_{period}"] = {
-            "description": f"rollup_{period} summed per {unit} and route (or path), for the lists of routes; "
-                           "kept with it, in the same transactions.",
-            "columns": {unit: f"{unit}s since the Unix epoch, UTC", **key, "hits": "requests",
-                        "bots": "requests from bots", "client_errors": "4xx responses", "server_errors": "5xx responses",
-                        "bytes": _ROLLUP_KEY["bytes"], "duration_us_sum": _ROLLUP_KEY["duration_us_sum"],
-                        "timed": "requests with a duration (imported rows have none)",
-                        "duration_us_max": _ROLLUP_KEY["duration_us_max"]},
-        }
+    tables["rollup_routes_daily"] = {
+        "description": "rollup_daily summed per day and route (or path), for the lists of routes; kept with it, "
+                       "in the same transactions.",
+        "columns": {"day": "days since the Unix epoch, UTC", "route_id": _ROLLUP_KEY["route_id"],
+                    "path_id": _ROLLUP_KEY["path_id"], "hits": "requests", "bots": "requests from bots",
+                    "client_errors": "4xx responses", "server_errors": "5xx responses", "bytes": _ROLLUP_KEY["bytes"],
+                    "duration_us_sum": _ROLLUP_KEY["duration_us_sum"],
+                    "timed": "requests with a duration (imported rows have none)",
+                    "duration_us_max": _ROLLUP_KEY["duration_us_max"]},
+    }
     tables["rollup_route_latency_daily"] = {
         "description": "rollup_daily's timed requests summed per day, route (or path) and latency bucket, "
                        "for the percentiles of each route.",
