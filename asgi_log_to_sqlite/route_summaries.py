@@ -3,9 +3,10 @@
 rollup_hourly and rollup_daily keep a row per route (or path), method, status class, bot flag and
 latency bucket, so that a query can narrow on any of them. A list of routes then sums dozens of
 rows per route and day: 1,266,499 rows for the 30 days of a 10,000,000-row log, where these
-tables hold 31,620 (per route) and 655,504 (per route and bucket), 0.1% and 1.5% of the file. They are sums of the detailed
-rows, made from the same groups in the same transaction (rollups._add_batch), from the detailed
-tables themselves where those change as a whole (an upgrade, a rebuild), and merged as they are:
+tables hold 31,620 (per route) and 655,504 (per route and bucket), 0.1% and 1.5% of the file.
+They are sums of the detailed rows, made from the same groups in the same transaction
+(rollups._add_batch), from the detailed tables themselves where those change as a whole (an
+upgrade, a rebuild), and merged as they are:
 
 - ``rollup_routes_daily``, per day and route (or path): requests, those of bots, 4xx, 5xx,
   response bytes, the duration's sum, the requests that have one, and the longest;
