@@ -8,6 +8,13 @@ resolved; every row carries FLAG_IMPORTED. Lines are written in chunks of about 
 BEGIN IMMEDIATE transaction each, which also updates the rollups and records how far the source
 has been read.
 
+Two threads share the work, so that an import uses both cores of a small machine: the caller's
+shapes a chunk's lines into rows without touching the database, while a writer thread writes the
+chunk before it, whose SQL (rows, lookups, rollups) runs without the GIL. A value the shaper has
+not seen written yet gets a provisional id, -1, -2, ... in its chunk; the writer finds or inserts
+those values with a statement or two per lookup table (LookupIds.ids_of), puts their ids in the
+rows, and once the chunk is committed hands them back to the shaper's caches.
+
 A source is known by the sha256 of its first line. Its row in ``import_sources`` holds how many
 lines were imported, the sha256 of those bytes, and the sha256 at 1, 2, 4, 8... lines. A log read
 again is checked against these: a log that grew is continued after its last imported line, a
@@ -15,11 +22,15 @@ gzipped or renamed copy is recognised, and one that only shares a first line is 
 """
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import os
+import queue
 import re
 import sqlite3
+import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -46,10 +57,18 @@ __all__ = ["CHUNK_BYTES", "FORMATS", "ImportResult", "Importer", "LogError", "SH
 # live logger of the same file waits a tenth of a second or so for the write lock (docs/import.md).
 CHUNK_BYTES = 1024 * 1024
 SHOWN_UNPARSED = 5
+# sys.setswitchinterval() while an import runs (Python's default is 5 ms), restored after it.
+SWITCH_INTERVAL_S = 0.00005
+# Rows per INSERT: four times the live writer's, since each statement costs the writer thread a
+# wait for the GIL; a statement this large takes ~50 ms to prepare, once per connection.
+ROWS_PER_STATEMENT = 256
 # The columns an imported row binds; the others (headers a log does not carry) stay NULL.
 COLUMNS = ("start_ms", "http_status", "body_size", "flags", "method_id", "path_id", "query_string_id",
            "user_agent_id", "referer_id", "client_ip_id")
 TIMED_COLUMNS = COLUMNS + ("duration_us",)
+# Where patched() finds a row's flags and its lookup ids (the columns from method_id on).
+_FLAGS, _FIRST_ID = COLUMNS.index("flags"), COLUMNS.index("method_id")
+_IDS = len(COLUMNS) - _FIRST_ID
 
 _IPV4 = re.compile(rb"((?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?:\.(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){2})\.(\d{1,3})")
 _NOTHING = (0, 0)
@@ -110,6 +129,78 @@ class _Fingerprint:
 
 
 @dataclass
+class _Chunk:
+    """A chunk's lines shaped into rows, handed from the shaper to the writer thread."""
+
+    first_number: int  # lines of the source before this chunk's first
+    progress: tuple  # the fingerprint after it: lines, bytes, sha256, checkpoints (JSON)
+    flat: list = field(default_factory=list)  # rows of COLUMNS, or of TIMED_COLUMNS when timed
+    rows: int = 0
+    timed: bool = False
+    unparsed: List[Tuple[int, bytes]] = field(default_factory=list)
+    new_values: List[Tuple[str, str]] = field(default_factory=list)  # (table, text) of provisional id -(i + 1)
+    provisional: List[Tuple[dict, bytes, tuple]] = field(default_factory=list)  # cache entries holding them
+    resolved: List[Tuple[int, int]] = field(default_factory=list)  # (id, flags) of each new value, once written
+
+
+@dataclass
+class _Source:
+    """The log being imported, as the writer thread records it in import_sources."""
+
+    id: Optional[int]
+    first_line: str
+    candidates: int
+    name: str
+    result: ImportResult
+
+
+class _ChunkWriter:
+    """Writes chunks in order on a thread of its own while the caller shapes the next ones.
+
+    At most two chunks wait for it. After an error it writes nothing more: the error is raised to
+    the caller at its next put() or at close().
+    """
+
+    def __init__(self, write: Callable[[_Chunk], None]):
+        self._write = write
+        self._queue: "queue.Queue[Optional[_Chunk]]" = queue.Queue(maxsize=1)
+        self.written: "collections.deque[_Chunk]" = collections.deque()  # committed, for the shaper
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._run, name="asgi-log-to-sqlite import writer", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            if self._error is None:
+                try:
+                    self._write(chunk)
+                    self.written.append(chunk)
+                except BaseException as error:  # raised to the caller
+                    self._error = error
+
+    def put(self, chunk: _Chunk) -> None:
+        self._raise()
+        self._queue.put(chunk)
+
+    def stop(self) -> None:
+        """Write what waits, and end the thread."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def close(self) -> None:
+        """stop(), then raise the writer's error if it had one."""
+        self.stop()
+        self._raise()
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
+@dataclass
 class _Candidate:
     """An import_sources row whose first line matches the log being read."""
 
@@ -128,7 +219,8 @@ class Importer:
     """Imports access logs into the log file ``path`` on one connection of its own.
 
     Safe beside a live logger of the same file: each chunk is one BEGIN IMMEDIATE transaction,
-    retried while the file is locked.
+    retried while the file is locked. While import_log runs, a writer thread of its own writes the
+    chunks and Python's switch interval is SWITCH_INTERVAL_S (both as before once it returns).
     """
 
     def __init__(self, path: str, *, log_format: str = "auto", client_ip: str = "truncate",
@@ -154,7 +246,8 @@ class Importer:
         # held in memory for this import only, so that their distinct visitors are counted.
         self.rollups = Rollups()
         self.rollups.visitors_of_closed_days = visitors
-        self.conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000)
+        # Used by the writer thread during an import, by the caller's thread before and after it.
+        self.conn = sqlite3.connect(path, isolation_level=None, timeout=busy_timeout_ms / 1000, check_same_thread=False)
         try:
             self.conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             tables = {row[0] for row in self.conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -210,15 +303,27 @@ class Importer:
             source_id, fingerprint = found
         reader.keep_no_more()
         result.lines = result.already_imported = fingerprint.lines
-        while True:
-            piece = reader.piece()
-            if piece is None:
-                break
-            first_number = fingerprint.lines
-            fingerprint.feed(piece)
-            source_id = self._locked(lambda: self._write(piece, first_number, fingerprint, source_id,
-                                                         first_line, len(candidates), name_of(reader.name), result))
-            progress(reader.position)
+        source = _Source(source_id, first_line, len(candidates), name_of(reader.name), result)
+        # The writer gives the GIL up at each statement and waits to have it back; at Python's
+        # 5 ms switch interval it would spend most of a chunk waiting behind the shaper.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(min(interval, SWITCH_INTERVAL_S))
+        writer = _ChunkWriter(lambda chunk: self._locked(lambda: self._write(chunk, source)))
+        try:
+            while True:
+                piece = reader.piece()
+                if piece is None:
+                    break
+                self._learn(writer.written)
+                writer.put(self._shape(piece, fingerprint))
+                progress(reader.position)
+        except BaseException:
+            writer.stop()
+            raise
+        finally:
+            sys.setswitchinterval(interval)
+        writer.close()
+        self._learn(writer.written)
         result.held = reader.held
         return result
 
@@ -254,67 +359,98 @@ class Importer:
             reader.rewind(there.bytes)
         return candidate.id, there
 
-    def _write(self, piece: bytes, first_number: int, fingerprint: _Fingerprint, source_id: Optional[int],
-               first_line: str, candidates: int, name: str, result: ImportResult) -> int:
-        """One chunk in one transaction: rows, rollups, counters and the source's progress."""
+    def _write(self, chunk: _Chunk, source: _Source) -> None:
+        """One chunk in one transaction, on the writer thread: its new lookup values, rows,
+        rollups, counters and the source's progress."""
         conn = self.conn
         counted = self.counters.checkpoint()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            flat: list = []
-            unparsed: List[Tuple[int, bytes]] = []
-            self._timed = False
-            rows = self._rows(piece, first_number, flat, unparsed)
-            columns = TIMED_COLUMNS if self._timed else COLUMNS
+            resolved = self._resolve(chunk.new_values)
+            columns = TIMED_COLUMNS if chunk.timed else COLUMNS
+            flat = patched(chunk.flat, len(columns), resolved)
             last_id, start = 0, 0
-            for count in statement_sizes(rows):
+            for count in statement_sizes(chunk.rows, ROWS_PER_STATEMENT):
                 end = start + count * len(columns)
                 last_id = conn.execute(insert_sql(count, columns), flat[start:end]).lastrowid
                 start = end
-            if rows:
+            if chunk.rows:
                 # One transaction under the write lock: its rows have consecutive ids.
-                self.rollups.update(conn, last_id - rows + 1, last_id)
-            source_id = self._record(source_id, first_number, fingerprint, first_line, candidates, name, rows,
-                                     len(unparsed))
+                self.rollups.update(conn, last_id - chunk.rows + 1, last_id)
+            source_id = self._record(source, chunk)
             stored = self.counters.persist(conn)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             self.counters.restore(counted)
-            self._forget()  # ids inserted by the rolled-back transaction are gone
+            self.lookups.forget()  # ids inserted by the rolled-back transaction are gone
             raise
         self.counters.committed(stored)
-        result.lines += rows + len(unparsed)
-        result.imported += rows
-        result.unparsed += len(unparsed)
-        for number, line in unparsed[:SHOWN_UNPARSED - len(result.unparsed_lines)]:
+        source.id = source_id
+        chunk.resolved, chunk.flat = resolved, []
+        result = source.result
+        result.lines += chunk.rows + len(chunk.unparsed)
+        result.imported += chunk.rows
+        result.unparsed += len(chunk.unparsed)
+        for number, line in chunk.unparsed[:SHOWN_UNPARSED - len(result.unparsed_lines)]:
             result.unparsed_lines.append((number, line[:300].decode("utf-8", "backslashreplace")))
-        return source_id
 
-    def _record(self, source_id: Optional[int], before: int, fingerprint: _Fingerprint, first_line: str,
-                candidates: int, name: str, rows: int, unparsed: int) -> int:
+    def _resolve(self, new_values: List[Tuple[str, str]]) -> List[Tuple[int, int]]:
+        """(id, flags) of each (table, text) of ``new_values``, found or inserted table by table."""
+        by_table: Dict[str, List[int]] = {}
+        for index, (table, _) in enumerate(new_values):
+            by_table.setdefault(table, []).append(index)
+        resolved: List[Tuple[int, int]] = [_NOTHING] * len(new_values)
+        for table, indexes in by_table.items():
+            for index, looked in zip(indexes, self.lookups.ids_of(table, [new_values[i][1] for i in indexes])):
+                resolved[index] = looked
+        return resolved
+
+    def _record(self, source: _Source, chunk: _Chunk) -> int:
         """Store how far the source is imported; refuse when another import of it moved it meanwhile."""
-        conn, now = self.conn, int(time.time() * 1000)
-        progress = (fingerprint.lines, fingerprint.bytes, fingerprint.hash.hexdigest(),
-                    json.dumps(fingerprint.checkpoints), name, rows, unparsed, now)
-        if source_id is None:
-            if conn.execute("SELECT count(*) FROM import_sources WHERE first_line = ?", (first_line,)).fetchone()[0] != candidates:
+        conn, now, name = self.conn, int(time.time() * 1000), source.name
+        progress = chunk.progress + (name, chunk.rows, len(chunk.unparsed), now)
+        if source.id is None:
+            if conn.execute("SELECT count(*) FROM import_sources WHERE first_line = ?",
+                            (source.first_line,)).fetchone()[0] != source.candidates:
                 raise LogError(f"{name}: another import of this log started meanwhile; run this one again "
                                "once it has finished, and it goes on from where that one stopped")
             return conn.execute(
                 "INSERT INTO import_sources (lines, bytes, sha256, checkpoints, name, rows, unparsed, last_ms, "
-                "first_ms, first_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", progress + (now, first_line)).lastrowid
+                "first_ms, first_line) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", progress + (now, source.first_line)).lastrowid
         changed = conn.execute(
             "UPDATE import_sources SET lines = ?, bytes = ?, sha256 = ?, checkpoints = ?, name = ?, "
             "rows = rows + ?, unparsed = unparsed + ?, last_ms = ? WHERE id = ? AND lines = ?",
-            progress + (source_id, before)).rowcount
+            progress + (source.id, chunk.first_number)).rowcount
         if changed != 1:
             raise LogError(f"{name}: another import of this log is writing it too; run this one again "
                            "once it has finished, and it goes on from where that one stopped")
-        return source_id
+        return source.id
 
     # ---- lines to rows -------------------------------------------------------------------------
+    def _shape(self, piece: bytes, fingerprint: _Fingerprint) -> _Chunk:
+        """The rows of ``piece``'s lines, for the writer thread; its lines are fed to ``fingerprint``."""
+        first_number = fingerprint.lines
+        fingerprint.feed(piece)
+        chunk = _Chunk(first_number, (fingerprint.lines, fingerprint.bytes, fingerprint.hash.hexdigest(),
+                                      json.dumps(fingerprint.checkpoints)))
+        self._timed, self._new, self._provisional = False, {}, chunk.provisional
+        chunk.rows = self._rows(piece, first_number, chunk.flat, chunk.unparsed)
+        chunk.timed, chunk.new_values = self._timed, list(self._new)
+        # Provisional ids mean something in this chunk only: the next one looks its values up again
+        # until the writer hands their ids back (_learn).
+        for cache, raw, _ in chunk.provisional:
+            cache.pop(raw, None)
+        return chunk
+
+    def _learn(self, written: "collections.deque[_Chunk]") -> None:
+        """Cache the ids the writer gave the new values of the chunks it committed."""
+        while written:
+            chunk = written.popleft()
+            for cache, raw, looked in chunk.provisional:
+                self._cached(cache)[raw] = resolved_entry(looked, chunk.resolved)
+
     def _rows(self, piece: bytes, number: int, flat: list, unparsed: list) -> int:
         """Shape the lines of ``piece`` (the first is line ``number`` + 1) onto ``flat`` or
         ``unparsed``; returns how many rows were added. Rows are of COLUMNS until a line carries
@@ -380,7 +516,7 @@ class Importer:
         q = (self._queries.get(query) or
              self._value(self._queries, "query_strings", query, self.redactor.redact_query, escaped=False, dash=None))
         looked = (m[0], p[0], q[0], m[1] | p[1] | q[1])
-        self._cached(self._requests)[raw] = looked
+        self._cache(self._requests, raw, looked)
         return looked
 
     def _value(self, cache: dict, table: str, raw: Optional[bytes], redact=None, *, escaped: bool = True,
@@ -393,9 +529,8 @@ class Importer:
             if table == "paths" and b"%" in value:
                 value = unquote_to_bytes(value)  # as an ASGI server decodes scope["path"]
             text, flags = decode(value, redact)
-            found, more = self.lookups.id_of(table, text)
-            looked = (found, flags | more)
-        self._cached(cache)[raw] = looked
+            looked = (self._provisional_id(table, text), flags)
+        self._cache(cache, raw, looked)
         return looked
 
     def _client(self, raw: bytes) -> Tuple[int, int]:
@@ -409,21 +544,35 @@ class Importer:
             looked = self._subnets.get(key)
             if looked is None:
                 if self.addresses.ipv4_prefix == 24:
-                    looked = self.lookups.id_of("client_ips", key.decode() + ".0")
+                    looked = (self._provisional_id("client_ips", key.decode() + ".0"), 0)
                 else:
                     looked = self._address(key.decode() + ".0")
-                self._cached(self._subnets)[key] = looked
+                self._cache(self._subnets, key, looked)
         else:
             try:
                 looked = self._address(raw.decode("ascii"))
             except UnicodeDecodeError:
                 looked = _NOTHING  # not an address: nothing identifying is kept
-        self._cached(self._clients)[raw] = looked
+        self._cache(self._clients, raw, looked)
         return looked
 
     def _address(self, address: str) -> Tuple[int, int]:
         text = self.addresses.reduce(address)
-        return _NOTHING if text is None else self.lookups.id_of("client_ips", text)
+        return _NOTHING if text is None else (self._provisional_id("client_ips", text), 0)
+
+    def _provisional_id(self, table: str, text: str) -> int:
+        """The id, in the chunk being shaped, of a value the writer will find or insert: -1, -2, ..."""
+        key = (table, text)
+        found = self._new.get(key)
+        if found is None:
+            found = self._new[key] = -1 - len(self._new)
+        return found
+
+    def _cache(self, cache: dict, raw: Optional[bytes], looked: tuple) -> None:
+        """Cache an entry (ids..., flags), noting it when it holds a provisional id."""
+        self._cached(cache)[raw] = looked
+        if min(looked) < 0:
+            self._provisional.append((cache, raw, looked))
 
     def _cached(self, cache: dict) -> dict:
         if len(cache) >= CACHE_LIMIT:
@@ -432,8 +581,9 @@ class Importer:
         return cache
 
     def _forget(self) -> None:
-        self.lookups.forget()
         self._timed = False  # whether the chunk being shaped binds TIMED_COLUMNS
+        self._new: Dict[Tuple[str, str], int] = {}  # the chunk's new values and their provisional ids
+        self._provisional: List[Tuple[dict, bytes, tuple]] = []
         self._requests: Dict[Optional[bytes], tuple] = {}
         self._agents: Dict[Optional[bytes], tuple] = {None: _NOTHING}
         self._referers: Dict[Optional[bytes], tuple] = {None: _NOTHING}
@@ -487,6 +637,40 @@ def import_logs(path: str, logs: Sequence[str], **options) -> List[ImportResult]
 def name_of(path: str) -> str:
     """How a source is named in import_sources: its absolute path, or "-" for standard input."""
     return path if path == "-" else os.path.abspath(path)
+
+
+def resolved_entry(looked: tuple, resolved: Sequence[Tuple[int, int]]) -> tuple:
+    """A cache entry (ids..., flags) with each provisional id -(i + 1) replaced by resolved[i]'s
+    id and its flags added."""
+    *ids, flags = looked
+    for position, value in enumerate(ids):
+        if value < 0:
+            ids[position], more = resolved[-1 - value]
+            flags |= more
+    return (*ids, flags)
+
+
+def patched(flat: list, width: int, resolved: Sequence[Tuple[int, int]]) -> list:
+    """A copy of ``flat`` (rows of ``width`` values laid end to end, COLUMNS' order) with each
+    provisional id -(i + 1) in the id columns replaced by resolved[i]'s id, and its flags added to
+    the row's: a column at a time, since a chunk's rows hold few provisional ids."""
+    if not resolved:
+        return flat
+    ids = [found for found, _ in resolved]
+    out = list(flat)
+    for column in range(_FIRST_ID, _FIRST_ID + _IDS):
+        values = flat[column::width]
+        if min(values, default=0) < 0:
+            out[column::width] = [ids[-1 - value] if value < 0 else value for value in values]
+    more = [extra for _, extra in resolved]
+    if any(more):  # a value past max_distinct_values: its rows get FLAG_BUCKETED
+        for start in range(0, len(flat), width):
+            extra = 0
+            for value in flat[start + _FIRST_ID:start + _FIRST_ID + _IDS]:
+                if value < 0:
+                    extra |= more[-1 - value]
+            out[start + _FLAGS] |= extra
+    return out
 
 
 def _octet(text: bytes) -> bool:

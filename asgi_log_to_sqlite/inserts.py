@@ -14,15 +14,17 @@ from . import schema
 ROWS_PER_STATEMENT = 64
 
 
-def statement_sizes(rows: int) -> List[int]:
-    """Rows per INSERT for a batch: full statements, then the rest as powers of two.
+def statement_sizes(rows: int, largest: int = 0) -> List[int]:
+    """Rows per INSERT for a batch: full statements of ``largest`` rows (a power of two;
+    ROWS_PER_STATEMENT unless given), then the rest as powers of two.
 
     Powers of two bound the shapes sqlite3's statement cache keeps at seven per row width; one
     statement per distinct batch size would keep up to 128 of them, each megabytes large.
     """
-    sizes = [ROWS_PER_STATEMENT] * (rows // ROWS_PER_STATEMENT)
-    rest = rows % ROWS_PER_STATEMENT
-    size = ROWS_PER_STATEMENT // 2
+    largest = largest or ROWS_PER_STATEMENT
+    sizes = [largest] * (rows // largest)
+    rest = rows % largest
+    size = largest // 2
     while rest:
         if rest >= size:
             sizes.append(size)

@@ -13,8 +13,9 @@ schema version 2, or past a second's parsing budget) is completed the next time 
 from __future__ import annotations
 
 import functools
+import json
 import sqlite3
-from typing import Dict, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import agents
 from .counters import Counters
@@ -75,6 +76,80 @@ class LookupIds:
             cache[name] = found
         return found, 0
 
+    def ids_of(self, table: str, names: Sequence[str]) -> List[Tuple[int, int]]:
+        """(id, flags) of each of ``names`` (distinct) as id_of gives them one after another, found
+        and inserted with a statement or two per table rather than two per value: for an import,
+        whose chunks bring hundreds of new values and whose writer thread gives up the GIL at
+        every statement."""
+        if any("\x00" in name for name in names):
+            # json_each would cut a text at its NUL (a TLS handshake read as a path): one by one.
+            return [self.id_of(table, name) for name in names]
+        cache = self._ids.setdefault(table, {})
+        found = {name: cache[name] for name in names if name in cache}
+        missing = [name for name in names if name not in found]
+        if missing:
+            more = self._found(table, missing)
+            new = [name for name in missing if name not in more]
+            if new:
+                more.update(self._inserted(table, new))
+            if len(cache) + len(more) > _CACHE_LIMIT:
+                cache.clear()
+            cache.update(more)
+            found.update(more)
+        looked = []
+        for name in names:
+            known = found.get(name)
+            if known is not None:
+                looked.append((known, 0))
+            else:  # past max_distinct_values
+                self.counters.count("bucketed", 1)
+                looked.append((self.id_of(table, BUCKET)[0], FLAG_BUCKETED))
+        return looked
+
+    def _found(self, table: str, names: List[str]) -> Dict[str, int]:
+        """The ids of those of ``names`` the table holds; a user agent's missing classes are filled in.
+
+        Answered as one row of JSON: a row fetched is a step of the statement, and each step gives
+        the GIL up and waits to have it back.
+        """
+        conn, listed = self.conn, json.dumps(names)
+        within = "WHERE name IN (SELECT value FROM json_each(?))"
+        if table != AGENTS:
+            found = conn.execute(f"SELECT json_group_object(name, id) FROM [{table}] {within}", (listed,)).fetchone()[0]
+            return json.loads(found)
+        rows = json.loads(conn.execute(
+            f"SELECT json_group_array(json_array(name, id, browser IS NULL, is_bot)) FROM user_agents {within}",
+            (listed,)).fetchone()[0])
+        for name, agent_id, unclassified, is_bot in rows:
+            if unclassified and self.classifier is not None:
+                classes = self.classifier.complete(name, is_bot)
+                if classes is not None:
+                    conn.execute(agents.SET_CLASSES, (*classes, agent_id))
+        return {name: agent_id for name, agent_id, _, _ in rows}
+
+    def _inserted(self, table: str, new: List[str]) -> Dict[str, int]:
+        """Insert the values of ``new`` (none in the table) that max_distinct_values leaves room
+        for, in order; their ids."""
+        if self.max_distinct_values is not None:
+            room = max(0, self.max_distinct_values - self._size(table))
+            if room < len(new):
+                new = new[:room] + ([BUCKET] if BUCKET in new[room:] else [])
+        if not new:
+            return {}
+        if table == AGENTS and self.classifier is not None:
+            classify = self.classifier
+            rows = json.dumps([[name, *classify(name)] for name in new])
+            values = ", ".join(f"value ->> {i}" for i in range(1 + len(agents.COLUMNS)))
+            sql = f"INSERT INTO user_agents ({_AGENT_COLUMNS}) SELECT {values} FROM json_each(?1) WHERE true"
+        else:
+            rows = json.dumps(new)
+            sql = f"INSERT INTO [{table}] (name) SELECT value FROM json_each(?1) WHERE true"
+        # ON CONFLICT DO NOTHING, as in _insert: another process may have inserted one meanwhile.
+        inserted = self.conn.execute(f"{sql} ON CONFLICT (name) DO NOTHING", (rows,)).rowcount
+        if table in self._sizes:
+            self._sizes[table] += inserted
+        return self._found(table, new)
+
     def bot_of(self, agent_id: int) -> int:
         """The bot flag (0 or 1) of the user agent ``agent_id``: read once per id, as the rollups
         key it. A correction made to the row later reaches the rollups by ``rollup --rebuild``."""
@@ -130,9 +205,10 @@ class LookupIds:
         Counted, not read off max(id): retention deletes values no row uses, which frees room.
         Values other processes add meanwhile are seen at the next forget() (a rollback, a prune).
         """
-        if self.max_distinct_values is None:
-            return False
+        return self.max_distinct_values is not None and self._size(table) >= self.max_distinct_values
+
+    def _size(self, table: str) -> int:
         size = self._sizes.get(table)
         if size is None:
             size = self._sizes[table] = self.conn.execute(f"SELECT count(*) FROM [{table}]").fetchone()[0]
-        return size >= self.max_distinct_values
+        return size

@@ -110,11 +110,18 @@ SELECT {{unit}}, coalesce(status_class, 0), coalesce(is_bot, 0) != 0, coalesce(b
        coalesce(sum(bytes), 0), sum(CASE WHEN bucket IS NULL THEN 0 ELSE coalesce(duration_us_sum, 0) END),
        max(CASE WHEN bucket IS NULL THEN NULL ELSE duration_us_max END)
 FROM {{source}} GROUP BY 1, 2, 3, 4"""
+# Summed once per batch into a temporary table of the connection's own (a few dozen rows), and
+# added from there to both tables: one sort of rollup_batch's groups instead of two.
+_TRAFFIC_BATCH = ("CREATE TEMP TABLE IF NOT EXISTS rollup_traffic_batch "
+                  f"(hour INTEGER, {', '.join(f'{column} INTEGER' for column in TRAFFIC_KEY + VALUES)})")
+_FILL_TRAFFIC_BATCH = (f"INSERT INTO temp.rollup_traffic_batch (hour, {_TRAFFIC_COLUMNS}) "
+                       f"{_TRAFFIC_SUMS.format(unit='hour', source='main.rollup_batch')}")
 _TO_TRAFFIC_HOURLY = (f"INSERT INTO rollup_traffic_hourly (hour, {_TRAFFIC_COLUMNS}) "
-                      f"{_TRAFFIC_SUMS.format(unit='hour', source='rollup_batch')} "
+                      f"SELECT hour, {_TRAFFIC_COLUMNS} FROM temp.rollup_traffic_batch WHERE true "
                       f"ON CONFLICT (hour, {_TRAFFIC_KEY}) DO UPDATE SET {_ADD}")
 _TO_TRAFFIC_DAILY = (f"INSERT INTO rollup_traffic_daily (day, {_TRAFFIC_COLUMNS}) "
-                     f"{_TRAFFIC_SUMS.format(unit='hour / 24', source='rollup_batch')} "
+                     f"SELECT hour / 24, {_TRAFFIC_KEY}, sum(hits), sum(bytes), sum(duration_us_sum), "
+                     f"max(duration_us_max) FROM temp.rollup_traffic_batch GROUP BY 1, 2, 3, 4 "
                      f"ON CONFLICT (day, {_TRAFFIC_KEY}) DO UPDATE SET {_ADD}")
 # The same totals from the detailed tables, whose keys hold no NULLs: for rebuild and upgrades.
 _TRAFFIC_FROM = """
@@ -385,8 +392,11 @@ def _add_batch(conn: sqlite3.Connection, tally: Optional[RollupTally] = None,
     if tally is not None:
         tally.into_site_totals(conn, hand_over)
     else:
+        conn.execute(_TRAFFIC_BATCH)
+        conn.execute(_FILL_TRAFFIC_BATCH)
         conn.execute(_TO_TRAFFIC_HOURLY)
         conn.execute(_TO_TRAFFIC_DAILY)
+        conn.execute("DELETE FROM temp.rollup_traffic_batch")
         route_summaries.add_keyed(conn, _BATCH_KEYED)
     # Emptied before the COMMIT: readers and the next batch find it empty.
     conn.execute("DELETE FROM rollup_batch")

@@ -13,6 +13,7 @@ import re
 import shutil
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -22,10 +23,12 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import given, strategies as st
 
-from asgi_log_to_sqlite import AsgiLogToSqlite, accesslog, create_file, importer
+from asgi_log_to_sqlite import AsgiLogToSqlite, accesslog, agents, create_file, importer, schema
 from asgi_log_to_sqlite.cli import cli
+from asgi_log_to_sqlite.counters import Counters
+from asgi_log_to_sqlite.lookups import BUCKET, LookupIds
 from asgi_log_to_sqlite.privacy import AddressPolicy
-from asgi_log_to_sqlite.record import FLAG_IMPORTED, FLAG_REPLACED, FLAG_TRUNCATED
+from asgi_log_to_sqlite.record import FLAG_BUCKETED, FLAG_IMPORTED, FLAG_REPLACED, FLAG_TRUNCATED
 from asgi_log_to_sqlite.rollups import Rollups
 
 from conftest import BIN, TESTS, ok, rows
@@ -454,6 +457,114 @@ def test_an_interrupted_import_goes_on_from_its_last_chunk(tmp_path):
     [summary] = imported(db, log)
     assert (summary["imported"], summary["already_imported"]) == (400 - done, done)
     assert count(db) == 400 and count(db, "select count(distinct query_string_id) from request_log") == 400
+
+
+# ---- the shaper and the writer thread -----------------------------------------------------------
+
+def plain_patched(flat, width, resolved):
+    """importer.patched's reference: row by row, value by value."""
+    out = []
+    for start in range(0, len(flat), width):
+        row, extra = list(flat[start:start + width]), 0
+        for column in range(4, 10):
+            if row[column] < 0:
+                row[column], more = resolved[-1 - row[column]]
+                extra |= more
+        row[3] |= extra
+        out += row
+    return out
+
+
+@st.composite
+def shaped_chunks(draw):
+    """(flat rows of importer.COLUMNS or TIMED_COLUMNS with provisional ids, width, resolved)."""
+    resolved = draw(st.lists(st.tuples(st.integers(1, 10**6), st.sampled_from([0, 0, FLAG_BUCKETED])), max_size=8))
+    width = draw(st.sampled_from([len(importer.COLUMNS), len(importer.TIMED_COLUMNS)]))
+    ids = st.integers(0, 50) | (st.integers(-len(resolved), -1) if resolved else st.just(0))
+    row = st.tuples(st.integers(0, 2**41), st.integers(100, 599), st.integers(0, 10**6), st.integers(0, 255),
+                    *[ids] * 6, *([st.none() | st.integers(0, 10**7)] if width > 10 else []))
+    return [value for drawn in draw(st.lists(row, max_size=20)) for value in drawn], width, resolved
+
+
+@given(shaped_chunks())
+def test_provisional_ids_are_replaced_as_a_row_by_row_pass_would(chunk):
+    flat, width, resolved = chunk
+    before = list(flat)
+    assert importer.patched(flat, width, resolved) == plain_patched(flat, width, resolved)
+    assert flat == before  # a writer that must try the chunk again patches it again
+    for start in range(0, len(flat), width):
+        entry = (*flat[start + 4:start + 7], flat[start + 3])  # as a request line's cache entry
+        assert importer.resolved_entry(entry, resolved) == tuple(plain_patched(
+            [0, 0, 0, entry[3], *entry[:3], 0, 0, 0], 10, resolved)[i] for i in (4, 5, 6, 3))
+
+
+NAMES = st.sampled_from(["/a", "/b", "/c", "/d\x00nul", "/e\x00", BUCKET, "Googlebot/2.1", FIREFOX, "curl/8.0"])
+
+
+def lookups_of(limit):
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    schema.ensure_schema(conn)
+    lookups = LookupIds(Counters(":memory:", "bucketed"), limit)
+    lookups.classifier = agents.Classifier(per_second=None)
+    lookups.conn = conn
+    return lookups
+
+
+@given(st.sampled_from(["paths", "user_agents"]), st.sampled_from([None, 0, 1, 3]), st.lists(NAMES, max_size=4),
+       st.lists(st.lists(NAMES, max_size=6, unique=True), max_size=4))
+def test_a_chunk_s_new_values_get_what_one_lookup_after_another_gives(table, limit, stored, chunks):
+    """LookupIds.ids_of, the importer's writer's statement or two per table, against id_of per value:
+    the same values stored (with the same classes), the same bucketing past max_distinct_values,
+    the same counts of what was bucketed."""
+    one_by_one, batched = lookups_of(limit), lookups_of(None)
+    for name in stored:  # values the file held before the import
+        batched.conn.execute(f"INSERT OR IGNORE INTO {table} (name) VALUES (?)", (name,))
+        one_by_one.conn.execute(f"INSERT OR IGNORE INTO {table} (name) VALUES (?)", (name,))
+    batched.max_distinct_values = limit
+
+    def named(lookups, looked):
+        return [(lookups.conn.execute(f"SELECT name FROM {table} WHERE id = ?", (found,)).fetchone()[0], flags)
+                for found, flags in looked]
+
+    for chunk in chunks:
+        expected = named(one_by_one, [one_by_one.id_of(table, name) for name in chunk])
+        assert named(batched, batched.ids_of(table, chunk)) == expected
+    listed = f"SELECT * FROM {table} ORDER BY name" if table == "paths" else \
+        f"SELECT name, browser, os, device, is_bot FROM {table} ORDER BY name"
+    assert batched.conn.execute(listed.replace("*", "name")).fetchall() == \
+        one_by_one.conn.execute(listed.replace("*", "name")).fetchall()
+    assert batched.counters.totals == one_by_one.counters.totals
+
+
+def test_an_import_leaves_no_thread_behind_and_python_s_switch_interval_as_it_was(tmp_path):
+    db, log = tmp_path / "log.db", tmp_path / "access.log"
+    log.write_text("".join(line(n) for n in range(400)))
+    create_file(str(db))
+    threads, interval = threading.active_count(), sys.getswitchinterval()
+    with importer.Importer(str(db), chunk_bytes=4096) as running:
+        assert running.import_log(str(log)).imported == 400
+    assert (threading.active_count(), sys.getswitchinterval()) == (threads, interval)
+    assert count(db, "select count(distinct query_string_id) from request_log") == 400
+
+
+def test_a_lock_held_past_the_deadline_stops_the_import_with_one_error(tmp_path):
+    db, log = tmp_path / "log.db", tmp_path / "access.log"
+    log.write_text("".join(line(n) for n in range(400)))
+    create_file(str(db))
+    holder = sqlite3.connect(db, isolation_level=None)
+    threads, interval = threading.active_count(), sys.getswitchinterval()
+    with importer.Importer(str(db), chunk_bytes=4096, busy_timeout_ms=50, lock_deadline_s=0.3) as running:
+        holder.execute("BEGIN IMMEDIATE")
+        try:
+            with pytest.raises(importer.LogError, match="still locked by another connection after 0.3 s"):
+                running.import_log(str(log))
+        finally:
+            holder.execute("ROLLBACK")
+        assert (threading.active_count(), sys.getswitchinterval()) == (threads, interval)
+        assert count(db) == 0
+        # Once the lock is free the same importer goes on, its caches none the worse.
+        assert running.import_log(str(log)).imported == 400
+    assert count(db, "select count(distinct query_string_id) from request_log") == 400
 
 
 # ---- beside a live logger ------------------------------------------------------------------------
