@@ -392,14 +392,19 @@ def _add_batch(conn: sqlite3.Connection, tally: Optional[RollupTally] = None,
     if tally is not None:
         tally.into_site_totals(conn, hand_over)
     else:
-        conn.execute(_TRAFFIC_BATCH)
-        conn.execute(_FILL_TRAFFIC_BATCH)
-        conn.execute(_TO_TRAFFIC_HOURLY)
-        conn.execute(_TO_TRAFFIC_DAILY)
-        conn.execute("DELETE FROM temp.rollup_traffic_batch")
+        add_site_totals(conn)
         route_summaries.add_keyed(conn, _BATCH_KEYED)
     # Emptied before the COMMIT: readers and the next batch find it empty.
     conn.execute("DELETE FROM rollup_batch")
+
+
+def add_site_totals(conn: sqlite3.Connection) -> None:
+    """Add rollup_batch's groups to the site's totals per hour and per day, in the caller's transaction."""
+    conn.execute(_TRAFFIC_BATCH)
+    conn.execute(_FILL_TRAFFIC_BATCH)
+    conn.execute(_TO_TRAFFIC_HOURLY)
+    conn.execute(_TO_TRAFFIC_DAILY)
+    conn.execute("DELETE FROM temp.rollup_traffic_batch")
 
 
 WATERMARK = Watermark(META_KEY, "rollup_hourly", add_rows)

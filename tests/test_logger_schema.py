@@ -249,9 +249,11 @@ def test_a_version_4_file_has_its_rollups_count_every_row_it_holds(tmp_path):
     path = str(tmp_path / "v4.db")
     conn = file_of_version(path, 4, [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1)])
     # As a version 4 writer did, in the batch's transaction (it had no per-route sums, version 6's).
-    for statement in (rollups._FILL_BATCH, rollups._TO_HOURLY, rollups._TO_DAILY, rollups._TO_TRAFFIC_HOURLY,
-                      rollups._TO_TRAFFIC_DAILY, "DELETE FROM rollup_batch"):
-        conn.execute(statement, (1, 2) if statement == rollups._FILL_BATCH else ())
+    conn.execute(rollups._FILL_BATCH, (1, 2))
+    conn.execute(rollups._TO_HOURLY)
+    conn.execute(rollups._TO_DAILY)
+    rollups.add_site_totals(conn)
+    conn.execute("DELETE FROM rollup_batch")
     conn.close()
     create_file(path)
     conn = sqlite3.connect(path, isolation_level=None)
@@ -278,9 +280,11 @@ def test_a_version_5_file_gets_its_per_route_sums_from_its_rollups(tmp_path):
 
     path = str(tmp_path / "v5.db")
     conn = file_of_version(path, 5, [(3_600_000, 200, 10, 100, 1), (3_600_001, 404, 5, 300, 1), (7_200_000, 500, 1, None, 2)])
-    for statement in (rollups._FILL_BATCH, rollups._TO_HOURLY, rollups._TO_DAILY, rollups._TO_TRAFFIC_HOURLY,
-                      rollups._TO_TRAFFIC_DAILY, "DELETE FROM rollup_batch"):
-        conn.execute(statement, (1, 3) if statement == rollups._FILL_BATCH else ())
+    conn.execute(rollups._FILL_BATCH, (1, 3))
+    conn.execute(rollups._TO_HOURLY)
+    conn.execute(rollups._TO_DAILY)
+    rollups.add_site_totals(conn)
+    conn.execute("DELETE FROM rollup_batch")
     rollups.WATERMARK.set_mark(conn, 3)
     conn.close()
     create_file(path)
