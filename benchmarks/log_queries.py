@@ -45,7 +45,8 @@ TOPLISTS = ("top_paths", "referrers", "referring_sites", "agents")
 
 
 # The queries that read the site's totals when path_prefix is blank (docs/queries.md).
-SITE = ("summary", "traffic_by_hour", "traffic_by_day", "status_over_time", "latency_over_time", "bots_and_humans")
+SITE = ("summary", "traffic_by_hour", "traffic_by_day", "status_over_time", "status_by_day", "latency_over_time",
+        "latency_by_day", "bots_and_humans")
 
 
 def reads(name: str, path_prefix: str = "") -> str:

@@ -256,7 +256,14 @@ async def test_a_custom_range_reaches_the_old_rows_and_long_ranges_read_the_dail
     paths = [row[0] for row in result["panels"]["top_paths"]["rows"]]
     assert sorted(paths) == ["/archive/2024", "/missing"]
     month = await data(ds, "range=30d")
-    assert month["panels"]["traffic"]["query"] == "traffic_by_day"
+    queries = {panel: month["panels"][panel]["query"] for panel in ("traffic", "status_over_time", "latency_over_time")}
+    assert queries == {"traffic": "traffic_by_day", "status_over_time": "status_by_day",
+                       "latency_over_time": "latency_by_day"}
+    assert sum(row[1] for row in month["panels"]["status_over_time"]["rows"]) == \
+        sum(row[1] for row in month["panels"]["traffic"]["rows"])
+    week = await data(ds, "range=7d")
+    assert [week["panels"][panel]["query"] for panel in ("traffic", "status_over_time", "latency_over_time")] == \
+        ["traffic_by_hour", "status_over_time", "latency_over_time"]
     assert month["period"]["previous_end"] == month["period"]["start"]
 
 

@@ -140,6 +140,18 @@ def test_every_panel_draws_its_rows_with_no_console_errors(served, browser):
     assert console_errors(browser) == []
 
 
+def test_a_month_draws_its_charts_over_time_per_day(served, browser):
+    served, _ = served
+    drawn_panels(browser, served + "/requests/-/dashboard?range=30d")
+    for name in ("traffic", "status_over_time", "latency_over_time"):
+        panel = browser.find_element(By.CSS_SELECTOR, f'[data-panel="{name}"]')
+        assert panel.get_attribute("data-error") is None and int(panel.get_attribute("data-rows")) > 0, name
+        labels = browser.execute_script("return Chart.getChart(arguments[0]).data.labels",
+                                        panel.find_element(By.TAG_NAME, "canvas"))
+        assert 30 <= len(labels) <= 31, (name, len(labels))  # days, not 720 hours
+    assert console_errors(browser) == []
+
+
 def test_a_preset_and_a_bar_click_narrow_the_page(served, browser):
     served, _ = served
     drawn_panels(browser, served + "/requests/-/dashboard?range=24h")

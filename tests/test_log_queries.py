@@ -243,6 +243,29 @@ def check_status_over_time(path):
     assert all(row["requests"] == sum(row[s] for s in totals) + row["no_response"] for row in rows)
 
 
+def check_status_by_day(path):
+    rows = run(path, "status_by_day")
+    assert [row["day"] for row in rows] == [day_of(days * DAY_S) for days in (3, 2, 1, 0)]
+    assert [row["requests"] for row in rows] == [OLD_ROWS, 0, 0, NOW_ROWS]
+    hourly = run(path, "status_over_time")
+    for status in ("1xx", "2xx", "3xx", "4xx", "5xx", "no_response"):
+        assert sum(row[status] for row in rows) == sum(row[status] for row in hourly), status
+    assert (rows[0]["4xx"], rows[-1]["5xx"]) == (1, 2)
+
+
+def check_latency_by_day(path):
+    rows = run(path, "latency_by_day")
+    assert [(row["day"], row["timed"]) for row in rows] == [(day_of(3 * DAY_S), OLD_ROWS), (day_of(), NOW_ROWS)]
+    conn = sqlite3.connect(path)
+    try:
+        for row in rows:
+            day_ms = int(time.mktime(time.strptime(row["day"], "%Y-%m-%d")) - time.timezone) * 1000
+            found = rollups.percentiles(conn, day_ms, day_ms + 86_400_000)
+            ms_close([row["p50_ms"], row["p95_ms"], row["p99_ms"]], [found[q] / 1000 for q in (0.5, 0.95, 0.99)])
+    finally:
+        conn.close()
+
+
 def check_latency_over_time(path):
     rows = [row for row in run(path, "latency_over_time")]
     assert sum(row["timed"] for row in rows) == NOW_ROWS + OLD_ROWS
@@ -344,8 +367,8 @@ def test_an_explicit_range_gives_what_the_blank_one_does(filled, name):
     if name == "summary":
         blank, explicit = [{k: v for k, v in row.items() if k not in ("start", "end")} for row in blank + explicit]
         assert blank == explicit
-    elif name in ("traffic_by_hour", "traffic_by_day", "status_over_time", "latency_over_time", "visitors_by_day",
-                  "last_requests"):
+    elif name in ("traffic_by_hour", "traffic_by_day", "status_over_time", "status_by_day", "latency_over_time",
+                  "latency_by_day", "visitors_by_day", "last_requests"):
         assert explicit == blank
     else:
         assert sorted(map(repr, explicit)) == sorted(map(repr, blank))
@@ -409,7 +432,8 @@ def test_a_bad_range_gives_no_rows_rather_than_wrong_ones(filled, name, bad):
 # ---- after pruning ---------------------------------------------------------------------------------
 
 ROLLUP_QUERIES = ("summary", "traffic_by_hour", "traffic_by_day", "top_routes", "error_paths", "slowest_routes",
-                  "status_over_time", "latency_over_time", "bots_and_humans", "visitors_by_day", "bytes_served",
+                  "status_over_time", "status_by_day", "latency_over_time", "latency_by_day", "bots_and_humans",
+                  "visitors_by_day", "bytes_served",
                   "top_paths", "referrers", "referring_sites", "agents")
 
 
@@ -509,8 +533,8 @@ def test_the_tail_is_only_the_rows_above_the_watermark(log):
 
 # ---- the site's totals -----------------------------------------------------------------------------
 
-SITE_QUERIES = ("summary", "traffic_by_hour", "traffic_by_day", "status_over_time", "latency_over_time",
-                "bots_and_humans")
+SITE_QUERIES = ("summary", "traffic_by_hour", "traffic_by_day", "status_over_time", "status_by_day",
+                "latency_over_time", "latency_by_day", "bots_and_humans")
 
 
 def timeless(rows):

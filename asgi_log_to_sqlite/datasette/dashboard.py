@@ -39,15 +39,16 @@ PRESETS = {
     "30d": ("last 30 days", datetime.timedelta(days=30)),
 }
 DEFAULT_PRESET = "7d"
-# Past this length the traffic chart reads the daily query: 720 hourly bars say less than 30 daily ones.
+# Past this length the charts over time read daily queries: 720 hourly bars say less than 30 daily
+# ones, and over a month the daily rollups are a twenty-fourth of the rows to read.
 HOURLY_UP_TO = datetime.timedelta(days=7)
 
-# The panels, in page order: id -> the query it draws. "traffic" picks hourly or daily by the period.
+# The panels, in page order: id -> the query it draws, or (hourly, daily) to pick by the period's length.
 PANELS = {
     "summary": "summary",
-    "traffic": None,
-    "status_over_time": "status_over_time",
-    "latency_over_time": "latency_over_time",
+    "traffic": ("traffic_by_hour", "traffic_by_day"),
+    "status_over_time": ("status_over_time", "status_by_day"),
+    "latency_over_time": ("latency_over_time", "latency_by_day"),
     "top_paths": "top_paths",
     "top_routes": "top_routes",
     "slowest_routes": "slowest_routes",
@@ -148,14 +149,17 @@ class Period:
             return {"start": query_time(self.previous_start), "end": query_time(self.start)}
         return {"start": query_time(self.start), "end": query_time(self.end)}
 
-    @property
-    def traffic_query(self) -> str:
-        return "traffic_by_hour" if self.end - self.start <= HOURLY_UP_TO else "traffic_by_day"
+    def query_of(self, panel: str) -> str:
+        """The query panel ``panel`` draws for this period."""
+        name = PANELS[panel]
+        if isinstance(name, tuple):
+            return name[0] if self.end - self.start <= HOURLY_UP_TO else name[1]
+        return name
 
     def as_json(self) -> dict:
         return {
             **self.params(), "previous_start": query_time(self.previous_start), "previous_end": query_time(self.start),
-            "preset": self.preset, "label": self.label, "traffic_query": self.traffic_query,
+            "preset": self.preset, "label": self.label, "traffic_query": self.query_of("traffic"),
         }
 
 
@@ -280,7 +284,7 @@ async def panel_data(datasette, db, period: Period, path_prefix: str = "", only:
     wanted = [panel for panel in PANELS if only is None or panel in only]
     jobs: List[Tuple[str, bool, str, Dict[str, str]]] = []
     for panel in wanted:
-        name = PANELS[panel] or period.traffic_query
+        name = period.query_of(panel)
         jobs.append((panel, False, name, query_params(name, period.params(), path_prefix)))
         if panel in COMPARED:
             jobs.append((panel, True, name, query_params(name, period.params(previous=True), path_prefix)))
@@ -349,7 +353,7 @@ async def dashboard_page(datasette, request):
         "custom_start": period.start.date().isoformat(),
         "custom_end": (period.end - datetime.timedelta(seconds=1)).date().isoformat(),
         "database_url": datasette.urls.database(db.name),
-        "panels": {panel: panel_link(datasette, db.name, PANELS[panel] or period.traffic_query, period, path_prefix)
+        "panels": {panel: panel_link(datasette, db.name, period.query_of(panel), period, path_prefix)
                    for panel in PANELS},
         "config_json": markupsafe.Markup(json.dumps(config).replace("</", "<\\/")),
         "chart_js_url": datasette.urls.static_plugins(static_plugin_name(), "chart.umd.min.js"),

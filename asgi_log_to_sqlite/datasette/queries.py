@@ -112,10 +112,11 @@ def _hourly(columns: str, where: str = "true", group: str = "") -> str:
                           "(SELECT end_hour FROM range)", where, group, group)
 
 
-def _daily(columns: str) -> str:
-    """The days the range touches, ``columns`` summed per day, site-wide or for the prefix."""
+def _daily(columns: str, where: str = "true", group: Optional[str] = "") -> str:
+    """The days the range touches, ``columns`` summed per day (and ``group``), site-wide or for the prefix."""
     return _site_or_keyed(columns, "rollup_daily", "day", "(SELECT first_day FROM range)",
-                          "(SELECT end_day FROM range)", group="", site_group="")
+                          "(SELECT end_day FROM range)", where, group, group)
+
 
 
 # The range's hours as three parts: its whole days from rollup_daily (fewer rows than their hours),
@@ -225,6 +226,8 @@ _TIMED_HITS = "sum(t.hits * (t.bucket >= 0))"
 _AVG_MS = f"round(sum(t.duration_us_sum) / 1000.0 / nullif({_TIMED_HITS}, 0), 2)"
 _HOUR_TEXT = "strftime('%Y-%m-%dT%H:00Z', {hour} * 3600, 'unixepoch')"
 _DAY_TEXT = "date({day} * 86400, 'unixepoch')"
+# The charts over time per unit: the rows summed per unit, and the unit as text.
+_UNITS = {"hour": (_hourly, _HOUR_TEXT), "day": (_daily, _DAY_TEXT)}
 
 
 def _traffic_sums(unit: str) -> str:
@@ -417,24 +420,28 @@ ORDER BY q.p95_ms DESC, q.p99_ms DESC, route
 LIMIT 100
 """
 
-_LATENCY_OVER_TIME = f"""
+def _latency_over_time(unit: str) -> str:
+    """latency_over_time's SQL per hour, or latency_by_day's per day."""
+    rows, text = _UNITS[unit]
+    return f"""
 WITH {_range(True)},
 buckets AS (
-    SELECT hour, bucket, sum(hits) AS hits, max(longest) AS longest
-    FROM ({_hourly("t.hour, " + _BUCKETS, where="t.bucket >= 0", group=None)})
-    GROUP BY hour, bucket
+    SELECT {unit}, bucket, sum(hits) AS hits, max(longest) AS longest
+    FROM ({rows(f"t.{unit}, " + _BUCKETS, where="t.bucket >= 0", group=None)})
+    GROUP BY {unit}, bucket
 ),
 running AS (
-    SELECT hour, bucket, longest, sum(hits) OVER (PARTITION BY hour ORDER BY bucket) AS below,
-           sum(hits) OVER (PARTITION BY hour) AS total
+    SELECT {unit}, bucket, longest, sum(hits) OVER (PARTITION BY {unit} ORDER BY bucket) AS below,
+           sum(hits) OVER (PARTITION BY {unit}) AS total
     FROM buckets
 )
-SELECT {_HOUR_TEXT.format(hour="hour")} AS hour, {_percentile(0.5)} AS p50_ms, {_percentile(0.95)} AS p95_ms,
+SELECT {text.format(**{unit: unit})} AS {unit}, {_percentile(0.5)} AS p50_ms, {_percentile(0.95)} AS p95_ms,
        {_percentile(0.99)} AS p99_ms, max(total) AS timed
 FROM running
-GROUP BY running.hour
-ORDER BY running.hour
+GROUP BY running.{unit}
+ORDER BY running.{unit}
 """
+
 
 _SUMMARY = f"""
 WITH {_range(True)},
@@ -475,27 +482,31 @@ FROM per_kind
 ORDER BY is_bot
 """
 
-_STATUS_SUMS = ("t.hour, sum(t.hits) AS requests, " + ", ".join(
-    f"sum(t.hits * (t.status_class = {n})) AS s{n}xx" for n in range(1, 6))
-    + ", sum(t.hits * (t.status_class NOT BETWEEN 1 AND 5)) AS no_response")
-
-_STATUS_OVER_TIME = f"""
+def _status_over_time(unit: str) -> str:
+    """status_over_time's SQL per hour, or status_by_day's per day, every unit from the first with
+    traffic to the last."""
+    rows, text = _UNITS[unit]
+    sums = (f"t.{unit}, sum(t.hits) AS requests, " + ", ".join(
+        f"sum(t.hits * (t.status_class = {n})) AS s{n}xx" for n in range(1, 6))
+        + ", sum(t.hits * (t.status_class NOT BETWEEN 1 AND 5)) AS no_response")
+    return f"""
 WITH {_range(True)},
-per_hour AS (
-    {_hourly(_STATUS_SUMS)}
+per_{unit} AS (
+    {rows(sums)}
 ),
-series (hour, last) AS (
-    SELECT min(hour), max(hour) FROM per_hour WHERE hour IS NOT NULL
+series ({unit}, last) AS (
+    SELECT min({unit}), max({unit}) FROM per_{unit} WHERE {unit} IS NOT NULL
     UNION ALL
-    SELECT hour + 1, last FROM series WHERE hour < last
+    SELECT {unit} + 1, last FROM series WHERE {unit} < last
 )
-SELECT {_HOUR_TEXT.format(hour="s.hour")} AS hour, coalesce(h.requests, 0) AS requests,
+SELECT {text.format(**{unit: f"s.{unit}"})} AS {unit}, coalesce(h.requests, 0) AS requests,
        coalesce(h.s1xx, 0) AS "1xx", coalesce(h.s2xx, 0) AS "2xx", coalesce(h.s3xx, 0) AS "3xx",
        coalesce(h.s4xx, 0) AS "4xx", coalesce(h.s5xx, 0) AS "5xx", coalesce(h.no_response, 0) AS no_response
-FROM series s LEFT JOIN per_hour h ON h.hour = s.hour
-WHERE s.hour IS NOT NULL
-ORDER BY s.hour
+FROM series s LEFT JOIN per_{unit} h ON h.{unit} = s.{unit}
+WHERE s.{unit} IS NOT NULL
+ORDER BY s.{unit}
 """
+
 
 _VISITORS_BY_DAY = f"""
 WITH {_range(False)},
@@ -649,12 +660,22 @@ QUERIES: Dict[str, dict] = {
     "status_over_time": _query(
         "Status mix over time",
         "Requests per hour by status class (1xx to 5xx, and no response sent), from the hourly rollups.",
-        _STATUS_OVER_TIME),
+        _status_over_time("hour")),
+    "status_by_day": _query(
+        "Status mix per day",
+        "Requests per day (UTC) by status class, as status_over_time, from the daily rollups: every day the range "
+        "touches, whole.",
+        _status_over_time("day")),
     "latency_over_time": _query(
         "Latency over time",
         "p50, p95 and p99 latency per hour (UTC), in milliseconds, from the hourly rollups' latency histogram "
         "(within 4.4%); timed counts the requests that have a duration.",
-        _LATENCY_OVER_TIME),
+        _latency_over_time("hour")),
+    "latency_by_day": _query(
+        "Latency per day",
+        "p50, p95 and p99 latency per day (UTC), as latency_over_time, from the daily rollups: every day the range "
+        "touches, whole.",
+        _latency_over_time("day")),
     "bots_and_humans": _query(
         "Bots and people",
         "Requests from bots against those from people, from the rollups; an agent not yet classified counts as a "
