@@ -351,8 +351,9 @@ class RollupTally:
                 end = start + count * _SITE_WIDTH
                 conn.execute(_site_upsert(table, count), flat[start:end])
                 start = end
-        route_summaries.add_sums(conn, route_summaries.ROUTES, "rollup_routes_daily", "day", routes)
-        route_summaries.add_sums(conn, route_summaries.ROUTE_LATENCY, "rollup_route_latency_daily", "day", latency)
+        route_summaries.add_sums(conn, route_summaries.ROUTES, "rollup_routes_daily", "day", routes, hand_over)
+        route_summaries.add_sums(conn, route_summaries.ROUTE_LATENCY, "rollup_route_latency_daily", "day", latency,
+                                 hand_over)
 
 
 _SITE_WIDTH = 1 + len(TRAFFIC_KEY) + len(VALUES)

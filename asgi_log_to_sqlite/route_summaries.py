@@ -23,14 +23,17 @@ Past the size budget retention deletes them after the detailed rows, before the 
 from __future__ import annotations
 
 import functools
+import itertools
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import sqlite_utils
 
 from .inserts import statement_sizes
 
 UNITS = (("hourly", "hour"), ("daily", "day"))
+# Rows upserted by add_sums between two hand-overs of the GIL: about half a millisecond.
+HAND_OVER_ROWS = 256
 
 
 @dataclass(frozen=True)
@@ -141,10 +144,20 @@ def replace_from_detailed(conn, hours: str) -> None:
             conn.execute(summary.add_sql(table, unit, f"main.{DETAILED[unit]}", unit, within))
 
 
-def add_sums(conn, summary: Summary, table: str, unit: str, sums: Dict[tuple, List[int]]) -> None:
-    """Add ``sums`` ((unit, key) -> values in ``summary.sums``' order), summed by the caller, to ``table``."""
-    flat = [value for key, values in sums.items() for value in (*key, *values)]
-    width, start = 1 + len(summary.columns), 0
+def add_sums(conn, summary: Summary, table: str, unit: str, sums: Dict[tuple, List[int]],
+             hand_over: Optional[Callable[[], None]] = None) -> None:
+    """Add ``sums`` ((unit, key) -> values in ``summary.sums``' order), summed by the caller, to ``table``.
+
+    ``hand_over`` is called every HAND_OVER_ROWS rows, each statement's parameters built just
+    before it: tens of thousands of sums shaped, or upserted, in one go would keep a thread waiting
+    for the GIL for milliseconds (a statement's step ends before a waiting thread wakes).
+    """
+    items = iter(sums.items())
+    since = 0
     for count in statement_sizes(len(sums)):
-        conn.execute(summary.upsert_sql(table, unit, count), flat[start:start + count * width])
-        start += count * width
+        if hand_over is not None and since >= HAND_OVER_ROWS:
+            hand_over()
+            since = 0
+        flat = [value for key, values in itertools.islice(items, count) for value in (*key, *values)]
+        conn.execute(summary.upsert_sql(table, unit, count), flat)
+        since += count

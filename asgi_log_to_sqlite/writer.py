@@ -25,7 +25,7 @@ from . import schema
 from .counters import Counters
 from .failures import RETRIED, classify
 from .files import check_writable, ensure_file, file_identity, open_writer_connection
-from .inserts import insert_sql, statement_sizes
+from .inserts import ROWS_PER_STATEMENT, insert_sql, statement_sizes
 from .lookups import BUCKET, LookupIds
 from .record import FLAG_BUCKETED
 from .retention import Retention
@@ -40,6 +40,9 @@ _FIRST_RETRY_DELAY = 0.05
 # combination not seen before (docs/performance.md, "Writer cost").
 HOLD_S = 0.0005
 SLICE = 16
+# Parameters gathered before the rows they hold are inserted, mid-batch: four statements' worth.
+_FLUSH_COMMON = 4 * ROWS_PER_STATEMENT * len(schema.COMMON_COLUMNS)
+_FLUSH_FULL = 4 * ROWS_PER_STATEMENT * len(schema.COLUMNS)
 
 
 def hand_over() -> None:
@@ -405,6 +408,28 @@ class Writer:
             added = False
             # Shaped a slice at a time, the GIL handed over between slices, in the same transaction.
             handed = time.perf_counter()
+
+            def insert(flat: list, columns: Tuple[str, ...], everything: bool) -> None:
+                """INSERT the rows of ``flat`` and drop them from it: its full statements' worth,
+                or ``everything``. Rows go in as the batch is shaped, so that its parameters never
+                pile up: freeing 20,000 rows' values at once held the GIL for 4 ms."""
+                nonlocal handed, last_id
+                width = len(columns)
+                ready = len(flat) // width
+                if not everything:
+                    ready -= ready % ROWS_PER_STATEMENT
+                start = 0
+                for count in statement_sizes(ready):
+                    # SQLite releases the GIL while it steps, but a short step ends before a waiting
+                    # thread wakes: only the hand-over lets it in (docs/performance.md, "Writer cost").
+                    if time.perf_counter() - handed >= HOLD_S:
+                        hand_over()
+                        handed = time.perf_counter()
+                    end = start + count * width
+                    last_id = conn.execute(insert_sql(count, columns), flat[start:end]).lastrowid
+                    start = end
+                del flat[:start]
+
             for start in range(0, len(batch), SLICE):
                 if time.perf_counter() - handed >= HOLD_S:
                     hand_over()
@@ -414,18 +439,12 @@ class Writer:
                         shapers.add(shaper)
                         self._shapers.add(shaper)
                     rows += shaper.rows_into(records, wall_offset, id_of, common, full, self._record_failed, tally)
-            for flat, columns in ((common, schema.COMMON_COLUMNS), (full, schema.COLUMNS)):
-                width = len(columns)
-                start = 0
-                for count in statement_sizes(len(flat) // width):
-                    # SQLite releases the GIL while it steps, but a short step ends before a waiting
-                    # thread wakes: only the hand-over lets it in (docs/performance.md, "Writer cost").
-                    if time.perf_counter() - handed >= HOLD_S:
-                        hand_over()
-                        handed = time.perf_counter()
-                    end = start + count * width
-                    last_id = conn.execute(insert_sql(count, columns), flat[start:end]).lastrowid
-                    start = end
+                if len(common) >= _FLUSH_COMMON:
+                    insert(common, schema.COMMON_COLUMNS, False)
+                if len(full) >= _FLUSH_FULL:
+                    insert(full, schema.COLUMNS, False)
+            insert(common, schema.COMMON_COLUMNS, True)
+            insert(full, schema.COLUMNS, True)
             if rows:
                 # Rows of one transaction under the write lock get consecutive ids.
                 self.rollups.add_visits(conn, tally.visits)

@@ -97,3 +97,26 @@ def test_the_writer_lets_a_waiting_thread_run_while_it_shapes_a_large_batch(tmp_
     conn = sqlite3.connect(writer.file)
     assert conn.execute("select count(*) from request_log").fetchone() == (20_050,)
     conn.close()
+
+
+def test_a_large_batch_of_plain_and_full_rows_goes_in_whole_with_consecutive_ids(tmp_path):
+    """Rows are inserted as the batch is shaped, the plain ones (schema.COMMON_COLUMNS) and the ones
+    with every column in turn: all of them go in once, each with its own values, and the rollups
+    count them all."""
+    writer = Writer(str(tmp_path / "log.db"), batch_size=5_000)
+    plain, full = Shaper(), Shaper(sample_rate=0.5)  # a sampled middleware's rows bind every column
+    records = [http_record(plain if i % 3 else full, i) for i in range(3_001)]
+    assert writer._write(records, 0.0) is None and writer._add_tally()
+    conn = sqlite3.connect(writer.file)
+    try:
+        assert conn.execute("select count(*), max(id) - min(id) + 1 from request_log").fetchone() == (3_001, 3_001)
+        paths = sorted(name for (name,) in conn.execute(
+            "select p.name from request_log r join paths p on p.id = r.path_id"))
+        assert paths == sorted(f"/page/{i}" for i in range(3_001))
+        sampled = conn.execute("select p.name from request_log r join paths p on p.id = r.path_id "
+                               "where r.sample_rate = 0.5").fetchall()
+        assert sorted(name for (name,) in sampled) == sorted(f"/page/{i}" for i in range(0, 3_001, 3))
+        assert conn.execute("select sum(hits) from rollup_hourly").fetchone() == (3_001,)
+    finally:
+        conn.close()
+        writer._conn.close()
