@@ -1,10 +1,11 @@
 """The recommended config keeps the log behind sign-in: anonymous requests get 403, the signed-in root 200.
 
 The config is read from docs/datasette.md (its datasette.yaml block on 1.0, its metadata.json block
-on 0.65), so the snippet the docs recommend is the one tested. Other test modules may reuse
-``locked_down_datasette`` and ``signed_in``: the dashboard's test does.
+on 0.65), and the README's own, logger included, so the snippets the docs recommend are the ones
+tested: the log's pages, its SQL, its queries and its dashboard.
 """
 import json
+import os
 
 import pytest
 import pytest_asyncio
@@ -13,6 +14,7 @@ import yaml
 from asgi_log_to_sqlite.datasette.queries import QUERIES
 from conftest import DATASETTE_MAJOR, ROOT
 from test_datasette_log_plugin import plain_database, write_log
+from test_docs import readme_block
 
 DOC = ROOT / "docs" / "datasette.md"
 # The comment before each recommended block in docs/datasette.md.
@@ -60,7 +62,8 @@ def log_urls(database=LOG_NAME):
         f"/{database}", f"/{database}.json", f"/{database}/request_log.json", f"/{database}/readable_requests",
         f"/{database}/readable_requests.json", f"/{database}/paths.json", f"/{database}/request_log/1.json",
         f"/{database}.db", sql_url(database),
-    ] + [f"/{database}/{name}.json" for name in QUERIES] + [f"/{database}/{next(iter(QUERIES))}"]
+    ] + [f"/{database}/{name}.json" for name in QUERIES] + [f"/{database}/{next(iter(QUERIES))}"] + [
+        f"/{database}/-/dashboard", f"/{database}/-/dashboard.json", f"/{database}/-/dashboard.json?range=30d"]
 
 
 @pytest_asyncio.fixture
@@ -87,6 +90,25 @@ async def test_the_signed_in_root_reads_the_log_its_sql_and_its_queries(log_and_
     assert statuses == {url: 200 for url in urls}
     rows = (await ds.client.get(sql_url(LOG_NAME), cookies=cookies)).json()["rows"]
     assert list(rows[0].values() if isinstance(rows[0], dict) else rows[0]) == [6]
+
+
+@pytest.mark.asyncio
+async def test_the_readme_s_config_keeps_the_log_and_its_dashboard_behind_sign_in(log_and_demo, monkeypatch):
+    """The README's first config, the logger wrapping Datasette included, served as it says."""
+    from datasette.app import Datasette
+
+    monkeypatch.chdir(os.path.dirname(str(log_and_demo[0])))  # its logger writes requests.db, relative: the log served
+    if DATASETTE_MAJOR >= 1:
+        ds = Datasette(files=[str(path) for path in log_and_demo], config=yaml.safe_load(readme_block("datasette.yaml")))
+    else:
+        ds = Datasette(files=[str(path) for path in log_and_demo], metadata=json.loads(readme_block("metadata.json")))
+    urls = log_urls()
+    statuses = {url: (await ds.client.get(url)).status_code for url in urls}
+    assert statuses == {url: 403 for url in urls}
+    cookies = signed_in(ds)
+    for url in (f"/{LOG_NAME}/-/dashboard", f"/{LOG_NAME}/-/dashboard.json", sql_url(LOG_NAME)):
+        assert (await ds.client.get(url, cookies=cookies)).status_code == 200, url
+    assert (await ds.client.get("/demo/things.json")).status_code == 200
 
 
 @pytest.mark.asyncio

@@ -206,7 +206,7 @@ async def test_every_lookup_is_shown_by_its_name(log_path):
 @pytest.mark.asyncio
 async def test_default_facets_are_status_method_content_type_route_and_the_bot_flag(log_path):
     ds = Datasette(files=[log_path])
-    assert {"http_status", "method", "content_type", "route"} <= await facet_names(ds, "/log/readable_requests")
+    assert {"http_status", "method", "content_type", "route", "is_bot"} <= await facet_names(ds, "/log/readable_requests")
     assert {"http_status", "method_id", "content_type_id", "route_id"} <= await facet_names(ds, "/log/request_log")
     assert {"is_bot", "device", "browser"} <= await facet_names(ds, "/log/user_agents")
     assert {"status", "method", "route", "is_bot"} <= await facet_names(ds, "/log/rollup_hourly_readable")

@@ -291,7 +291,7 @@ DESCRIBED: Mapping[str, dict] = _described()
 
 # Facets a user reaches for first, per table or view; each is kept only where the column exists,
 # so an older or newer file never gets a facet Datasette would reject. The bot flag lives in
-# user_agents and the rollups: request_log has no column for it, so its pages cannot facet by it.
+# user_agents, readable_requests (joined from there) and the rollups; request_log has no column for it.
 FACETS: Mapping[str, List[str]] = {
     "readable_requests": ["http_status", "method", "content_type", "route", "is_bot"],
     "request_log": ["http_status", "method_id", "content_type_id", "route_id"],
