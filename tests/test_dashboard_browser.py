@@ -5,7 +5,6 @@ It opens the dashboard and the ready-made queries' pages, checks that every pane
 stayed free of errors. Screenshots go to test-artifacts/ at the repository root.
 """
 import asyncio
-import datetime
 import pathlib
 
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from asgi_log_to_sqlite import create_file
 
 from conftest import DATASETTE_MAJOR, ROOT, free_port, run, running_server
+from framework_logs import framework_log, imported_log
 from test_dashboard import FIREFOX, make_log, send_traffic
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -46,24 +46,6 @@ def chromium(user_data_dir):
     return webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=options)
 
 
-def imported_log(folder):
-    """A log imported from an nginx access log of the last few days (its rows have no durations)."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    lines = []
-    for n in range(200):
-        moment = now - datetime.timedelta(minutes=37 * n)
-        path, status = [("/", 200), ("/about", 200), ("/blog/1", 200), ("/missing", 404), ("/api/x", 500)][n % 5]
-        agent = FIREFOX if n % 3 else "Googlebot/2.1 (+http://www.google.com/bot.html)"
-        lines.append(f'10.0.0.{n % 40} - - [{moment:%d/%b/%Y:%H:%M:%S +0000}] "GET {path} HTTP/1.1" {status} '
-                     f'{100 + n} "https://search.example.com/?q={n % 7}" "{agent}"')
-    access = folder / "access.log"
-    access.write_text("\n".join(lines) + "\n")
-    target = folder / "nginx.db"
-    done = run("asgi-log-to-sqlite", "import", target, access)
-    assert done.returncode == 0, done.stdout + done.stderr
-    return str(target)
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     """`datasette serve` on a free loopback port, over a log written by the real middleware."""
@@ -71,8 +53,9 @@ def served(tmp_path_factory):
     log = make_log(folder / "requests.db")
     empty = create_file(str(folder / "empty.db"))
     imported = imported_log(folder)
+    frameworks = [framework_log(folder / f"{name}.db", name) for name in ("starlette", "django")]
     port = free_port()
-    command = ["datasette", "serve", str(log), empty, imported, "-h", "127.0.0.1", "-p", str(port)]
+    command = ["datasette", "serve", str(log), empty, imported, *frameworks, "-h", "127.0.0.1", "-p", str(port)]
     with running_server(command, port):
         yield f"http://127.0.0.1:{port}", log
 
@@ -236,6 +219,23 @@ def test_an_imported_nginx_log_draws_every_panel_but_the_latencies_it_has_none_o
     assert {name for name, count in rows.items() if count == 0} == {"latency_over_time", "slowest_routes"}
     assert all(panel.get_attribute("data-error") is None for panel in panels)
     screenshot(browser, f"{LINE}-dashboard-imported")
+    assert console_errors(browser) == []
+
+
+@pytest.mark.parametrize("framework", ["starlette", "django"])
+def test_a_log_of_the_starlette_or_django_example_draws_every_panel(served, browser, framework):
+    url, _ = served
+    panels = drawn_panels(browser, url + f"/{framework}/-/dashboard")
+    assert len(panels) >= 12
+    for panel in panels:
+        name = panel.get_attribute("data-panel")
+        assert panel.get_attribute("data-error") is None, f"{name}: {panel.get_attribute('data-error')}"
+        assert int(panel.get_attribute("data-rows")) > 0, f"{name} drew no rows"
+    # Starlette's route templates are what the routes panel names.
+    routes = browser.execute_script("return Chart.getChart(arguments[0]).data.labels", browser.find_element(
+        By.CSS_SELECTOR, '[data-panel="top_routes"] canvas'))
+    assert ("/items/{id}" in routes) == (framework == "starlette"), routes
+    screenshot(browser, f"{LINE}-dashboard-{framework}")
     assert console_errors(browser) == []
 
 
