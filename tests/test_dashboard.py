@@ -247,6 +247,31 @@ async def test_the_traffic_panel_counts_every_request_in_the_period(log):
     assert sum(row[requests] for row in day["previous"]["traffic"]["rows"]) == 0
 
 
+def since_two_days_ago() -> str:
+    """A period from midnight two days ago until now: the period before it, as long, holds OLD's day."""
+    return (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(days=2)).date().isoformat()
+
+
+@pytest.mark.asyncio
+async def test_the_previous_period_is_the_one_as_long_before_it(log):
+    ds = datasette_for(log)
+    result = await data(ds, f"start={since_two_days_ago()}")
+    period = result["period"]
+    assert period["previous_end"] == period["start"]
+    start, end, before = (datetime.datetime.fromisoformat(period[key].replace("Z", "+00:00"))
+                          for key in ("start", "end", "previous_start"))
+    assert start - before == end - start
+    for panel, expected in (("summary", (NOW_ROWS, OLD_ROWS)), ("traffic", (NOW_ROWS, OLD_ROWS))):
+        counts = []
+        for which in ("panels", "previous"):
+            found = result[which][panel]
+            requests = found["columns"].index("requests")
+            counts.append(sum(row[requests] for row in found["rows"]))
+        assert tuple(counts) == expected, panel
+    # Only the compared panels are asked for twice.
+    assert set(result["previous"]) == set(dashboard.COMPARED)
+
+
 @pytest.mark.asyncio
 async def test_a_custom_range_reaches_the_old_rows_and_long_ranges_read_the_daily_query(log):
     ds = datasette_for(log)

@@ -13,7 +13,7 @@ from asgi_log_to_sqlite import create_file
 
 from conftest import DATASETTE_MAJOR, ROOT, free_port, run, running_server
 from framework_logs import framework_log, imported_log
-from test_dashboard import FIREFOX, make_log, send_traffic
+from test_dashboard import FIREFOX, NOW_ROWS, OLD_ROWS, make_log, send_traffic, since_two_days_ago
 
 webdriver = pytest.importorskip("selenium.webdriver")
 from selenium.webdriver.chrome.options import Options  # noqa: E402
@@ -219,6 +219,25 @@ def test_an_imported_nginx_log_draws_every_panel_but_the_latencies_it_has_none_o
     assert {name for name, count in rows.items() if count == 0} == {"latency_over_time", "slowest_routes"}
     assert all(panel.get_attribute("data-error") is None for panel in panels)
     screenshot(browser, f"{LINE}-dashboard-imported")
+    assert console_errors(browser) == []
+
+
+def test_the_figures_compare_with_the_period_before(served, browser):
+    url, _ = served
+    drawn_panels(browser, url + f"/requests/-/dashboard?start={since_two_days_ago()}")
+    requests = browser.find_element(By.CSS_SELECTOR, '[data-kpi="requests"]')
+    delta = requests.find_element(By.CSS_SELECTOR, ".log-kpi-delta")
+    # This period's requests: NOW's, and those other tests of this module logged since.
+    now = int(requests.find_element(By.CSS_SELECTOR, ".log-kpi-value").text.replace(",", ""))
+    assert now >= NOW_ROWS
+    change = round(100 * (now - OLD_ROWS) / OLD_ROWS)
+    assert (delta.text, delta.get_attribute("title")) == (f"▲ {change}%", f"previous period: {OLD_ROWS}")
+    line = browser.execute_script("""
+        const chart = Chart.getChart(arguments[0]);
+        const previous = chart.data.datasets.find(d => d.type === "line");
+        return previous ? previous.data.reduce((a, b) => a + b, 0) : null;""",
+        browser.find_element(By.CSS_SELECTOR, '[data-panel="traffic"] canvas'))
+    assert line == OLD_ROWS
     assert console_errors(browser) == []
 
 

@@ -130,7 +130,8 @@ class Period:
         start, end = args.get("start") or "", args.get("end") or ""
         if start or end:
             start_at = parse_time(start, "start") if start else None
-            end_at = parse_time(end, "end", end=True) if end else now
+            # Whole seconds, as the queries get the bounds: the previous period is then exactly as long.
+            end_at = parse_time(end, "end", end=True) if end else now.replace(microsecond=0)
             if start_at is None:
                 start_at = end_at - PRESETS[DEFAULT_PRESET][1]
             if start_at >= end_at:
