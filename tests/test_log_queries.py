@@ -422,6 +422,38 @@ def test_path_prefix_filters_routes_and_paths(filled):
     assert run(filled, "top_routes", path_prefix="/nothing") == []
 
 
+def test_every_query_with_a_path_prefix_answers_for_those_paths_alone(filled):
+    """/users matches the route /users/{name} and its two paths: /users/ann three times (200) and
+    /users/zed twice (503), all from Googlebot, with no referer, in today's hour."""
+    def users(name):
+        return run(filled, name, path_prefix="/users")
+
+    def total(name, column="requests"):
+        return sum(row[column] for row in users(name))
+
+    checked = {
+        "summary": lambda: (users("summary")[0]["requests"], users("summary")[0]["bots"]) == (5, 5),
+        "traffic_by_hour": lambda: total("traffic_by_hour") == 5 and total("traffic_by_hour", "server_errors") == 2,
+        "traffic_by_day": lambda: total("traffic_by_day") == 5 and total("traffic_by_day", "bots") == 5,
+        "status_over_time": lambda: (total("status_over_time", "2xx"), total("status_over_time", "5xx")) == (3, 2),
+        "status_by_day": lambda: (total("status_by_day", "2xx"), total("status_by_day", "5xx"), total("status_by_day")) == (3, 2, 5),
+        "latency_over_time": lambda: total("latency_over_time", "timed") == 5,
+        "latency_by_day": lambda: total("latency_by_day", "timed") == 5,
+        "top_routes": lambda: [(r["route"], r["requests"]) for r in users("top_routes")] == [(USERS, 5)],
+        "top_paths": lambda: [(r["path"], r["requests"]) for r in users("top_paths")] == [("/users/ann", 3), ("/users/zed", 2)],
+        "error_paths": lambda: [(r["route"], r["client_errors"], r["server_errors"]) for r in users("error_paths")] == [(USERS, 0, 2)],
+        "slowest_routes": lambda: [(r["route"], r["requests"]) for r in users("slowest_routes")] == [(USERS, 5)],
+        "bots_and_humans": lambda: [(r["agent"], r["requests"]) for r in users("bots_and_humans")] == [("bots", 5)],
+        "bytes_served": lambda: [(r["route"], r["bytes"]) for r in users("bytes_served")] == [(USERS, 3 * 3 + 2 * 4)],
+        "referrers": lambda: [(r["referrer"], r["requests"]) for r in users("referrers")] == [("(none)", 5)],
+        "referring_sites": lambda: [(r["site"], r["requests"]) for r in users("referring_sites")] == [("(none)", 5)],
+        "agents": lambda: [(r["browser"], r["requests"]) for r in users("agents")] == [("Googlebot", 5)],
+        "last_requests": lambda: sorted(r["path"] for r in users("last_requests")) == ["/users/ann"] * 3 + ["/users/zed"] * 2,
+    }
+    assert sorted(checked) == sorted(name for name, query in QUERIES.items() if "path_prefix" in query["params"])
+    assert [name for name, holds in checked.items() if not holds()] == []
+
+
 @pytest.mark.parametrize("bad", [{"start": "not a date"}, {"end": "not a date"}, {"start": "12345"},
                                  {"end": "2026-13-45"}, {"start": "2026-01-02", "end": "2026-01-01"}])
 @pytest.mark.parametrize("name", sorted(QUERIES))
