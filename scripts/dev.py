@@ -18,6 +18,7 @@ import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
+from typing import Optional
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 VENVS = ROOT / ".venvs"
@@ -134,18 +135,24 @@ def junit_counts(report: pathlib.Path) -> dict:
     return counts
 
 
-def run_demo(line: str, port: int) -> int:
-    """Serve the demo and its live log behind the example stack, fill the log, then trickle traffic until Ctrl-C."""
+def run_demo(line: str, port: int, folder: Optional[pathlib.Path] = None) -> int:
+    """Serve the demo and its live log behind the example stack, fill the log, then trickle traffic until Ctrl-C.
+
+    Its two databases go into ``folder`` (default examples/datasette/, beside the config).
+    """
     python = ensure_venv(line)
     demo = ROOT / "examples" / "datasette"
-    subprocess.run([str(python), str(demo / "make_demo_db.py")], check=True, stdout=subprocess.DEVNULL)
+    place = folder or demo
+    place.mkdir(parents=True, exist_ok=True)
+    subprocess.run([str(python), str(demo / "make_demo_db.py"), str(place / "demo.db")], check=True,
+                   stdout=subprocess.DEVNULL)
     config = ["-c", str(demo / "datasette.yaml")] if line == "1.0" else ["-m", str(demo / "metadata.json")]
     datasette = python.parent / "datasette"
     # A fresh log each run: what the dashboard shows is this run's traffic and its 30 past days.
     for suffix in ("", "-wal", "-shm"):
-        (demo / f"requests.db{suffix}").unlink(missing_ok=True)
-    subprocess.run([str(python), "-c", "import asgi_log_to_sqlite as a; a.create_file('requests.db')"], cwd=demo, check=True)
-    checked = subprocess.run([str(datasette), "configure-asgi", "check", *config], cwd=demo, capture_output=True, text=True)
+        (place / f"requests.db{suffix}").unlink(missing_ok=True)
+    subprocess.run([str(python), "-c", "import asgi_log_to_sqlite as a; a.create_file('requests.db')"], cwd=place, check=True)
+    checked = subprocess.run([str(datasette), "configure-asgi", "check", *config], cwd=place, capture_output=True, text=True)
     if checked.returncode != 0:
         print(checked.stdout + checked.stderr, end="")
         return 1
@@ -153,7 +160,7 @@ def run_demo(line: str, port: int) -> int:
     log(f"Datasette {datasette_version(python)}, {config[1]}: {' > '.join(chain)}")
     server = subprocess.Popen(
         [str(datasette), "serve", "demo.db", "requests.db", *config, "--root", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=demo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=place, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     sign_in: list = []
     threading.Thread(target=_quiet_server_output, args=(server, sign_in), daemon=True).start()
@@ -173,7 +180,7 @@ def run_demo(line: str, port: int) -> int:
         log("filling the log: 200 live requests, then 6,000 over the past 30 days from an access log")
         filled = subprocess.run(traffic + ["--requests", "200", "--seconds", "120", "--log", "requests.db",
                                            "--past-requests", "6000", "--past-days", "30"],
-                                cwd=demo, capture_output=True, text=True)
+                                cwd=place, capture_output=True, text=True)
         log((filled.stdout or filled.stderr).strip())
         print(f"""
   demo database   {url}/demo
@@ -188,7 +195,7 @@ def run_demo(line: str, port: int) -> int:
             if trickle is None or trickle.poll() is not None:
                 # Each run is bounded (300 requests, 10 minutes); the next starts when it ends.
                 trickle = subprocess.Popen(traffic + ["--requests", "300", "--seconds", "600", "--rate", "0.5", "--quiet"],
-                                           cwd=demo)
+                                           cwd=place)
             time.sleep(0.5)
         # Exit 0: Datasette was told to stop (Ctrl-C reached it first); anything else it says itself.
         if server.returncode != 0:
@@ -243,6 +250,7 @@ def main() -> int:
     demo = sub.add_parser("demo", help="serve the demo database and its live log behind the example middleware stack, with traffic")
     demo.add_argument("--line", choices=sorted(LINES), default="1.0", help="Datasette line (default 1.0)")
     demo.add_argument("--port", type=int, default=8001)
+    demo.add_argument("--dir", type=pathlib.Path, help="where its databases go (default examples/datasette/)")
     test = sub.add_parser("test", help="run the whole test suite on every Datasette line")
     test.add_argument("pytest_args", nargs=argparse.REMAINDER, help="passed on to pytest")
     bench = sub.add_parser("bench", help="run one script from benchmarks/")
@@ -253,7 +261,7 @@ def main() -> int:
     if unknown and args.command != "test":
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "demo":
-        return run_demo(args.line, args.port)
+        return run_demo(args.line, args.port, args.dir)
     if args.command == "bench":
         return run_bench(args.name, args.bench_args)
     return run_tests(unknown + args.pytest_args)

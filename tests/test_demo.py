@@ -1,7 +1,13 @@
 """`scripts/dev.py demo`, piece by piece and for real: Datasette serving the example config with --root, its log
 filled by the bundled traffic generator, the log behind sign-in."""
+import os
+import queue
 import re
+import signal
 import sqlite3
+import subprocess
+import sys
+import threading
 import time
 
 import httpx
@@ -107,3 +113,45 @@ def test_the_demo_runs_behind_the_whole_stack(demo):
     assert page.headers["access-control-allow-origin"] == "http://localhost:3000"
     assert re.fullmatch(r"[0-9a-f]{32}", page.headers["x-request-id"])
     assert page.headers["content-encoding"] == "gzip"
+
+
+@pytest.mark.skipif(DATASETTE_MAJOR < 1, reason="the README's command serves the 1.0 line: run once, from the 1.0 suite")
+def test_the_readme_s_first_command_serves_a_full_dashboard(tmp_path):
+    """`python3 scripts/dev.py demo` itself (into a scratch folder, on a free port): it prints the URLs
+    and the sign-in link once the log is filled, the link opens the dashboard, every panel has rows,
+    and Ctrl-C stops it all."""
+    port = free_port()
+    process = subprocess.Popen([sys.executable, ROOT / "scripts" / "dev.py", "demo", "--port", str(port),
+                                "--dir", tmp_path], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, start_new_session=True)
+    lines: "queue.Queue[str]" = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(text) for text in process.stdout], daemon=True)
+    reader.start()
+    printed, sign_in = [], None
+    try:
+        deadline = time.monotonic() + 240
+        while sign_in is None:
+            assert time.monotonic() < deadline and process.poll() is None, "".join(printed)
+            try:
+                printed.append(lines.get(timeout=1))
+            except queue.Empty:
+                continue
+            found = re.search(r"sign in first\s+(http://127\.0\.0\.1:\d+/-/auth-token\?token=\w+)", printed[-1])
+            sign_in = found and found.group(1)
+        text = "".join(printed)
+        for url in (f"http://127.0.0.1:{port}/demo", f"http://127.0.0.1:{port}/requests"):
+            assert url in text, text
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            assert client.get("/requests/-/dashboard.json").status_code == 403  # signed out
+            client.get(sign_in)
+            data = client.get("/requests/-/dashboard.json").json()
+        assert {panel: result["error"] for panel, result in data["panels"].items() if result["error"]} == {}
+        assert [panel for panel, result in data["panels"].items() if not result["rows"]] == []
+        summary = data["panels"]["summary"]
+        assert summary["rows"][0][summary["columns"].index("requests")] >= 200
+    finally:
+        os.killpg(process.pid, signal.SIGINT)
+        stopped = process.wait(60)
+        reader.join(10)
+        process.stdout.close()
+    assert stopped == 0
