@@ -87,6 +87,14 @@ def console_errors(driver):
     return [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"]
 
 
+def plotted(driver, canvas) -> int:
+    """How many of the chart's points hold a value other than nothing or zero."""
+    return driver.execute_script("""
+        const chart = Chart.getChart(arguments[0]);
+        return chart.data.datasets.reduce((n, d) => n + d.data.filter(v => v != null && Number(v) !== 0).length, 0);
+    """, canvas)
+
+
 def drawn_panels(driver, url):
     driver.get(url)
     WebDriverWait(driver, 20).until(
@@ -107,6 +115,7 @@ def test_every_panel_draws_its_rows_with_no_console_errors(served, browser):
         if panel.get_attribute("data-kind") == "chart":
             canvas = panel.find_element(By.TAG_NAME, "canvas")
             assert canvas.size["width"] > 100 and canvas.size["height"] > 100, name
+            assert plotted(browser, canvas) > 0, f"{name}: its rows put no point on the chart"
         elif panel.get_attribute("data-kind") == "table":
             assert panel.find_elements(By.CSS_SELECTOR, "tbody tr"), name
         else:
@@ -250,6 +259,8 @@ def test_a_log_of_the_starlette_or_django_example_draws_every_panel(served, brow
         name = panel.get_attribute("data-panel")
         assert panel.get_attribute("data-error") is None, f"{name}: {panel.get_attribute('data-error')}"
         assert int(panel.get_attribute("data-rows")) > 0, f"{name} drew no rows"
+        if panel.get_attribute("data-kind") == "chart":
+            assert plotted(browser, panel.find_element(By.TAG_NAME, "canvas")) > 0, name
     # Starlette's route templates are what the routes panel names.
     routes = browser.execute_script("return Chart.getChart(arguments[0]).data.labels", browser.find_element(
         By.CSS_SELECTOR, '[data-panel="top_routes"] canvas'))
