@@ -13,6 +13,7 @@ from asgi_log_to_sqlite import create_file
 
 from conftest import DATASETTE_MAJOR, ROOT, free_port, run, running_server
 from framework_logs import framework_log, imported_log
+from test_demo import demo  # noqa: F401 (a fixture: the demo, served as scripts/dev.py demo serves it)
 from test_dashboard import FIREFOX, NOW_ROWS, OLD_ROWS, make_log, send_traffic, since_two_days_ago
 
 webdriver = pytest.importorskip("selenium.webdriver")
@@ -229,6 +230,23 @@ def test_an_imported_nginx_log_draws_every_panel_but_the_latencies_it_has_none_o
     assert all(panel.get_attribute("data-error") is None for panel in panels)
     screenshot(browser, f"{LINE}-dashboard-imported")
     assert console_errors(browser) == []
+
+
+def test_the_demo_s_dashboard_draws_its_traffic_once_signed_in(demo, browser):
+    url, _, sign_in, _ = demo
+    browser.get(url + "/requests/-/dashboard")
+    assert "403" in browser.title or "Forbidden" in browser.page_source  # signed out, the log is refused
+    assert ["403" in entry["message"] for entry in console_errors(browser)] == [True]  # that refusal, read off
+    browser.get(sign_in)
+    panels = drawn_panels(browser, url + "/requests/-/dashboard")
+    for panel in panels:
+        name = panel.get_attribute("data-panel")
+        assert panel.get_attribute("data-error") is None and int(panel.get_attribute("data-rows")) > 0, name
+        if panel.get_attribute("data-kind") == "chart":
+            assert plotted(browser, panel.find_element(By.TAG_NAME, "canvas")) > 0, name
+    screenshot(browser, f"{LINE}-demo-dashboard")
+    assert console_errors(browser) == []
+    browser.delete_all_cookies()
 
 
 def test_the_figures_compare_with_the_period_before(served, browser):
