@@ -34,14 +34,17 @@ def statement_sizes(rows: int, largest: int = 0) -> List[int]:
 
 
 @functools.lru_cache(maxsize=32)
-def insert_sql(rows: int, columns: Tuple[str, ...]) -> str:
+def insert_sql(rows: int, columns: Tuple[str, ...], null_as: Tuple[Tuple[str, int], ...] = ()) -> str:
     """``INSERT INTO request_log`` of ``rows`` rows of ``columns``, with numbered parameters.
 
     Numbered (?1, ?2, ...) because each column's CASE reads its value twice (schema.placeholder).
+    ``null_as``: (column, value) pairs whose value stands for NULL, beside schema.NULL_SENTINEL's.
     """
     width = len(columns)
+    sentinels = dict(null_as)
     values = (
-        "(" + ",".join(schema.placeholder(column, row * width + i + 1) for i, column in enumerate(columns)) + ")"
+        "(" + ",".join(schema.placeholder(column, row * width + i + 1, sentinels.get(column))
+                       for i, column in enumerate(columns)) + ")"
         for row in range(rows)
     )
     return f"INSERT INTO request_log ({', '.join(columns)}) VALUES " + ",".join(values)

@@ -19,7 +19,7 @@ import os
 import sqlite3
 import time
 import uuid
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import sqlite_utils
 
@@ -87,8 +87,9 @@ NULL_SENTINEL = {
 TRUNCATED = ("start_ms", "duration_us", "ttfb_us")
 
 
-def placeholder(column: str, number: int) -> str:
-    """The INSERT's expression for parameter ``number`` (1-based) bound to ``column``.
+def placeholder(column: str, number: int, sentinel: Optional[int] = None) -> str:
+    """The INSERT's expression for parameter ``number`` (1-based) bound to ``column``; a value of
+    ``sentinel``, or else of NULL_SENTINEL's for the column, is stored as NULL.
 
     ``CASE ?N WHEN sentinel THEN NULL ELSE ?N END`` rather than ``nullif(?, sentinel)``: a CASE
     is a few VDBE opcodes where nullif is a function call, and across 15 columns that is ~0.7 us
@@ -96,9 +97,11 @@ def placeholder(column: str, number: int) -> str:
     numbered parameters make it quadratic in their count (see inserts.ROWS_PER_STATEMENT).
     """
     value = f"CAST(?{number} AS INTEGER)" if column in TRUNCATED else f"?{number}"
-    if column not in NULL_SENTINEL:
+    if sentinel is None:
+        sentinel = NULL_SENTINEL.get(column)
+    if sentinel is None:
         return value
-    return f"CASE ?{number} WHEN {NULL_SENTINEL[column]} THEN NULL ELSE {value} END"
+    return f"CASE ?{number} WHEN {sentinel} THEN NULL ELSE {value} END"
 
 
 # request_log's columns in table order (the writer names the columns it binds, so the two orders

@@ -5,6 +5,7 @@ the `import` command (click's CliRunner, or the installed console script for sta
 and exit statuses) or through importer.Importer; the rows are read back through the views a
 user reads.
 """
+import gc
 import gzip
 import json
 import os
@@ -17,6 +18,7 @@ import sys
 import tempfile
 import threading
 import time
+from array import array
 
 import httpx
 import pytest
@@ -126,6 +128,17 @@ def test_readable_requests_shows_an_imported_line_as_the_logger_would(tmp_path):
     # Durations are unknown unless the log has them; the 0.1.1-shaped view reads the same rows.
     assert all(r["duration_ms"] is None for r in rows(tmp_path / "log.db"))
     assert count(tmp_path / "log.db", "select count(*) from requests where duration is null") == 5
+
+
+def test_a_chunk_whose_first_duration_comes_late_keeps_every_row_whole(tmp_path):
+    # Rows before the first line with a duration are widened to carry none, and so are the later
+    # lines without one: their other columns are as they were.
+    lines = [line(n, status=200 + n) for n in range(3)] + [line(3).rstrip("\n") + " 0.012\n", line(4, status=404)]
+    (tmp_path / "access.log").write_text("".join(lines))
+    imported(tmp_path / "log.db", tmp_path / "access.log")
+    found = [(r["query_string"], r["http_status"], r["body_size"], r["duration_ms"]) for r in rows(tmp_path / "log.db")]
+    assert found == [("?n=0", 200, 100, None), ("?n=1", 201, 101, None), ("?n=2", 202, 102, None),
+                     ("?n=3", 200, 103, 12.0), ("?n=4", 404, 104, None)]
 
 
 def test_a_trailing_request_time_is_the_duration(tmp_path):
@@ -482,16 +495,16 @@ def shaped_chunks(draw):
     width = draw(st.sampled_from([len(importer.COLUMNS), len(importer.TIMED_COLUMNS)]))
     ids = st.integers(0, 50) | (st.integers(-len(resolved), -1) if resolved else st.just(0))
     row = st.tuples(st.integers(0, 2**41), st.integers(100, 599), st.integers(0, 10**6), st.integers(0, 255),
-                    *[ids] * 6, *([st.none() | st.integers(0, 10**7)] if width > 10 else []))
-    return [value for drawn in draw(st.lists(row, max_size=20)) for value in drawn], width, resolved
+                    *[ids] * 6, *([st.just(importer.NO_DURATION) | st.integers(0, 10**7)] if width > 10 else []))
+    return array(importer.ROWS_TYPE, [value for drawn in draw(st.lists(row, max_size=20)) for value in drawn]), width, resolved
 
 
 @given(shaped_chunks())
 def test_provisional_ids_are_replaced_as_a_row_by_row_pass_would(chunk):
     flat, width, resolved = chunk
     before = list(flat)
-    assert importer.patched(flat, width, resolved) == plain_patched(flat, width, resolved)
-    assert flat == before  # a writer that must try the chunk again patches it again
+    assert list(importer.patched(flat, width, resolved)) == plain_patched(flat, width, resolved)
+    assert list(flat) == before  # a writer that must try the chunk again patches it again
     for start in range(0, len(flat), width):
         entry = (*flat[start + 4:start + 7], flat[start + 3])  # as a request line's cache entry
         assert importer.resolved_entry(entry, resolved) == tuple(plain_patched(
@@ -536,14 +549,18 @@ def test_a_chunk_s_new_values_get_what_one_lookup_after_another_gives(table, lim
     assert batched.counters.totals == one_by_one.counters.totals
 
 
-def test_an_import_leaves_no_thread_behind_and_python_s_switch_interval_as_it_was(tmp_path):
+def test_an_import_leaves_no_thread_behind_and_python_s_switch_interval_and_gc_as_they_were(tmp_path):
     db, log = tmp_path / "log.db", tmp_path / "access.log"
     log.write_text("".join(line(n) for n in range(400)))
     create_file(str(db))
-    threads, interval = threading.active_count(), sys.getswitchinterval()
+    threads, interval, thresholds = threading.active_count(), sys.getswitchinterval(), gc.get_threshold()
+    seen = []
     with importer.Importer(str(db), chunk_bytes=4096) as running:
+        write = running._write
+        running._write = lambda *chunk: (seen.append(gc.get_threshold()), write(*chunk))
         assert running.import_log(str(log)).imported == 400
-    assert (threading.active_count(), sys.getswitchinterval()) == (threads, interval)
+    assert seen and set(seen) == {importer.GC_THRESHOLDS}
+    assert (threading.active_count(), sys.getswitchinterval(), gc.get_threshold()) == (threads, interval, thresholds)
     assert count(db, "select count(distinct query_string_id) from request_log") == 400
 
 
