@@ -420,6 +420,10 @@ def test_path_prefix_filters_routes_and_paths(filled):
     assert {row["path"] for row in run(filled, "last_requests", path_prefix="/missing")} == {"/missing/page"}
     assert [row["referrer"] for row in run(filled, "referrers", path_prefix="/items/2")] == [NEWS]
     assert run(filled, "top_routes", path_prefix="/nothing") == []
+    # Chrome from 10.0.1.0/24 (two addresses there) and from 10.0.2.0/24: two visitors today.
+    today = [row for row in run(filled, "visitors_by_day", path_prefix="/items/") if row["day"] == day_of()]
+    assert [(row["people"], row["bots"], row["visitors"]) for row in today] == [(2, 0, 2)]
+    assert run(filled, "visitors_by_day", path_prefix="/nothing") == []
 
 
 def test_every_query_with_a_path_prefix_answers_for_those_paths_alone(filled):
@@ -449,6 +453,8 @@ def test_every_query_with_a_path_prefix_answers_for_those_paths_alone(filled):
         "referring_sites": lambda: [(r["site"], r["requests"]) for r in users("referring_sites")] == [("(none)", 5)],
         "agents": lambda: [(r["browser"], r["requests"]) for r in users("agents")] == [("Googlebot", 5)],
         "last_requests": lambda: sorted(r["path"] for r in users("last_requests")) == ["/users/ann"] * 3 + ["/users/zed"] * 2,
+        # One visitor: Googlebot from 192.0.2.0/24, from the raw rows (the visitor sets hold no path).
+        "visitors_by_day": lambda: [(r["day"], r["people"], r["bots"]) for r in users("visitors_by_day")] == [(day_of(), 0, 1)],
     }
     assert sorted(checked) == sorted(name for name, query in QUERIES.items() if "path_prefix" in query["params"])
     assert [name for name, holds in checked.items() if not holds()] == []
