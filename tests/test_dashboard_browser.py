@@ -104,19 +104,26 @@ def drawn_panels(driver, url):
     return driver.find_elements(By.CSS_SELECTOR, "[data-panel]")
 
 
+def assert_drew_its_rows(driver, panel) -> str:
+    """The panel has no error and rows, and a chart's rows put points on its canvas; returns its name."""
+    name = panel.get_attribute("data-panel")
+    assert panel.get_attribute("data-error") is None, f"{name}: {panel.get_attribute('data-error')}"
+    assert int(panel.get_attribute("data-rows")) > 0, f"{name} drew no rows"
+    if panel.get_attribute("data-kind") == "chart":
+        assert plotted(driver, panel.find_element(By.TAG_NAME, "canvas")) > 0, f"{name}: its rows put no point on the chart"
+    return name
+
+
 def test_every_panel_draws_its_rows_with_no_console_errors(served, browser):
     served, _ = served
     panels = drawn_panels(browser, served + "/requests/-/dashboard")
     screenshot(browser, f"{LINE}-dashboard")
     assert len(panels) >= 12
     for panel in panels:
-        name = panel.get_attribute("data-panel")
-        assert panel.get_attribute("data-error") is None, f"{name}: {panel.get_attribute('data-error')}"
-        assert int(panel.get_attribute("data-rows")) > 0, f"{name} drew no rows"
+        name = assert_drew_its_rows(browser, panel)
         if panel.get_attribute("data-kind") == "chart":
             canvas = panel.find_element(By.TAG_NAME, "canvas")
             assert canvas.size["width"] > 100 and canvas.size["height"] > 100, name
-            assert plotted(browser, canvas) > 0, f"{name}: its rows put no point on the chart"
         elif panel.get_attribute("data-kind") == "table":
             assert panel.find_elements(By.CSS_SELECTOR, "tbody tr"), name
         else:
@@ -240,10 +247,7 @@ def test_the_demo_s_dashboard_draws_its_traffic_once_signed_in(demo, browser):
     browser.get(sign_in)
     panels = drawn_panels(browser, url + "/requests/-/dashboard")
     for panel in panels:
-        name = panel.get_attribute("data-panel")
-        assert panel.get_attribute("data-error") is None and int(panel.get_attribute("data-rows")) > 0, name
-        if panel.get_attribute("data-kind") == "chart":
-            assert plotted(browser, panel.find_element(By.TAG_NAME, "canvas")) > 0, name
+        assert_drew_its_rows(browser, panel)
     screenshot(browser, f"{LINE}-demo-dashboard")
     assert console_errors(browser) == []
     browser.delete_all_cookies()
@@ -274,11 +278,7 @@ def test_a_log_of_the_starlette_or_django_example_draws_every_panel(served, brow
     panels = drawn_panels(browser, url + f"/{framework}/-/dashboard")
     assert len(panels) >= 12
     for panel in panels:
-        name = panel.get_attribute("data-panel")
-        assert panel.get_attribute("data-error") is None, f"{name}: {panel.get_attribute('data-error')}"
-        assert int(panel.get_attribute("data-rows")) > 0, f"{name} drew no rows"
-        if panel.get_attribute("data-kind") == "chart":
-            assert plotted(browser, panel.find_element(By.TAG_NAME, "canvas")) > 0, name
+        assert_drew_its_rows(browser, panel)
     # Starlette's route templates are what the routes panel names.
     routes = browser.execute_script("return Chart.getChart(arguments[0]).data.labels", browser.find_element(
         By.CSS_SELECTOR, '[data-panel="top_routes"] canvas'))

@@ -256,24 +256,22 @@ def check_status_by_day(path):
 def check_latency_by_day(path):
     rows = run(path, "latency_by_day")
     assert [(row["day"], row["timed"]) for row in rows] == [(day_of(3 * DAY_S), OLD_ROWS), (day_of(), NOW_ROWS)]
-    conn = sqlite3.connect(path)
-    try:
-        for row in rows:
-            day_ms = int(time.mktime(time.strptime(row["day"], "%Y-%m-%d")) - time.timezone) * 1000
-            found = rollups.percentiles(conn, day_ms, day_ms + 86_400_000)
-            ms_close([row["p50_ms"], row["p95_ms"], row["p99_ms"]], [found[q] / 1000 for q in (0.5, 0.95, 0.99)])
-    finally:
-        conn.close()
+    percentiles_match(path, rows, "day", "%Y-%m-%d", 86_400_000)
 
 
 def check_latency_over_time(path):
     rows = [row for row in run(path, "latency_over_time")]
     assert sum(row["timed"] for row in rows) == NOW_ROWS + OLD_ROWS
+    percentiles_match(path, rows, "hour", "%Y-%m-%dT%H:00Z", 3_600_000)
+
+
+def percentiles_match(path, rows, unit, text, span_ms):
+    """Each row's p50, p95 and p99 are what rollups.percentiles reads for its unit (named ``text``)."""
     conn = sqlite3.connect(path)
     try:
         for row in rows:
-            hour_ms = int(time.mktime(time.strptime(row["hour"], "%Y-%m-%dT%H:00Z")) - time.timezone) * 1000
-            found = rollups.percentiles(conn, hour_ms, hour_ms + 3_600_000)
+            start_ms = int(time.mktime(time.strptime(row[unit], text)) - time.timezone) * 1000
+            found = rollups.percentiles(conn, start_ms, start_ms + span_ms)
             ms_close([row["p50_ms"], row["p95_ms"], row["p99_ms"]], [found[q] / 1000 for q in (0.5, 0.95, 0.99)])
     finally:
         conn.close()
