@@ -1,6 +1,6 @@
 """Access-log import speed: ours against GoAccess on the same synthetic combined log, in one run.
 
-    .venvs/datasette-1.0/bin/python benchmarks/import_logs.py [--lines 1000000] [--rounds 3]
+    .venvs/datasette-1.0/bin/python benchmarks/import_logs.py [--lines 1000000] [--rounds 3] [--split] [--against REV]
 
 The log is generated from a fixed seed, so every run reads the same bytes: --lines lines spread
 over 30 days, paths with a long tail (a few hundred pages take most hits; assets, API calls with
@@ -13,6 +13,9 @@ report.json`; Debian's goaccess, installed with apt-get when missing), alternati
 each as wall time of the whole job. Reported: lines/s of each, best and median over the rounds,
 and the database's bytes per request against the log's text and gzip sizes. Two cores shared
 with other work: treat single figures as noisy; the ratio measured side by side is the result.
+
+--against REV imports with that git revision too (a temporary worktree), in the same rounds; then
+every import of ours runs in a process of its own, this tree's and the revision's alike.
 """
 from __future__ import annotations
 
@@ -31,10 +34,14 @@ import tempfile
 import time
 
 HERE = pathlib.Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+# A child (--child TREE, run by --against) imports the package of that tree: a revision's worktree.
+TREE = pathlib.Path(sys.argv[sys.argv.index("--child") + 1]) if "--child" in sys.argv else HERE.parent
+sys.path.insert(0, str(TREE))
+sys.path.insert(1, str(HERE))
 
 from asgi_log_to_sqlite import create_file  # noqa: E402
 from asgi_log_to_sqlite.importer import CHUNK_BYTES, Importer  # noqa: E402
+from servers import revisions  # noqa: E402
 
 START = 1_696_118_400  # 2023-10-01T00:00:00Z
 DAYS = 30
@@ -149,6 +156,16 @@ def ours(log: pathlib.Path, db: pathlib.Path, holds: list, rollups: bool = True,
     return took
 
 
+def ours_in_child(tree: pathlib.Path, log: pathlib.Path, db: pathlib.Path, holds: list, rollups: bool,
+                  chunk_bytes: int) -> float:
+    """ours(), in a process of its own that imports ``tree``'s package."""
+    command = [sys.executable, str(HERE / "import_logs.py"), "--child", str(tree), "--log", str(log), "--db", str(db),
+               "--chunk-bytes", str(chunk_bytes)] + ([] if rollups else ["--no-rollups"])
+    found = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+    holds.extend(found["holds"])
+    return found["seconds"]
+
+
 def goaccess(log: pathlib.Path, folder: pathlib.Path) -> float:
     """Seconds for GoAccess to parse ``log`` and write its JSON report."""
     report = folder / "report.json"
@@ -179,7 +196,17 @@ def main() -> None:
                         help="also time our import with the rollups left out, to show their share")
     parser.add_argument("--chunk-bytes", type=int, default=CHUNK_BYTES,
                         help="log bytes per transaction (the importer's chunk_bytes), to weigh speed against lock holds")
+    parser.add_argument("--against", metavar="REV", help="also import with this git revision, in the same rounds")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--log", help=argparse.SUPPRESS)
+    parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--no-rollups", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child:
+        holds: list = []
+        seconds = ours(pathlib.Path(args.log), pathlib.Path(args.db), holds, not args.no_rollups, args.chunk_bytes)
+        print(json.dumps({"seconds": seconds, "holds": holds}))
+        return
     folder = pathlib.Path(args.folder)
     folder.mkdir(parents=True, exist_ok=True)
     log = folder / f"access-{args.lines}.log"
@@ -189,14 +216,26 @@ def main() -> None:
         print(f"generated {log} ({args.lines:,} lines) in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     version = None if args.no_goaccess else ensure_goaccess()
     db = folder / "imported.db"
-    times = {"ours": [], "goaccess": [], "ours, rollups left out": []}
-    holds: list = []
-    for _ in range(args.rounds):
-        if args.split:
-            times["ours, rollups left out"].append(ours(log, db, [], rollups=False, chunk_bytes=args.chunk_bytes))
-        times["ours"].append(ours(log, db, holds, chunk_bytes=args.chunk_bytes))
-        if version:
-            times["goaccess"].append(goaccess(log, folder))
+    with revisions(args.against) as trees:
+        times = {"ours": [], "goaccess": [], "ours, rollups left out": []}
+        times.update({f"ours at {name}": [] for name in trees if name != "this tree"})
+        holds: list = []
+
+        def import_with(name: str, found: list, rollups: bool = True) -> float:
+            if not args.against:
+                return ours(log, db, found, rollups, args.chunk_bytes)
+            return ours_in_child(trees[name], log, db, found, rollups, args.chunk_bytes)
+
+        for _ in range(args.rounds):
+            # The revision's first: the database this tree's import leaves is the one measured below.
+            for name in trees:
+                if name != "this tree":
+                    times[f"ours at {name}"].append(import_with(name, []))
+            if args.split:
+                times["ours, rollups left out"].append(import_with("this tree", [], rollups=False))
+            times["ours"].append(import_with("this tree", holds))
+            if version:
+                times["goaccess"].append(goaccess(log, folder))
     with sqlite3.connect(db) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         rows = conn.execute("SELECT count(*) FROM request_log").fetchone()[0]
@@ -216,6 +255,10 @@ def main() -> None:
           f"longest {max(holds) * 1000:.0f} ms ({len(holds) // args.rounds} chunks)")
     if times["goaccess"]:
         print(f"ours / goaccess, best against best: {min(times['goaccess']) / min(times['ours']):.2f}")
+    if args.against:
+        before = times[f"ours at {args.against}"]
+        print(f"this tree / {args.against}, median against median: "
+              f"{statistics.median(before) / statistics.median(times['ours']):.2f}")
     for suffix in ("", "-wal", "-shm"):
         pathlib.Path(f"{db}{suffix}").unlink(missing_ok=True)
     (folder / "report.json").unlink(missing_ok=True)
