@@ -23,7 +23,6 @@ Past the size budget retention deletes them after the detailed rows, before the 
 from __future__ import annotations
 
 import functools
-import itertools
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
@@ -146,18 +145,21 @@ def replace_from_detailed(conn, hours: str) -> None:
 
 def add_sums(conn, summary: Summary, table: str, unit: str, sums: Dict[tuple, List[int]],
              hand_over: Optional[Callable[[], None]] = None) -> None:
-    """Add ``sums`` ((unit, key) -> values in ``summary.sums``' order), summed by the caller, to ``table``.
+    """Add ``sums`` ((unit, key) -> values in ``summary.sums``' order), summed by the caller, to
+    ``table``, emptying it.
 
     ``hand_over`` is called every HAND_OVER_ROWS rows, each statement's parameters built just
     before it: tens of thousands of sums shaped, or upserted, in one go would keep a thread waiting
-    for the GIL for milliseconds (a statement's step ends before a waiting thread wakes).
+    for the GIL for milliseconds (a statement's step ends before a waiting thread wakes). The sums
+    are taken out of the dict as they go for the same reason: freeing thousands of them at once,
+    when the caller dropped the dict, held the GIL for over a millisecond.
     """
-    items = iter(sums.items())
     since = 0
+    take = sums.popitem
     for count in statement_sizes(len(sums)):
         if hand_over is not None and since >= HAND_OVER_ROWS:
             hand_over()
             since = 0
-        flat = [value for key, values in itertools.islice(items, count) for value in (*key, *values)]
+        flat = [value for key, values in (take() for _ in range(count)) for value in (*key, *values)]
         conn.execute(summary.upsert_sql(table, unit, count), flat)
         since += count
