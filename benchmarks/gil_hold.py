@@ -20,7 +20,10 @@ writer's figures mean something only beside it.
 --one-batch: instead, Writer._write is called on one batch of 20,000 records whose combinations are
 all cached (lognormal durations, so thousands of rollup groups), and the rollup sums are added, with
 Python's forced switch put off to 1 s (sys.setswitchinterval), so that only what the writer itself
-does lets the ticker (waking every 0.1 ms) in; prints the longest gap between its wake-ups.
+does lets the ticker (waking every 0.1 ms) in; prints the longest gap between its wake-ups, and the
+longest stretch of the writer's own Python: from the end of one of its GIL releases (an SQL
+statement, a hand-over) to the start of the next, timed around each. The ticker's gaps add its own
+luck (a wake-up just after a hand-over waits for the next one); the stretches are the writer's alone.
 
 --against REV runs a git revision too (a temporary worktree), in the same run.
 """
@@ -115,6 +118,7 @@ def one_batch_child() -> None:
     records = [(shaper, scope_for(i), t0, t0 + d, t0 + d / 2, 200, [(b"content-type", b"text/plain")], 13, 0, 0)
                for i, d in enumerate(durations)]
     writer._write(records[:1_000], 0.0)  # every combination cached, the statements prepared
+    releases = _trace_releases(writer)
     ticks = []
     stop = threading.Event()
 
@@ -136,7 +140,50 @@ def one_batch_child() -> None:
     ticker.join()
     writer._conn.close()
     points = [start] + [t for t in ticks if start <= t <= end] + [end]
-    print(json.dumps({"max_ms": max(b - a for a, b in zip(points, points[1:])) * 1000, "write_ms": (end - start) * 1000}))
+    held = [start] + [t for span in sorted(r for r in releases if start <= r[0] <= end) for t in span] + [end]
+    print(json.dumps({"max_ms": max(b - a for a, b in zip(points, points[1:])) * 1000, "write_ms": (end - start) * 1000,
+                      "python_ms": max(held[i + 1] - held[i] for i in range(0, len(held) - 1, 2)) * 1000}))
+
+
+def _trace_releases(writer) -> list:
+    """(start, end) of each GIL release the writer makes from now on: its statements (through a
+    proxy of its connection) and its hand-overs. Parts a revision lacks are left untraced."""
+    import time
+
+    import asgi_log_to_sqlite.writer as module
+
+    releases: list = []
+    clock = time.perf_counter
+
+    class Traced:
+        def __init__(self, conn):
+            self._conn = conn
+
+        def __getattr__(self, name):
+            return getattr(self._conn, name)
+
+        def execute(self, *args):
+            begun = clock()
+            try:
+                return self._conn.execute(*args)
+            finally:
+                releases.append((begun, clock()))
+
+    traced = Traced(writer._conn)
+    writer._conn = traced
+    if hasattr(writer, "lookups"):
+        writer.lookups.conn = traced
+    hand_over = getattr(module, "hand_over", None)
+    if hand_over is not None:
+        def traced_hand_over() -> None:
+            begun = clock()
+            hand_over()
+            releases.append((begun, clock()))
+
+        module.hand_over = traced_hand_over
+        if getattr(getattr(writer, "rollups", None), "hand_over", None) is not None:
+            writer.rollups.hand_over = traced_hand_over
+    return releases
 
 
 def idle_child() -> None:
@@ -195,6 +242,7 @@ def main() -> None:
         print(f"one batch of 20,000 cached records, forced switch put off to 1 s; medians of {args.rounds} rounds")
         for name, runs in found.items():
             print(f"  {name:12} longest gap between the ticker's wake-ups {statistics.median(r['max_ms'] for r in runs):7.2f} ms"
+                  f"   longest stretch of the writer's Python {statistics.median(r['python_ms'] for r in runs):6.2f} ms"
                   f"   (the write took {statistics.median(r['write_ms'] for r in runs):.0f} ms)")
         return
     with revisions(args.against) as trees:
