@@ -468,7 +468,7 @@ class Importer:
             for cache, raw, looked in chunk.provisional:
                 self._cached(cache)[raw] = resolved_entry(looked, chunk.resolved)
 
-    def _rows(self, piece: bytes, number: int, flat: list, unparsed: list) -> int:
+    def _rows(self, piece: bytes, number: int, flat: array, unparsed: list) -> int:
         """Shape the lines of ``piece`` (the first is line ``number`` + 1) onto ``flat`` or
         ``unparsed``; returns how many rows were added. Rows are of COLUMNS until a line carries
         a duration, then of TIMED_COLUMNS (self._timed), in the order of their lines.
