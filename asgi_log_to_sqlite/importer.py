@@ -63,7 +63,7 @@ SHOWN_UNPARSED = 5
 SWITCH_INTERVAL_S = 0.00005
 # gc.set_threshold() while an import runs, restored after it: each chunk leaves thousands of
 # containers alive for a while (its lines' fields, its rows), and at Python's default thresholds
-# (700, 10, 10) collecting them took a sixth of the shaper's time; an import makes no cycles.
+# (700, 10, 10) collecting them took an eighth of the shaper's time; an import makes no cycles.
 GC_THRESHOLDS = (100_000, 50, 1_000)
 # Rows per INSERT: four times the live writer's, since each statement costs the writer thread a
 # wait for the GIL; a statement this large takes ~50 ms to prepare, once per connection.

@@ -152,7 +152,7 @@ def add_sums(conn, summary: Summary, table: str, unit: str, sums: Dict[tuple, Li
     before it: tens of thousands of sums shaped, or upserted, in one go would keep a thread waiting
     for the GIL for milliseconds (a statement's step ends before a waiting thread wakes). The sums
     are taken out of the dict as they go for the same reason: freeing thousands of them at once,
-    when the caller dropped the dict, held the GIL for over a millisecond.
+    when the caller dropped the dict, held the GIL for about a millisecond.
     """
     since = 0
     take = sums.popitem
